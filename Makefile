@@ -1,0 +1,40 @@
+# Two commands matter on a fresh machine: `make demo` and `make test`. Both build .venv first.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench venv clean
+
+venv: $(STAMP)
+
+# Pinned by constraints.txt (regenerate with `$(PY) -m pip freeze`); torch resolves to the CPU wheel on disk.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[all]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m services.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy shared
+	$(PY) -m tools.lint_deploy
+
+bench: $(STAMP)
+	@echo "benchmarks: $(BENCHES)"
+	@for b in $(BENCHES); do $(MAKE) --no-print-directory $$b || exit 1; done
+
+BENCHES := bench-blobs
+
+bench-blobs: $(STAMP)
+	$(PY) -m benchmarks.blobs
+
+clean:
+	rm -rf $(VENV) var dist

@@ -1,0 +1,1 @@
+"""What several services share: settings, the scene format, metadata database, blob store, queue."""
