@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 from services.gateway.app import create_app
 from shared.db import ensure_schema, session_scope
 from shared.db.models import Job, JobState
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO
+from tools.servers import free_port
 
 
 def test_gateway_process_serves_health_and_readiness(tmp_path):
