@@ -43,7 +43,9 @@ def collect_inputs(paths: list[Path]) -> list[tuple[Path, str]]:
     return unique
 
 
-def build_requests(inputs: list[tuple[Path, str]], out: Path, *, preview: bool, mode: str = "extract") -> list[dict[str, Any]]:
+def build_requests(
+    inputs: list[tuple[Path, str]], out: Path, *, preview: bool, mode: str = "extract"
+) -> list[dict[str, Any]]:
     requests = []
     for path, name in inputs:
         request: dict[str, Any] = {"path": str(path), "mode": mode, "out_json": str(out / f"{name}.json")}
@@ -54,7 +56,9 @@ def build_requests(inputs: list[tuple[Path, str]], out: Path, *, preview: bool, 
     return sorted(requests, key=lambda r: -Path(r["path"]).stat().st_size if Path(r["path"]).exists() else 0)
 
 
-def run(paths: list[Path], out: Path, settings: ExtractSettings, *, preview: bool = False, progress: bool = True) -> dict[str, Any]:
+def run(
+    paths: list[Path], out: Path, settings: ExtractSettings, *, preview: bool = False, progress: bool = True
+) -> dict[str, Any]:
     """Extract every input under ``paths`` into ``out``; return (and write) the summary."""
     out.mkdir(parents=True, exist_ok=True)
     inputs = collect_inputs(paths)
@@ -83,14 +87,27 @@ def run(paths: list[Path], out: Path, settings: ExtractSettings, *, preview: boo
 
 
 def _summary_entry(result: dict[str, Any]) -> dict[str, Any]:
-    keys = (
-        "path status reason sha256 document preview blender_version timings counts warnings peak_rss_mb pid"
-    ).split()
+    keys = [
+        "path",
+        "status",
+        "reason",
+        "sha256",
+        "document",
+        "preview",
+        "blender_version",
+        "timings",
+        "counts",
+        "warnings",
+        "peak_rss_mb",
+        "pid",
+    ]
     return {k: result[k] for k in keys if k in result}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m blender_worker.extract", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m blender_worker.extract", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("paths", nargs="+", type=Path, help=".blend/.glb/.fbx/... files or folders")
     parser.add_argument("--out", type=Path, required=True, help="folder for documents and summary.json")
     parser.add_argument("--workers", type=int, help="child processes (default BMT_EXTRACT_WORKERS or 2)")

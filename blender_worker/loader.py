@@ -18,7 +18,9 @@ from blender_worker.precheck import CheckedInput, RejectedInput
 
 CONVERTER_TIMEOUT_S = 120
 # Resave in an old Blender: its own loading runs with auto-execution disabled (-Y).
-LEGACY_RESAVE = "import bpy, sys; bpy.ops.wm.save_as_mainfile(filepath=sys.argv[-1], compress=False, copy=True)"
+LEGACY_RESAVE = (
+    "import bpy, sys; bpy.ops.wm.save_as_mainfile(filepath=sys.argv[-1], compress=False, copy=True)"
+)
 
 
 def disable_auto_exec() -> None:

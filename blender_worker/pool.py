@@ -8,6 +8,7 @@ failed with the reason, and the batch goes on. The parent never imports bpy.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -44,10 +45,19 @@ class ChildProcess:
 
     def _config(self) -> str:
         s = self.settings
-        keys = (
-            "memory_mb max_file_bytes max_decompressed_bytes max_vertices max_faces files_per_child "
-            "recycle_rss_mb preview_size preview_samples assimp_path legacy_blender_path"
-        ).split()
+        keys = [
+            "memory_mb",
+            "max_file_bytes",
+            "max_decompressed_bytes",
+            "max_vertices",
+            "max_faces",
+            "files_per_child",
+            "recycle_rss_mb",
+            "preview_size",
+            "preview_samples",
+            "assimp_path",
+            "legacy_blender_path",
+        ]
         return json.dumps({k: getattr(s, k) for k in keys})
 
     def start(self) -> None:
@@ -124,10 +134,8 @@ class ChildProcess:
 
     def _close(self) -> None:
         if self.proc is not None and self.proc.stdin is not None:
-            try:
+            with contextlib.suppress(BrokenPipeError):
                 self.proc.stdin.close()
-            except BrokenPipeError:
-                pass
         if self.responses is not None:
             self.responses.close()
             self.responses = None
@@ -178,7 +186,9 @@ def run_batch(
                         start_failures = 0
                     except WorkerStartError as exc:
                         start_failures += 1
-                        record({"path": request["path"], "status": "failed", "reason": str(exc), "timings": {}})
+                        record(
+                            {"path": request["path"], "status": "failed", "reason": str(exc), "timings": {}}
+                        )
                         if start_failures >= MAX_START_FAILURES:
                             _drain(pending, str(exc), record)
                             return
@@ -198,7 +208,9 @@ def run_batch(
     return results
 
 
-def _drain(pending: queue.Queue[dict[str, Any]], reason: str, record: Callable[[dict[str, Any]], None]) -> None:
+def _drain(
+    pending: queue.Queue[dict[str, Any]], reason: str, record: Callable[[dict[str, Any]], None]
+) -> None:
     while True:
         try:
             request = pending.get_nowait()

@@ -115,7 +115,10 @@ def _sha256(path: Path) -> str:
 
 def _inflate_zstd(path: Path, cap: int) -> bytes:
     try:
-        with path.open("rb") as f, zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True) as z:
+        with (
+            path.open("rb") as f,
+            zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True) as z,
+        ):
             return _count_inflated(z, cap, "zstd")
     except zstandard.ZstdError as exc:
         raise RejectedInput(f"corrupt zstd stream: {exc}") from None

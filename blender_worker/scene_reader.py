@@ -57,7 +57,9 @@ def inventory() -> dict[str, int]:
     objects = list(bpy.context.scene.objects)
     materials = {id_name(s.material): s.material for o in objects for s in o.material_slots if s.material}
     owners = [o.animation_data for o in objects]
-    owners += [o.data.shape_keys.animation_data for o in objects if o.type == "MESH" and o.data and o.data.shape_keys]
+    owners += [
+        o.data.shape_keys.animation_data for o in objects if o.type == "MESH" and o.data and o.data.shape_keys
+    ]
     keyframes = sum(
         len(fc.keyframe_points)
         for action in bpy.data.actions
@@ -297,6 +299,9 @@ class _Reader:
         totals = _get(mesh.polygons, "loop_total", nf, np.int32)
         corner_vertices = _get(mesh.loops, "vertex_index", nl, np.int32).tolist()
         faces = [corner_vertices[s : s + t] for s, t in zip(starts.tolist(), totals.tolist(), strict=True)]
+        face_keep, corner_keep = self._degenerate_faces(mesh, faces, starts, totals, nl)
+        if face_keep is not None:
+            faces = [f for f, keep in zip(faces, face_keep.tolist(), strict=True) if keep]
         out: dict[str, Any] = {
             "name": id_name(mesh),
             "vertices": _finite_array(vertices),
@@ -312,8 +317,11 @@ class _Reader:
             normals = _get(mesh.vertex_normals, "vector", nv * 3, np.float32).reshape(nv, 3)
             out["normals"] = _finite_array(normals)
         if nf:
-            out["face_smooth"] = _get(mesh.polygons, "use_smooth", nf, bool).tolist()
+            smooth = _get(mesh.polygons, "use_smooth", nf, bool)
             material_indices = _get(mesh.polygons, "material_index", nf, np.int32)
+            if face_keep is not None:
+                smooth, material_indices = smooth[face_keep], material_indices[face_keep]
+            out["face_smooth"] = smooth.tolist()
             top = max(1, n_slots) - 1
             if material_indices.any():
                 if material_indices.max() > top or material_indices.min() < 0:
@@ -324,8 +332,22 @@ class _Reader:
                 out["material_indices"] = material_indices.tolist()
         uv_layers = []
         for layer in mesh.uv_layers:
-            uvs = _get(layer.uv, "vector", nl * 2, np.float32).reshape(nl, 2)
-            uv_layers.append({"name": layer.name or "UVMap", "uvs": _finite_array(uvs), "active_render": layer.active_render})
+            if len(layer.uv) == nl:
+                uvs = _get(layer.uv, "vector", nl * 2, np.float32).reshape(nl, 2)
+            else:  # some old files carry a UV layer without data; Blender evaluates it to zeros
+                self.warnings.append(
+                    f"mesh {id_name(mesh)!r}: UV layer {layer.name!r} has no data; stored as zeros"
+                )
+                uvs = np.zeros((nl, 2), np.float32)
+            if corner_keep is not None:
+                uvs = uvs[corner_keep]
+            uv_layers.append(
+                {
+                    "name": layer.name or "UVMap",
+                    "uvs": _finite_array(uvs),
+                    "active_render": layer.active_render,
+                }
+            )
         if uv_layers:
             out["uv_layers"] = uv_layers
         if authored and mesh.shape_keys is not None:
@@ -336,6 +358,23 @@ class _Reader:
             if animation is not None:
                 out["shape_key_animation"] = animation
         return out
+
+    def _degenerate_faces(
+        self, mesh: bpy.types.Mesh, faces: list[list[int]], starts: np.ndarray, totals: np.ndarray, nl: int
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Masks dropping faces that repeat a vertex (found in real files; the format forbids them)."""
+        bad = [i for i, face in enumerate(faces) if len(set(face)) != len(face) or len(face) < 3]
+        if not bad:
+            return None, None
+        self.warnings.append(
+            f"mesh {id_name(mesh)!r}: dropped {len(bad)} degenerate faces (repeated vertices)"
+        )
+        face_keep = np.ones(len(faces), bool)
+        face_keep[bad] = False
+        corner_keep = np.ones(nl, bool)
+        for i in bad:
+            corner_keep[starts[i] : starts[i] + totals[i]] = False
+        return face_keep, corner_keep
 
     def _shape_keys(self, mesh: bpy.types.Mesh, nv: int) -> list[dict[str, Any]]:
         keys = []
@@ -541,7 +580,7 @@ class _Reader:
         if modifier.type == "NODES":
             if modifier.node_group is not None:
                 self.node_groups[id_name(modifier.node_group)] = modifier.node_group
-            params["inputs"] = {key: _param(modifier[key]) for key in modifier.keys()}
+            params["inputs"] = {key: _param(modifier[key]) for key in modifier.keys()}  # noqa: SIM118 (ID properties, not a dict)
         return {
             "name": modifier.name or modifier.type,
             "type": modifier.type,
@@ -681,8 +720,7 @@ def _fcurve(fcurve: bpy.types.FCurve) -> dict[str, Any]:
         out["group"] = fcurve.group.name
     if fcurve.modifiers:
         out["modifiers"] = [
-            {"type": m.type, **_rna_properties(m, frozenset({"type"}))}
-            for m in fcurve.modifiers
+            {"type": m.type, **_rna_properties(m, frozenset({"type"}))} for m in fcurve.modifiers
         ]
     return out
 
@@ -795,7 +833,12 @@ def _rna_properties(
     skipped = set(skip)
     for prop in struct.bl_rna.properties:
         ident = prop.identifier
-        if ident in excluded or ident in skipped or ident in SKIPPED_PROPS or ident.startswith(SKIPPED_PREFIXES):
+        if (
+            ident in excluded
+            or ident in skipped
+            or ident in SKIPPED_PROPS
+            or ident.startswith(SKIPPED_PREFIXES)
+        ):
             continue
         kind = prop.type
         try:
@@ -810,7 +853,9 @@ def _rna_properties(
         elif kind == "COLLECTION":
             if depth > 0 and len(value) <= 1024:
                 out[ident] = [
-                    id_name(item) if isinstance(item, bpy.types.ID) else _rna_properties(item, frozenset(), depth=depth - 1)
+                    id_name(item)
+                    if isinstance(item, bpy.types.ID)
+                    else _rna_properties(item, frozenset(), depth=depth - 1)
                     for item in value
                 ]
         elif not prop.is_readonly:

@@ -15,7 +15,9 @@ class ExtractSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BMT_EXTRACT_", env_file=".env", extra="ignore")
 
     workers: int = Field(2, ge=1, description="Child processes extracting in parallel.")
-    timeout_s: float = Field(120.0, gt=0, description="Wall-clock limit per file; the child is killed past it.")
+    timeout_s: float = Field(
+        120.0, gt=0, description="Wall-clock limit per file; the child is killed past it."
+    )
     memory_mb: int = Field(
         4096,
         ge=512,
