@@ -120,14 +120,18 @@ class _Worker:
             result["inventory"] = inventory()
         t = time.perf_counter()
         provenance = {"sha256": checked.sha256, "path": request.get("source_path") or str(checked.path)}
-        doc = read_scene(ReadLimits(config["max_vertices"], config["max_faces"]), provenance)
+        limits = ReadLimits(config["max_vertices"], config["max_faces"])
+        doc = read_scene(
+            limits, provenance, saved_by_blender=checked.format == "blend" and not checked.big_endian
+        )
         timings["read_s"] = time.perf_counter() - t
         t = time.perf_counter()
         text = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
         timings["serialize_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        limits = Limits(max_vertices=config["max_vertices"] * 2, max_faces=config["max_faces"] * 2)
-        parse_scene(text, limits)  # authored + evaluated meshes count against the document caps
+        parse_scene(
+            text, Limits(max_vertices=config["max_vertices"] * 2, max_faces=config["max_faces"] * 2)
+        )  # authored + evaluated meshes count against the document caps
         timings["validate_s"] = time.perf_counter() - t
         out = Path(request["out_json"])
         out.write_bytes(text)

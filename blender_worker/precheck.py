@@ -21,6 +21,8 @@ GZIP_MAGIC = b"\x1f\x8b"
 GLB_MAGIC = b"glTF"
 FBX_BINARY_MAGIC = b"Kaydara FBX Binary"
 CHUNK = 1 << 20
+END_BLOCK = b"ENDB"
+TAIL_BYTES = 64  # the ENDB block header sits within the last 20 to 40 bytes of a .blend
 
 IMPORT_FORMATS = {
     ".glb": "gltf",
@@ -69,6 +71,9 @@ def check_input(path: Path, *, max_file_bytes: int, max_decompressed_bytes: int)
     if suffix != ".blend":
         return _check_import(path, suffix, head, sha256, size)
     if head.startswith(BLEND_MAGIC):
+        with path.open("rb") as f:
+            f.seek(max(0, size - TAIL_BYTES))
+            _check_complete(f.read(), "file")
         return CheckedInput(path, "blend", sha256, size, big_endian=_is_big_endian(head))
     if head.startswith(ZSTD_MAGIC):
         inflated = _inflate_zstd(path, max_decompressed_bytes)
@@ -133,15 +138,24 @@ def _inflate_gzip(path: Path, cap: int) -> bytes:
 
 
 def _count_inflated(stream, cap: int, kind: str) -> bytes:
-    """Read the stream to its end, keeping only its head; refuse once more than ``cap`` bytes come out."""
+    """Read the stream to its end, keeping only its head and tail; refuse once more than ``cap``
+    bytes come out, or when the .blend inside is cut short."""
     head = stream.read(64)
     if not head.startswith(BLEND_MAGIC):
         raise RejectedInput(f"{kind} stream does not hold a .blend file: starts with {head[:16]!r}")
-    total = len(head)
+    total, tail = len(head), head
     while chunk := stream.read(CHUNK):
         total += len(chunk)
+        tail = (tail + chunk)[-TAIL_BYTES:]
         if total > cap:
             raise RejectedInput(
                 f"{kind} stream inflates past the cap of {cap} bytes (decompression bomb guard)"
             )
+    _check_complete(tail, f"{kind} stream")
     return head
+
+
+def _check_complete(tail: bytes, what: str) -> None:
+    """Every complete .blend ends with an ENDB block header."""
+    if END_BLOCK not in tail:
+        raise RejectedInput(f"truncated .blend: the {what} ends without the ENDB block")

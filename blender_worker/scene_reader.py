@@ -47,9 +47,19 @@ class ReadLimits:
     max_faces: int
 
 
-def read_scene(limits: ReadLimits, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Return the scene-format document for the loaded file."""
-    return _Reader(limits).read(provenance or {})
+def read_scene(
+    limits: ReadLimits, provenance: dict[str, Any] | None = None, *, saved_by_blender: bool = True
+) -> dict[str, Any]:
+    """Return the scene-format document for the loaded file.
+
+    ``saved_by_blender``: the file is a .blend, so bpy.data.version names the Blender that saved it
+    (for imported formats it would only name this Blender).
+    """
+    provenance = dict(provenance or {})
+    version = bpy.data.version
+    if saved_by_blender and version and version[0] > 0:
+        provenance.setdefault("blender_version", "{}.{}.{}".format(*version))
+    return _Reader(limits).read(provenance)
 
 
 def inventory() -> dict[str, int]:
@@ -102,6 +112,13 @@ class _Reader:
 
     def read(self, provenance: dict[str, Any]) -> dict[str, Any]:
         scene = bpy.context.scene
+        if bpy.app.autoexec_fail:
+            self.warnings.append(f"auto-execution blocked, nothing ran: {bpy.app.autoexec_fail_message}")
+        muted = _mute_python_drivers()
+        if muted:
+            self.warnings.append(
+                f"{muted} Python driver expressions stored as text and muted, never evaluated as Python"
+            )
         objects = self._scene_objects(scene)
         self._check_size(objects)
         doc_objects = [self._object(obj) for obj in objects]
@@ -120,10 +137,6 @@ class _Reader:
         doc["actions"] = self._actions()
         doc["images"] = [self._image(img) for _, img in sorted(self.images.items())]
         doc["libraries"] = self._libraries()
-        version = bpy.data.version
-        provenance = dict(provenance)
-        if version and version[0] > 0 and provenance.get("blender_version") is None:
-            provenance["blender_version"] = "{}.{}.{}".format(*version)
         doc["provenance"] = provenance
         doc["warnings"] = self.warnings
         return doc
@@ -690,6 +703,48 @@ class _Reader:
 
 
 # ---- helpers without reader state ---------------------------------------------------------------
+
+
+ANIMATABLE_COLLECTIONS = [
+    "objects",
+    "meshes",
+    "shape_keys",
+    "materials",
+    "node_groups",
+    "scenes",
+    "worlds",
+    "armatures",
+    "cameras",
+    "lights",
+    "curves",
+    "lattices",
+    "textures",
+    "particles",
+]
+EMBEDDED_TREE_OWNERS = ("materials", "worlds", "lights")  # scenes use node groups in Blender 5
+
+
+def _mute_python_drivers() -> int:
+    """Mute every scripted driver that Blender's own expression evaluator cannot handle.
+
+    With auto-execution off Blender only runs such expressions in its restricted mode (a bytecode
+    whitelist: no imports, no attribute access), once when the file loads; muting them keeps the
+    depsgraph evaluations made here from running them again. Drivers are read, not evaluated, so
+    the document is unchanged.
+    """
+    owners = [block for name in ANIMATABLE_COLLECTIONS for block in getattr(bpy.data, name)]
+    owners += [b.node_tree for name in EMBEDDED_TREE_OWNERS for b in getattr(bpy.data, name) if b.node_tree]
+    muted = 0
+    for owner in owners:
+        anim = owner.animation_data
+        if anim is None:
+            continue
+        for fcurve in anim.drivers:
+            driver = fcurve.driver
+            if driver.type == "SCRIPTED" and not driver.is_simple_expression and not fcurve.mute:
+                fcurve.mute = True
+                muted += 1
+    return muted
 
 
 def _action_name(action: bpy.types.Action, slot: bpy.types.ActionSlot | None) -> str:

@@ -4,8 +4,9 @@
 
 Writes text_block.blend (a registered text block that writes MARKER_DIR/text_block.ran when run),
 driver.blend (a scripted driver expression that writes MARKER_DIR/driver.ran when evaluated),
-grid.blend (a 100x100 grid, 10,000 vertices) and heavy_subsurf.blend (a cube under a level-11
-Subdivision Surface modifier: about 25 million faces when evaluated).
+grid.blend (a 100x100 grid, 10,201 vertices), heavy_subsurf.blend (a cube under a level-11
+Subdivision Surface modifier: about 25 million faces when evaluated, far more memory than a child
+may use) and slow_smooth.blend (100,000 vertices smoothed 32,767 times: slow, in little memory).
 """
 
 from __future__ import annotations
@@ -20,11 +21,34 @@ def _empty_scene() -> None:
     bpy.ops.wm.read_factory_settings(use_empty=True)
 
 
-def _cube(name: str) -> bpy.types.Object:
-    bpy.ops.mesh.primitive_cube_add()
-    obj = bpy.context.active_object
-    obj.name = name
+def _mesh_object(name: str, vertices: list, faces: list) -> bpy.types.Object:
+    """Built through bpy.data, not operators, so that nothing is evaluated while building."""
+    mesh = bpy.data.meshes.new(name)
+    mesh.from_pydata(vertices, [], faces)
+    obj = bpy.data.objects.new(name, mesh)
+    bpy.context.scene.collection.objects.link(obj)
     return obj
+
+
+def _cube(name: str) -> bpy.types.Object:
+    vertices = [(x, y, z) for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)]
+    faces = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    return _mesh_object(name, vertices, faces)
+
+
+def _grid(name: str, n: int) -> bpy.types.Object:
+    vertices = [(x, y, 0.0) for y in range(n + 1) for x in range(n + 1)]
+    faces = [
+        (y * (n + 1) + x, y * (n + 1) + x + 1, (y + 1) * (n + 1) + x + 1, (y + 1) * (n + 1) + x)
+        for y in range(n)
+        for x in range(n)
+    ]
+    return _mesh_object(name, vertices, faces)
+
+
+def _save(path: Path, *extra: bpy.types.ID) -> None:
+    """Write the scene without evaluating it (save_as_mainfile would run the heavy modifiers)."""
+    bpy.data.libraries.write(str(path), {bpy.context.scene, *extra})
 
 
 def build(out: Path, markers: Path) -> None:
@@ -35,7 +59,7 @@ def build(out: Path, markers: Path) -> None:
     text = bpy.data.texts.new("payload.py")
     text.write(f"open({str(markers / 'text_block.ran')!r}, 'w').write('ran')\n")
     text.use_module = True  # Blender runs it on load when auto-execution is allowed
-    bpy.ops.wm.save_as_mainfile(filepath=str(out / "text_block.blend"))
+    _save(out / "text_block.blend", text)
 
     _empty_scene()
     cube = _cube("Driven")
@@ -43,17 +67,24 @@ def build(out: Path, markers: Path) -> None:
     driver = cube.driver_add("location", 0).driver
     driver.type = "SCRIPTED"
     driver.expression = f"__import__('pathlib').Path({str(markers / 'driver.ran')!r}).write_text('ran') and 0"
-    bpy.ops.wm.save_as_mainfile(filepath=str(out / "driver.blend"))
+    _save(out / "driver.blend")
 
     _empty_scene()
-    bpy.ops.mesh.primitive_grid_add(x_subdivisions=100, y_subdivisions=100)
-    bpy.ops.wm.save_as_mainfile(filepath=str(out / "grid.blend"))
+    _grid("Grid", 100)
+    _save(out / "grid.blend")
 
     _empty_scene()
     heavy = _cube("Heavy")
     subsurf = heavy.modifiers.new("Subdivision", "SUBSURF")
     subsurf.levels = 11
-    bpy.ops.wm.save_as_mainfile(filepath=str(out / "heavy_subsurf.blend"))
+    _save(out / "heavy_subsurf.blend")
+
+    _empty_scene()
+    slow = _cube("Slow")
+    slow.modifiers.new("Subdivision", "SUBSURF").levels = 7
+    smooth = slow.modifiers.new("Smooth", "SMOOTH")
+    smooth.iterations = 32767  # seconds of work in little memory
+    _save(out / "slow_smooth.blend")
 
 
 def run_trusted(path: Path) -> None:
