@@ -100,11 +100,8 @@ class _Worker:
         return checked
 
     def _open_only(self, request: dict[str, Any], result: dict[str, Any], timings: dict[str, float]) -> None:
-        from blender_worker.scene_reader import inventory
-
-        checked = self._load(request, timings)
-        result["sha256"] = checked.sha256
-        result["inventory"] = inventory()
+        """The benchmark's floor: check and load the file, read nothing."""
+        result["sha256"] = self._load(request, timings).sha256
 
     def _extract(self, request: dict[str, Any], result: dict[str, Any], timings: dict[str, float]) -> None:
         import orjson
@@ -116,10 +113,14 @@ class _Worker:
         config = self.config
         checked = self._load(request, timings)
         result["sha256"] = checked.sha256
-        if request.get("inventory"):
+        if request.get("with_inventory"):
             result["inventory"] = inventory()
         t = time.perf_counter()
-        provenance = {"sha256": checked.sha256, "path": request.get("source_path") or str(checked.path)}
+        provenance = {
+            **request.get("provenance", {}),
+            "sha256": checked.sha256,
+            "path": request.get("source_path") or str(checked.path),
+        }
         limits = ReadLimits(config["max_vertices"], config["max_faces"])
         doc = read_scene(
             limits, provenance, saved_by_blender=checked.format == "blend" and not checked.big_endian
