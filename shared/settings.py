@@ -61,6 +61,48 @@ class Settings(BaseSettings):
     api_key: str = Field("", description="When set, the gateway requires it in the X-API-Key header.")
     log_level: str = Field("INFO", description="Python logging level for every service.")
 
+    # ---- labeller: quality filter, deduplication and dataset builder (services/labeler) ----
+    # An object failing any quality threshold is kept in the database with its reason but left
+    # out of every geometry, modifier and material dataset.
+    quality_min_faces: int = Field(
+        4, description="Quality: meshes with fewer faces are rejected (too_few_faces)."
+    )
+    quality_max_faces: int = Field(
+        20_000, description="Quality: meshes with more faces are rejected (too_many_faces)."
+    )
+    quality_max_zero_area_share: float = Field(
+        0.10, description="Quality: largest share of faces with (near) zero area (zero_area_faces)."
+    )
+    quality_zero_area_epsilon: float = Field(
+        1e-10, description="Quality: a face whose area / bbox diagonal^2 is below this counts as zero-area."
+    )
+    quality_max_non_manifold_share: float = Field(
+        0.10, description="Quality: largest share of edges used by more than two faces (non_manifold)."
+    )
+    quality_max_loose_share: float = Field(
+        0.20,
+        description="Quality: largest share of vertices in no face, or of edges in no face (loose_geometry).",
+    )
+    quality_min_size: float = Field(
+        1e-3, description="Quality: smallest bounding-box diagonal in Blender units (scale_outlier)."
+    )
+    quality_max_size: float = Field(
+        1e4, description="Quality: largest bounding-box diagonal in Blender units (scale_outlier)."
+    )
+    label_low_poly_faces: int = Field(
+        1_000, description="Labels: meshes with at most this many faces are captioned low-poly."
+    )
+    dedup_quantization_bits: int = Field(
+        10, description="Exact dedup: bits per coordinate after normalising to the unit box."
+    )
+    dedup_near_threshold: float = Field(
+        0.04, description="Near dedup: shape-descriptor distance below which two meshes are one cluster."
+    )
+    dataset_split_fractions: tuple[float, float, float] = Field(
+        (0.8, 0.1, 0.1), description="Dataset: target train/val/test shares (by items, whole packs)."
+    )
+    dataset_shard_items: int = Field(256, description="Dataset: items per tar shard.")
+
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:
         if not self.database_url:
