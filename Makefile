@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench venv clean extract-tools
+.PHONY: demo test lint bench venv clean dataset extract-tools
 
 venv: $(STAMP)
 
@@ -45,3 +45,8 @@ bench-extract: $(STAMP) extract-tools
 
 clean:
 	rm -rf $(VENV) var dist
+
+# Labels, quality filter, dedup and datasets on a corpus sample (about 300 .blend files, every
+# pack), embedded default under var/: reports and plots in var/datasets/sample/<specialist>/.
+dataset: $(STAMP)
+	$(PY) -m services.labeler run --per-pack 5 --name sample

@@ -149,7 +149,9 @@ def geometry_hash(mesh: MeshArrays, bits: int) -> str:
     lo, hi = mesh.vertices.min(axis=0), mesh.vertices.max(axis=0)
     extent = float((hi - lo).max()) or 1.0
     unit = (mesh.vertices - (lo + hi) / 2) / extent  # in [-0.5, 0.5]
-    levels = (1 << bits) - 1
+    # 2**bits steps (not 2**bits - 1): "nice" coordinates such as thirds or sixths of the extent
+    # then never land on a rounding boundary, where float noise from a transform would flip them.
+    levels = 1 << bits
     quantised = np.rint((unit + 0.5) * levels).astype(np.int64)
     unique, remap = np.unique(quantised, axis=0, return_inverse=True)
     remap = remap.reshape(-1)
@@ -204,24 +206,25 @@ def descriptor_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # ---- symmetry ---------------------------------------------------------------------------------
 
 
-def mirror_axes(mesh: MeshArrays, tolerance: float = 0.01, sample: int = 400) -> list[str]:
+def mirror_axes(mesh: MeshArrays, tolerance: float = 0.01, sample: int = 256) -> list[str]:
     """Axes (of 'x', 'y', 'z') across which the vertices mirror onto vertices about the bbox centre,
     within ``tolerance`` x the bbox diagonal, for at least 95% of a fixed vertex sample."""
     v = mesh.vertices
     diagonal = mesh.diagonal()
     if len(v) < 4 or diagonal == 0.0:
         return []
-    centre = (v.min(axis=0) + v.max(axis=0)) / 2
+    v = v - (v.min(axis=0) + v.max(axis=0)) / 2  # centred, so mirroring is a sign flip
     picks = v[np.linspace(0, len(v) - 1, min(sample, len(v))).astype(np.int64)]
+    limit = (tolerance * diagonal) ** 2
     axes = []
     for axis, name in enumerate("xyz"):
         mirrored = picks.copy()
-        mirrored[:, axis] = 2 * centre[axis] - mirrored[:, axis]
+        mirrored[:, axis] = -mirrored[:, axis]
         nearest = np.full(len(mirrored), np.inf)
-        for start in range(0, len(v), 4096):  # chunks keep the distance matrix small
-            block = v[start : start + 4096]
-            d = np.linalg.norm(mirrored[:, None, :] - block[None, :, :], axis=2).min(axis=1)
-            nearest = np.minimum(nearest, d)
-        if float((nearest <= tolerance * diagonal).mean()) >= 0.95:
+        for start in range(0, len(v), 8192):  # chunks keep the distance matrix small
+            block = v[start : start + 8192]
+            squared = (mirrored**2).sum(1)[:, None] - 2 * mirrored @ block.T + (block**2).sum(1)[None, :]
+            nearest = np.minimum(nearest, squared.min(axis=1))
+        if float((nearest <= limit).mean()) >= 0.95:
             axes.append(name)
     return axes

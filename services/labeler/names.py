@@ -48,7 +48,9 @@ NOISE_WORDS = frozenset(
 )
 
 # camelCase / PascalCase boundaries, letter-digit boundaries, and separators.
-_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])|(?<=[A-Za-z])(?=\d)|(?<=\d)(?=[A-Za-z])")
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+# Trailing numbering on a word ("Table2", "Wheels4"), but not a model name like "P90" or "M4".
+_TRAILING_NUMBER = re.compile(r"^([a-z]{3,})\d+$")
 _SEPARATORS = re.compile(r"[\s_\-.,/\\()\[\]{}:;+&#|'\"]+")
 _NUMBER = re.compile(r"^\d+$")
 _MONTHS = frozenset(
@@ -81,7 +83,7 @@ def words(name: str | None) -> list[str]:
     out = []
     for chunk in _SEPARATORS.split(name):
         for word in _CAMEL.split(chunk):
-            word = word.lower()
+            word = _TRAILING_NUMBER.sub(r"\1", word.lower())
             if not word or _NUMBER.match(word) or word in NOISE_WORDS or len(word) == 1:
                 continue
             out.append(word)

@@ -89,7 +89,10 @@ def write_dataset_report(result: BuildResult, out_dir: Path) -> list[Path]:
     ax.set_ylabel("items")
     _barh(axes[0][1], stats["categories"], "categories", "#228833")
     _barh(axes[1][0], stats["licenses"], "licenses", "#ccbb44")
-    _barh(axes[1][1], stats["rejections"], "quality rejections (all labelled objects)", "#ee6677")
+    # Cameras, lights and armatures are "not_mesh" by the dozen; left out so real reasons show.
+    rejections = {k: v for k, v in stats["rejections"].items() if k != "not_mesh"}
+    title = f"quality rejections ({stats['rejections'].get('not_mesh', 0)} non-mesh objects not shown)"
+    _barh(axes[1][1], rejections, title, "#ee6677")
     fig.tight_layout()
     fig.savefig(paths[2], dpi=80)
     plt.close(fig)
