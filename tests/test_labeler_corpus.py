@@ -281,3 +281,25 @@ def test_bad_build_requests_fail_clearly(
         assert load_records(session) == []
     with pytest.raises(DatasetBuildError, match="no labelled objects"):
         _build("geometry")
+
+
+def test_labelling_needs_a_scene_document_that_holds_the_objects() -> None:
+    """On a fresh, empty database (the autouse fixture's): failed extractions and rows that do not
+    match their document are refused with the reason."""
+    ensure_schema()
+    store = get_blob_store()
+    with session_scope() as session:
+        asset = Asset(sha256="0" * 64, size=1, format="blend", license="CC0-1.0")
+        session.add(asset)
+        session.flush()
+        failed = Extraction(asset_id=asset.id, extractor_version="old", status="failed", error="boom")
+        empty_scene = store.put_bytes(json.dumps({"objects": [], "materials": []}).encode())
+        mismatched = Extraction(asset_id=asset.id, extractor_version="new", status="ok", scene_key=empty_scene)
+        mismatched.objects = [SceneObject(asset_id=asset.id, name="Ghost", type="MESH")]
+        session.add_all([failed, mismatched])
+        session.flush()
+        ids = failed.id, mismatched.id
+    with session_scope() as session, pytest.raises(ValueError, match="has no scene document"):
+        label_extraction(session, store, ids[0], get_settings())
+    with session_scope() as session, pytest.raises(ValueError, match=r"\['Ghost'\] are not in its scene document"):
+        label_extraction(session, store, ids[1], get_settings())

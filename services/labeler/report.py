@@ -76,7 +76,8 @@ def write_dataset_report(result: BuildResult, out_dir: Path) -> list[Path]:
         f"{result.name} / {result.specialist} v{result.version}: {stats['items']} items "
         f"(train {report['splits']['train']}, val {report['splits']['val']}, test {report['splits']['test']})"
     )
-    faces = stats["faces"]["values"]
+    faces = [f for f in stats["faces"]["values"] if f > 0]
+    without = len(stats["faces"]["values"]) - len(faces)  # armatures, empties: nothing to bin on a log axis
     ax = axes[0][0]
     if faces:
         import numpy as np
@@ -84,7 +85,9 @@ def write_dataset_report(result: BuildResult, out_dir: Path) -> list[Path]:
         bins = np.logspace(0, np.log10(max(faces) + 1), 30)
         ax.hist(faces, bins=bins, color="#4477aa")
         ax.set_xscale("log")
-    ax.set_title("faces per object (log scale)")
+    ax.set_title(
+        "faces per object (log scale)" + (f", {without} items without faces not shown" if without else "")
+    )
     ax.set_xlabel("faces")
     ax.set_ylabel("items")
     _barh(axes[0][1], stats["categories"], "categories", "#228833")
