@@ -294,12 +294,17 @@ def test_labelling_needs_a_scene_document_that_holds_the_objects() -> None:
         session.flush()
         failed = Extraction(asset_id=asset.id, extractor_version="old", status="failed", error="boom")
         empty_scene = store.put_bytes(json.dumps({"objects": [], "materials": []}).encode())
-        mismatched = Extraction(asset_id=asset.id, extractor_version="new", status="ok", scene_key=empty_scene)
+        mismatched = Extraction(
+            asset_id=asset.id, extractor_version="new", status="ok", scene_key=empty_scene
+        )
         mismatched.objects = [SceneObject(asset_id=asset.id, name="Ghost", type="MESH")]
         session.add_all([failed, mismatched])
         session.flush()
         ids = failed.id, mismatched.id
     with session_scope() as session, pytest.raises(ValueError, match="has no scene document"):
         label_extraction(session, store, ids[0], get_settings())
-    with session_scope() as session, pytest.raises(ValueError, match=r"\['Ghost'\] are not in its scene document"):
+    with (
+        session_scope() as session,
+        pytest.raises(ValueError, match=r"\['Ghost'\] are not in its scene document"),
+    ):
         label_extraction(session, store, ids[1], get_settings())

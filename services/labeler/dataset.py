@@ -120,7 +120,7 @@ def load_records(session: Session) -> list[ObjectRecord]:
         .where(SceneObject.labels.is_not(None))
     ).all()
     records = [
-        ObjectRecord(row, asset, scene_key, asset_names(asset)["pack"] or asset.sha256)
+        ObjectRecord(row, asset, scene_key or "", asset_names(asset)["pack"] or asset.sha256)
         for row, asset, scene_key in rows
         if row.labels
     ]
@@ -168,7 +168,7 @@ def _geometry_items(
             build.dropped_duplicates += 1
             continue
         obj = scenes.object(record)
-        mesh = obj.get("evaluated_mesh") or obj.get("mesh")
+        mesh = obj.get("evaluated_mesh") or obj["mesh"]  # accepted objects have geometry
         item = record.base_item(record.row.name)
         item["mesh"] = {"vertices": mesh["vertices"], "faces": mesh["faces"]}
         item["duplicates"] = len(members[record.key]) - 1

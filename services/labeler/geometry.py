@@ -155,15 +155,15 @@ def geometry_hash(mesh: MeshArrays, bits: int) -> str:
     quantised = np.rint((unit + 0.5) * levels).astype(np.int64)
     unique, remap = np.unique(quantised, axis=0, return_inverse=True)
     remap = remap.reshape(-1)
-    faces = []
+    faces: list[tuple[int, ...]] = []
     for face in mesh.faces:
         ids = [int(remap[i]) for i in face]
         start = ids.index(min(ids))
         faces.append(tuple(ids[start:] + ids[:start]))
     digest = hashlib.sha256()
     digest.update(unique.astype("<i4").tobytes())
-    for face in sorted(faces):
-        digest.update(np.asarray((len(face), *face), dtype="<i4").tobytes())
+    for canonical in sorted(faces):
+        digest.update(np.asarray((len(canonical), *canonical), dtype="<i4").tobytes())
     return digest.hexdigest()
 
 

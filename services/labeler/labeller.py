@@ -81,8 +81,10 @@ def label_extraction(
             dict.fromkeys(names.phrase(s) for s in obj.get("material_slots") or [] if s)
         )
         noun = found["asset_name"] or found["title"] or found["object"] or found["mesh"]
-        if mesh_objects > 1 and found["object"] and found["object"] not in noun:
-            noun = f"{found['object']} of {noun}" if noun else found["object"]
+        if mesh_objects > 1:  # a part of a larger asset: say which part, without repeating words
+            extra = [w for w in found["object"].split() if w not in noun.split()]
+            if extra:
+                noun = f"{' '.join(extra)} of {noun}" if noun else " ".join(extra)
         per_object.append((row, obj, mesh_doc, found, noun))
 
     choices = choose_categories(
@@ -139,7 +141,7 @@ def _label_object(
 
     mirrored = "MIRROR" in modifiers
     colours = attributes.dominant_colours(obj, materials)
-    attrs = {
+    attrs: dict[str, Any] = {
         "colours": colours,
         "size": attributes.size_class(diagonal) if mesh is not None else None,
         "low_poly": mesh is not None and len(mesh.faces) <= settings.label_low_poly_faces,
