@@ -5,11 +5,19 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
-# Words that say how a thing was modelled or saved, never what it is.
+# Words that say how a thing was modelled or saved, never what it is (Blender names new
+# objects after the primitive they started from: Cube.003, Cylinder.001).
 NOISE_WORDS = frozenset(
     {
         "blend",
         "cube",
+        "cylinder",
+        "sphere",
+        "icosphere",
+        "uv",
+        "circle",
+        "cone",
+        "torus",
         "mesh",
         "object",
         "obj",
