@@ -165,13 +165,15 @@ class GeometryModel(nn.Module):
         top_p: float = 0.95,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
+        min_faces: int = 1,
     ) -> tuple[list[int], QuantizedMesh]:
         """One grammar-constrained sample for a (text_dim,) embedding: (tokens, canonical mesh)."""
-        if face_budget < 1:
-            raise ValueError("face_budget must be at least 1")
         self.eval()
         grammar = MeshGrammar(
-            self.config.tokenizer, face_budget=face_budget, max_tokens=self.config.max_tokens
+            self.config.tokenizer,
+            face_budget=face_budget,
+            max_tokens=self.config.max_tokens,
+            min_faces=min_faces,
         )
         device = self.pos_emb.weight.device
         tokens = [BOS]

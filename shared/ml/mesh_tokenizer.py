@@ -237,13 +237,21 @@ def quantize_mesh(vertices, faces, config: TokenizerConfig | None = None) -> Qua
 class MeshGrammar:
     """Decoder state machine: ``feed`` tokens (after BOS), ``allowed`` says what may come next.
 
-    ``face_budget`` caps the faces, ``max_tokens`` the whole sequence (BOS and EOS included).
+    ``face_budget`` caps the faces, ``max_tokens`` the whole sequence (BOS and EOS included);
+    ``min_faces`` holds EOS back until that many faces exist or no further face fits.
     """
 
     def __init__(
-        self, config: TokenizerConfig | None = None, face_budget: int | None = None, max_tokens=None
+        self,
+        config: TokenizerConfig | None = None,
+        face_budget: int | None = None,
+        max_tokens=None,
+        min_faces: int = 1,
     ):
         self.config = config or TokenizerConfig()
+        self.min_faces = max(1, min_faces)
+        if face_budget is not None and face_budget < 1:
+            raise TokenizerError("face_budget must be at least 1")
         self.vocab = Vocabulary(self.config)
         self.face_budget = face_budget
         self.max_tokens = max_tokens
@@ -338,8 +346,8 @@ class MeshGrammar:
                 for o in self._forbidden_offsets(block):
                     mask[v.offset0 + o] = False
             return mask
-        mask[EOS] = bool(self.faces)
         if self.face_budget is not None and len(self.faces) >= self.face_budget:
+            mask[EOS] = True
             return mask
         for s in range(3, c.max_face_size + 1):
             mask[v.new(s)] = self._face_fits(s)
@@ -349,6 +357,7 @@ class MeshGrammar:
             mask[v.cont0 : v.ref0].reshape(c.max_face_size, v.sizes, 2)[: len(anchor), :sizes] = True
             if self._face_fits(2):  # POP, then at least a CONT triangle
                 mask[v.pop0 : v.pop0 + min(c.max_pop, len(self.stack) - 1)] = True
+        mask[EOS] = bool(self.faces) and (len(self.faces) >= self.min_faces or not mask.any())
         return mask
 
     def allowed_token(self, token: int) -> bool:
