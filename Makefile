@@ -38,3 +38,8 @@ bench-blobs: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var dist
+
+# The Blender add-on as an installable extension zip: dist/<id>-<version>.zip.
+.PHONY: addon
+addon: $(STAMP)
+	$(PY) -m addon_tools.pack_addon

@@ -55,7 +55,9 @@ class GatewayClient:
         except urllib.error.HTTPError as exc:
             raise GatewayError(_http_error_message(exc)) from None
         except urllib.error.URLError as exc:
-            raise GatewayError(f"Could not reach the generation gateway at {self.base_url} ({exc.reason}).") from None
+            raise GatewayError(
+                f"Could not reach the generation gateway at {self.base_url} ({exc.reason})."
+            ) from None
         except TimeoutError:
             raise GatewayError(
                 f"The gateway at {self.base_url} did not answer within {self.timeout_s:g} seconds."
@@ -104,7 +106,11 @@ class GenerationJob:
     """One generation: POST, then poll until done; ``cancel()`` sends DELETE and stops polling."""
 
     def __init__(
-        self, client: GatewayClient, request: dict, poll_interval_s: float = 0.5, give_up_after_s: float = 600.0
+        self,
+        client: GatewayClient,
+        request: dict,
+        poll_interval_s: float = 0.5,
+        give_up_after_s: float = 600.0,
     ):
         self.client = client
         self.request = request
@@ -181,7 +187,9 @@ class GenerationJob:
             self._update(status=status, progress=1.0, message=message or "Done.", scenes=scenes)
         elif status == "failed":
             error = reply.get("error") if isinstance(reply.get("error"), str) else "no reason given"
-            self._update(status=status, progress=progress, message=message, error=f"The generation failed: {error}")
+            self._update(
+                status=status, progress=progress, message=message, error=f"The generation failed: {error}"
+            )
         elif status == "cancelled":
             self._update(status=status, message="Cancelled on the gateway.")
         else:

@@ -100,7 +100,9 @@ def inject_scene(
             injector.apply_scene_settings(bpy.context.scene)
     except Exception as exc:
         injector.remove_created()
-        raise InjectionError(f"could not create the scene ({type(exc).__name__}: {exc}); nothing was added") from exc
+        raise InjectionError(
+            f"could not create the scene ({type(exc).__name__}: {exc}); nothing was added"
+        ) from exc
     return injector.result()
 
 
@@ -162,15 +164,22 @@ class _Injector:
             self.image(image)
         for group in doc["node_groups"]:
             self.new("node_groups", group["name"], group["type"])
+        # Interfaces first: a group node's sockets come from its group's interface.
         for i, group in enumerate(doc["node_groups"]):
-            self.fill_tree(self.made["node_groups"][group["name"]], group, f"node_groups[{i}]")
+            self.interface(self.made["node_groups"][group["name"]], group, f"node_groups[{i}]")
+        for i, group in enumerate(doc["node_groups"]):
+            self.nodes_and_links(self.made["node_groups"][group["name"]], group, f"node_groups[{i}]")
         for i, material in enumerate(doc["materials"]):
             self.material(material, f"materials[{i}]")
         for i, action in enumerate(doc["actions"]):
             self.action(action, f"actions[{i}]")
         for i, obj in enumerate(doc["objects"]):
             self.object(obj, f"objects[{i}]")
-        rigs = [(i, o) for i, o in enumerate(doc["objects"]) if o["armature"] is not None and o["armature"]["bones"]]
+        rigs = [
+            (i, o)
+            for i, o in enumerate(doc["objects"])
+            if o["armature"] is not None and o["armature"]["bones"]
+        ]
         if rigs:
             bpy.context.view_layer.update()  # newly linked objects join the view layer on update
         for i, obj in rigs:
@@ -197,9 +206,11 @@ class _Injector:
         image = self.new("images", doc["name"], max(1, width), max(1, height))
         if doc["filepath"]:
             image["bmt_source_filepath"] = doc["filepath"]
-        self.set_enum(image.colorspace_settings, "name", doc["colorspace"], f"images[{doc['name']}].colorspace")
+        self.set_enum(
+            image.colorspace_settings, "name", doc["colorspace"], f"images[{doc['name']}].colorspace"
+        )
 
-    def fill_tree(self, tree, doc: dict, path: str) -> None:
+    def interface(self, tree, doc: dict, path: str) -> None:
         ids = self.interface_ids.setdefault(tree.name, {})
         for j, socket in enumerate(doc["interface"]):
             spath = f"{path}.interface[{j}]"
@@ -216,7 +227,6 @@ class _Injector:
             for bound in ("min_value", "max_value"):
                 if socket[bound] is not None and hasattr(item, bound):
                     setattr(item, bound, socket[bound])
-        self.nodes_and_links(tree, doc, path)
 
     def nodes_and_links(self, tree, doc: dict, path: str) -> None:
         tree.nodes.clear()
@@ -248,7 +258,9 @@ class _Injector:
                     spath = f"{npath}.{side}[{k}]"
                     socket = _socket(sockets, self.socket_id(tree, node, sdoc["identifier"]))
                     if socket is None:
-                        self.warn(f"{spath}: {ndoc['type']} has no {side[:-1]} {sdoc['identifier']!r}; skipped")
+                        self.warn(
+                            f"{spath}: {ndoc['type']} has no {side[:-1]} {sdoc['identifier']!r}; skipped"
+                        )
                         continue
                     socket.hide = sdoc["hidden"]
                     if sdoc["default"] is not None and hasattr(socket, "default_value"):
@@ -337,18 +349,26 @@ class _Injector:
             action.use_frame_range = True
             action.frame_start, action.frame_end = doc["frame_range"]
         if hasattr(action, "layers"):  # Blender 4.4+: layered ("slotted") actions
-            id_type = doc["id_root"] if doc["id_root"] in _enum_items(bpy.types.ActionSlot, "target_id_type") else "OBJECT"
+            id_type = (
+                doc["id_root"]
+                if doc["id_root"] in _enum_items(bpy.types.ActionSlot, "target_id_type")
+                else "OBJECT"
+            )
             slot = action.slots.new(id_type=id_type, name=doc["name"])
             self.action_slots[doc["name"]] = slot
             channelbag = action.layers.new("Layer").strips.new(type="KEYFRAME").channelbag(slot, ensure=True)
 
             def new_fcurve(fdoc):
-                return channelbag.fcurves.new(fdoc["data_path"], index=fdoc["index"], group_name=fdoc["group"] or "")
+                return channelbag.fcurves.new(
+                    fdoc["data_path"], index=fdoc["index"], group_name=fdoc["group"] or ""
+                )
         else:  # Blender 4.2/4.3: legacy actions
             self.set_enum(action, "id_root", doc["id_root"], f"{path}.id_root")
 
             def new_fcurve(fdoc):
-                return action.fcurves.new(fdoc["data_path"], index=fdoc["index"], action_group=fdoc["group"] or "")
+                return action.fcurves.new(
+                    fdoc["data_path"], index=fdoc["index"], action_group=fdoc["group"] or ""
+                )
 
         for j, fdoc in enumerate(doc["fcurves"]):
             fpath = f"{path}.fcurves[{j}]"
@@ -398,7 +418,9 @@ class _Injector:
             slot = self.action_slots.get(doc["action"])
             if slot is not None:
                 if slot.target_id_type not in ("UNSPECIFIED", target.id_type):
-                    self.warn(f"{path}.action: action made for {slot.target_id_type} used on {target.id_type}")
+                    self.warn(
+                        f"{path}.action: action made for {slot.target_id_type} used on {target.id_type}"
+                    )
                 else:
                     anim.action_slot = slot
         for t, tdoc in enumerate(doc["nla_tracks"]):
@@ -429,7 +451,11 @@ class _Injector:
         strip.scale, strip.repeat = doc["scale"], doc["repeat"]
         strip.frame_start_ui = doc["frame_start"]
         strip.frame_end_ui = doc["frame_end"]
-        strip.blend_type, strip.extrapolation, strip.mute = doc["blend_type"], doc["extrapolation"], doc["mute"]
+        strip.blend_type, strip.extrapolation, strip.mute = (
+            doc["blend_type"],
+            doc["extrapolation"],
+            doc["mute"],
+        )
         if doc["influence"] is not None:
             strip.use_animated_influence = True
             strip.influence = doc["influence"]
@@ -466,7 +492,9 @@ class _Injector:
         kind = DRIVER_ID_TYPES.get(slot.id_type)
         if doc["id_name"] is not None:
             if kind is None:
-                self.warn(f"{path}.id_name: {slot.id_type} targets are not created by this add-on; left empty")
+                self.warn(
+                    f"{path}.id_name: {slot.id_type} targets are not created by this add-on; left empty"
+                )
             else:
                 slot.id = self.lookup(kind, doc["id_name"], f"{path}.id_name")
         slot.data_path = doc["data_path"]
@@ -669,7 +697,7 @@ class _Injector:
         for key in [k for k in params if k in ids or k.startswith("Socket_")]:
             value = params.pop(key)
             identifier = ids.get(key, key)
-            if identifier not in modifier.keys():
+            if identifier not in modifier:
                 self.warn(f"{path}.params.{key}: the node group has no input {key!r}; skipped")
                 continue
             try:

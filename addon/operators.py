@@ -128,7 +128,9 @@ class BMT_OT_insert_result(bpy.types.Operator):
                 document, collection=context.collection, offset=context.scene.cursor.location.copy()
             )
         except SceneValidationError as exc:
-            return self._fail(state, "The result is not a valid scene, nothing was added: " + "; ".join(exc.errors[:3]))
+            return self._fail(
+                state, "The result is not a valid scene, nothing was added: " + "; ".join(exc.errors[:3])
+            )
         except InjectionError as exc:
             return self._fail(state, f"The result could not be created, nothing was added: {exc}")
         for obj in context.view_layer.objects.selected:

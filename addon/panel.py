@@ -28,7 +28,9 @@ class BMT_PT_generate(bpy.types.Panel):
         col.prop(state, "seed")
         col.prop(state, "variations")
         if state.is_running:
-            layout.progress(factor=state.progress, type="BAR", text=f"{state.progress:.0%}  {state.status_text}")
+            layout.progress(
+                factor=state.progress, type="BAR", text=f"{state.progress:.0%}  {state.status_text}"
+            )
             layout.operator("bmt.cancel", icon="CANCEL")
         else:
             layout.operator("bmt.generate", icon="PLAY")

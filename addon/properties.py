@@ -71,8 +71,12 @@ class BMT_State(bpy.types.PropertyGroup):
     face_budget: IntProperty(
         name="Face Budget", description="Most faces per result", default=2000, min=10, max=200_000
     )
-    seed: IntProperty(name="Seed", description="Same seed and prompt give the same result; -1 = random", default=-1, min=-1)
-    variations: IntProperty(name="Variations", description="How many different results", default=1, min=1, max=8)
+    seed: IntProperty(
+        name="Seed", description="Same seed and prompt give the same result; -1 = random", default=-1, min=-1
+    )
+    variations: IntProperty(
+        name="Variations", description="How many different results", default=1, min=1, max=8
+    )
     is_running: BoolProperty()
     progress: FloatProperty(subtype="FACTOR", min=0.0, max=1.0)
     status_text: StringProperty()

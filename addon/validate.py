@@ -386,7 +386,7 @@ def validate_scene(document: str | bytes | dict, limits: Limits | None = None) -
     try:
         scene = walker.record(document, "Scene", "")
     except _TooManyErrors:
-        pass
+        scene = None
     if walker.errors:
         raise SceneValidationError(walker.errors)
     errors = _Checker(scene, limits).run()
@@ -401,7 +401,9 @@ def _check_raw_counts(data: dict, limits: Limits) -> None:
     if not isinstance(objects, list):
         return
     if len(objects) > limits.max_objects:
-        raise SceneValidationError([f"objects: {len(objects)} objects exceed the cap of {limits.max_objects}"])
+        raise SceneValidationError(
+            [f"objects: {len(objects)} objects exceed the cap of {limits.max_objects}"]
+        )
     vertices = faces = 0
     for obj in objects:
         if not isinstance(obj, dict):
@@ -416,7 +418,9 @@ def _check_raw_counts(data: dict, limits: Limits) -> None:
             [f"objects[*].mesh.vertices: {vertices} vertices exceed the cap of {limits.max_vertices}"]
         )
     if faces > limits.max_faces:
-        raise SceneValidationError([f"objects[*].mesh.faces: {faces} faces exceed the cap of {limits.max_faces}"])
+        raise SceneValidationError(
+            [f"objects[*].mesh.faces: {faces} faces exceed the cap of {limits.max_faces}"]
+        )
 
 
 def _length(value: object) -> int:
@@ -611,7 +615,9 @@ class _Checker:
                 self._tree(mat["node_tree"], f"materials[{i}].node_tree")
             for key, tex in mat["pbr"]["textures"].items():
                 if tex["image"] not in self.images:
-                    self.errors.append(f"materials[{i}].pbr.textures.{key}.image: unknown image {tex['image']!r}")
+                    self.errors.append(
+                        f"materials[{i}].pbr.textures.{key}.image: unknown image {tex['image']!r}"
+                    )
         for i, group in enumerate(s["node_groups"]):
             self._tree(group, f"node_groups[{i}]")
         for i, image in enumerate(s["images"]):
@@ -684,7 +690,9 @@ class _Checker:
                 self.errors.append(f"{path}.faces[{j}]: a face needs at least 3 vertices, got {len(face)}")
             elif any(not 0 <= v < nv for v in face):
                 bad = next(v for v in face if not 0 <= v < nv)
-                self.errors.append(f"{path}.faces[{j}]: vertex index {bad} out of range (mesh has {nv} vertices)")
+                self.errors.append(
+                    f"{path}.faces[{j}]: vertex index {bad} out of range (mesh has {nv} vertices)"
+                )
             elif len(set(face)) != len(face):
                 self.errors.append(f"{path}.faces[{j}]: repeats a vertex")
             if len(self.errors) > MAX_REPORTED_ERRORS:
@@ -700,9 +708,13 @@ class _Checker:
             top = max(1, n_slots)
             bad = next((m for m in mesh["material_indices"] if not 0 <= m < top), None)
             if bad is not None:
-                self.errors.append(f"{path}.material_indices: index {bad} out of range ({n_slots} material slots)")
+                self.errors.append(
+                    f"{path}.material_indices: index {bad} out of range ({n_slots} material slots)"
+                )
         if len(mesh["uv_layers"]) > MAX_UV_LAYERS:
-            self.errors.append(f"{path}.uv_layers: {len(mesh['uv_layers'])} layers, Blender allows {MAX_UV_LAYERS}")
+            self.errors.append(
+                f"{path}.uv_layers: {len(mesh['uv_layers'])} layers, Blender allows {MAX_UV_LAYERS}"
+            )
         _unique_names(mesh["uv_layers"], f"{path}.uv_layers", self.errors)
         for j, layer in enumerate(mesh["uv_layers"]):
             _expect_len(self.errors, f"{path}.uv_layers[{j}].uvs", layer["uvs"], corners, "face corners")
@@ -710,7 +722,9 @@ class _Checker:
         for j, key in enumerate(mesh["shape_keys"]):
             _expect_len(self.errors, f"{path}.shape_keys[{j}].vertices", key["vertices"], nv, "vertices")
             if key["relative_key"] is not None and key["relative_key"] not in keys:
-                self.errors.append(f"{path}.shape_keys[{j}].relative_key: unknown shape key {key['relative_key']!r}")
+                self.errors.append(
+                    f"{path}.shape_keys[{j}].relative_key: unknown shape key {key['relative_key']!r}"
+                )
         if mesh["shape_key_animation"] is not None:
             self._animation(mesh["shape_key_animation"], f"{path}.shape_key_animation")
 
@@ -740,7 +754,9 @@ class _Checker:
         for t, track in enumerate(anim["nla_tracks"]):
             for k, strip in enumerate(track["strips"]):
                 if strip["action"] is not None and strip["action"] not in self.actions:
-                    self.errors.append(f"{path}.nla_tracks[{t}].strips[{k}].action: unknown action {strip['action']!r}")
+                    self.errors.append(
+                        f"{path}.nla_tracks[{t}].strips[{k}].action: unknown action {strip['action']!r}"
+                    )
 
     def _parent_cycles(self) -> None:
         parents = {o["name"]: o["parent"] for o in self.scene["objects"]}
