@@ -28,6 +28,8 @@ from .validate import Limits, validate_scene
 # Evaluated faces above this are not computed in the viewport: a document could ask for five
 # nested arrays of 1,000 copies each and freeze Blender on the next redraw.
 MAX_EVALUATED_FACES = 4_000_000
+# Longest side of a placeholder image; 256 x 256 RGBA is 256 KiB.
+PLACEHOLDER_MAX_SIDE = 256
 ROTATION_MODES = ("QUATERNION", "XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX", "AXIS_ANGLE")
 # PBR summary field -> Principled BSDF input identifier (Blender 4.x/5.x names).
 PRINCIPLED_INPUTS = {
@@ -200,10 +202,14 @@ class _Injector:
     # ---- images and node trees -----------------------------------------------------------------
 
     def image(self, doc: dict) -> None:
-        # A placeholder: a path sent over the network is never opened. The path is kept as a
-        # custom property so the user can relink the texture by hand.
-        width, height = doc["size"]
-        image = self.new("images", doc["name"], max(1, width), max(1, height))
+        # A placeholder: a path sent over the network is never opened. Blender allocates the
+        # pixels of a new image at once, so big sizes are scaled down (the document's path and
+        # size are kept as custom properties, for relinking the texture by hand).
+        width, height = (max(1, side) for side in doc["size"])
+        shrink = min(1.0, PLACEHOLDER_MAX_SIDE / max(width, height))
+        image = self.new("images", doc["name"], max(1, round(width * shrink)), max(1, round(height * shrink)))
+        if shrink < 1.0:
+            image["bmt_source_size"] = list(doc["size"])
         if doc["filepath"]:
             image["bmt_source_filepath"] = doc["filepath"]
         self.set_enum(
@@ -798,7 +804,7 @@ class _Injector:
             value = _flatten(value) if value and isinstance(value[0], list) else tuple(value)
         try:
             setattr(target, key, value)
-        except (TypeError, ValueError, AttributeError) as exc:
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
             self.warn(f"{path}: {exc}; skipped")
 
     def set_enum(self, target, key: str, value: str, path: str) -> None:

@@ -5,6 +5,9 @@ this repository), so this module re-states the scene format (shared/scene/models
 as plain tables and re-implements the cross-field checks of shared/scene/validate.py. Messages
 name the field the same way ("objects[1].mesh.faces[6]: ..."). ``validate_scene`` returns a
 normalised copy with every default filled in, so the injector never guesses a missing field.
+
+It is stricter than pydantic's lax mode in one way: no coercion ("yes" is not a boolean, 1.0 is
+not a face index). Documents written by the project's models (model_dump_json) always pass.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ class Limits:
     max_list_items: int = 100_000  # any other list: materials, links, drivers, fcurves...
     max_param_depth: int = 16
     max_string: int = 65_536
-    max_image_side: int = 16_384
+    max_image_side: int = 65_536
+    max_images: int = 256  # each becomes a placeholder of up to 256 KiB
 
 
 # ---- the format as tables -------------------------------------------------------------------
@@ -620,6 +624,8 @@ class _Checker:
                     )
         for i, group in enumerate(s["node_groups"]):
             self._tree(group, f"node_groups[{i}]")
+        if len(s["images"]) > self.limits.max_images:
+            self.errors.append(f"images: {len(s['images'])} exceed the cap of {self.limits.max_images}")
         for i, image in enumerate(s["images"]):
             if not all(0 <= side <= self.limits.max_image_side for side in image["size"]):
                 self.errors.append(

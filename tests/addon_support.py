@@ -3,6 +3,7 @@ and helpers to reset Blender and count its datablocks."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 # A pentagon-based pyramid: one n-gon, five triangles, plus two loose vertices joined by an edge.
@@ -17,6 +18,11 @@ def _keys(points, **extra):
 
 
 def rich_scene() -> dict:
+    """A fresh copy each call (tests mutate it), sharing nothing with the module's constants."""
+    return copy.deepcopy(_rich_scene())
+
+
+def _rich_scene() -> dict:
     tall = [list(v) for v in PYRAMID_VERTICES]
     tall[5] = [0.0, 0.0, 2.0]
     squash = [[x, y, z * 0.5] for x, y, z in PYRAMID_VERTICES]
