@@ -133,13 +133,7 @@ class BMT_OT_insert_result(bpy.types.Operator):
             )
         except InjectionError as exc:
             return self._fail(state, f"The result could not be created, nothing was added: {exc}")
-        for obj in context.view_layer.objects.selected:
-            obj.select_set(False)
-        for obj in result.objects:
-            if context.view_layer.objects.get(obj.name) is not None:
-                obj.select_set(True)
-        if result.objects and context.view_layer.objects.get(result.objects[0].name) is not None:
-            context.view_layer.objects.active = result.objects[0]
+        self._select(context.view_layer, result.objects)
         state.error_text = ""
         summary = f"Inserted {entry.label}: {len(result.objects)} objects"
         if result.warnings:
@@ -154,6 +148,18 @@ class BMT_OT_insert_result(bpy.types.Operator):
         state.error_text = message
         self.report({"ERROR"}, message)
         return {"CANCELLED"}
+
+    @staticmethod
+    def _select(view_layer, objects) -> None:
+        """Select what was inserted, as Blender does after adding an object."""
+        view_layer.update()  # newly linked objects join the view layer on update
+        for obj in view_layer.objects.selected:
+            obj.select_set(False)
+        visible = [obj for obj in objects if view_layer.objects.get(obj.name) is not None]
+        for obj in visible:
+            obj.select_set(True)
+        if visible:
+            view_layer.objects.active = visible[0]
 
 
 def poll_generation():
@@ -200,11 +206,14 @@ def remember_results(state, scenes: list) -> None:
 def _insert_from_timer(wm, index: int) -> None:
     """Timers run without a window in the context; give the operator one so it has a scene."""
     window = wm.windows[0] if len(wm.windows) else None
-    if window is None:
-        bpy.ops.bmt.insert_result(index=index)
-        return
-    with bpy.context.temp_override(window=window):
-        bpy.ops.bmt.insert_result(index=index)
+    try:
+        if window is None:
+            bpy.ops.bmt.insert_result(index=index)
+        else:
+            with bpy.context.temp_override(window=window):
+                bpy.ops.bmt.insert_result(index=index)
+    except RuntimeError:
+        pass  # the operator refused; its message is already in the panel and the Info log
 
 
 def stop_job() -> None:
