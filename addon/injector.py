@@ -398,6 +398,7 @@ class _Injector:
             self.set_properties(modifier, {k: v for k, v in mdoc.items() if k != "type"}, mpath)
 
     def keyframes(self, fcurve, keys: list[dict]) -> None:
+        keys = sorted(keys, key=lambda key: key["co"][0])  # Blender keeps points in frame order
         points = fcurve.keyframe_points
         points.add(len(keys))
         points.foreach_set("co", [c for key in keys for c in key["co"]])
@@ -487,9 +488,12 @@ class _Injector:
                 self.warn(f"{vpath}.targets: {variable.type} takes {len(variable.targets)}; extra ignored")
             for slot, tdoc in zip(variable.targets, vdoc["targets"], strict=False):
                 self.driver_target(slot, tdoc, variable.type, f"{vpath}.targets")
-        # Blender 5 seeds a driver curve with (0,0),(1,1); the document's points replace them (an
-        # empty curve passes the driver's value through unchanged, as the seeded one does).
+        # A new driver curve maps its value through unchanged: Blender 5 seeds it with points
+        # (0,0),(1,1), Blender 4 with a Generator modifier. The document's points replace that; an
+        # empty curve with no modifier passes the value through too, the same in every version.
         fcurve.keyframe_points.clear()
+        for modifier in list(fcurve.modifiers):
+            fcurve.modifiers.remove(modifier)
         self.keyframes(fcurve, doc["keyframes"])
 
     def driver_target(self, slot, doc: dict, variable_type: str, path: str) -> None:

@@ -464,3 +464,14 @@ def test_refused_documents_create_nothing():
     ):
         inject_scene(doc)
     assert data_counts() == before
+
+
+def test_keyframes_out_of_order_keep_their_own_handles():
+    doc = rich_scene()
+    curve = doc["actions"][0]["fcurves"][0]
+    curve["keyframes"].reverse()
+    anim = inject_scene(doc).objects[1].animation_data
+    points = fcurves_of(anim.action, anim.action_slot)[("location", 0)].keyframe_points
+    assert [tuple(p.co) for p in points] == [(1, 0), (24, 3), (48, 1)]
+    assert [tuple(p.handle_right) for p in points[:2]] == [(6, 1), (30, 3)]
+    assert [p.interpolation for p in points] == ["BEZIER", "BACK", "CONSTANT"]
