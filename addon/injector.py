@@ -449,6 +449,7 @@ class _Injector:
         except RuntimeError as exc:  # overlaps another strip on the track
             self.warn(f"{path}: {exc}; skipped")
             return
+        strip.name = doc["name"]  # Blender 4.2 names a new strip after its action
         if doc["action"] in self.action_slots:
             strip.action_slot = self.action_slots[doc["action"]]
         if doc["action_frame_start"] is not None:
