@@ -268,3 +268,66 @@ def test_generate_refuses_without_specialists(enabled):
     with pytest.raises(RuntimeError, match="Choose at least one of geometry, materials"):
         bpy.ops.bmt.generate()
     assert not state.is_running
+
+
+class RecordingLayout:
+    """Stands in for bpy.types.UILayout, which only exists while Blender draws a window (never in
+    the background bpy module). It checks each property and operator the panel names."""
+
+    def __init__(self, drawn: list):
+        self.drawn = drawn
+
+    def _child(self, *args, **kwargs):
+        return RecordingLayout(self.drawn)
+
+    row = column = box = _child
+
+    def prop(self, data, name, **kwargs):
+        assert name in data.bl_rna.properties, name
+        self.drawn.append(("prop", name))
+
+    def operator(self, idname, **kwargs):
+        category, name = idname.split(".")
+        assert hasattr(getattr(bpy.ops, category), name), idname
+        self.drawn.append(("operator", idname))
+        return type("OperatorProperties", (), {})()
+
+    def label(self, text="", icon="NONE"):
+        self.drawn.append(("label", text))
+
+    def progress(self, factor=0.0, type="BAR", text=""):
+        self.drawn.append(("progress", text))
+
+
+def draw(panel_class) -> list:
+    drawn: list = []
+    panel = type("DrawOnly", (), {"layout": RecordingLayout(drawn)})()
+    panel_class.draw(panel, bpy.context)
+    return drawn
+
+
+def test_panels_draw_every_state(enabled):
+    operators, prefs, state = enabled
+    idle = draw(bpy.types.BMT_PT_generate)
+    assert ("operator", "bmt.generate") in idle and ("prop", "face_budget") in idle
+    assert [name for kind, name in idle if kind == "prop"] == [
+        "prompt",
+        "use_geometry",
+        "use_materials",
+        "use_modifiers",
+        "use_animation",
+        "face_budget",
+        "seed",
+        "variations",
+    ]
+    state.is_running, state.progress, state.status_text = True, 0.42, "Shaping the mesh"
+    state.error_text = "Could not reach the generation gateway at http://127.0.0.1:9 (Connection refused)."
+    running = draw(bpy.types.BMT_PT_generate)
+    assert ("progress", "42%  Shaping the mesh") in running and ("operator", "bmt.cancel") in running
+    assert ("label", "Could not reach the generation gateway at") in running  # wrapped, first line
+    assert draw(bpy.types.BMT_PT_recent) == [("label", "Nothing generated yet in this session.")]
+    operators.remember_results(state, [small_scene()])
+    assert draw(bpy.types.BMT_PT_recent) == [
+        ("label", "a small wooden crate (1 objects)"),
+        ("operator", "bmt.insert_result"),
+    ]
