@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MAX_RESPONSE_BYTES = 512 * 1024 * 1024
@@ -100,6 +101,7 @@ class JobState:
     error: str | None = None
     scenes: list = field(default_factory=list)
     generation_id: str | None = None
+    warning: str | None = None  # a success with something left out
 
 
 class GenerationJob:
@@ -109,11 +111,14 @@ class GenerationJob:
         self,
         client: GatewayClient,
         request: dict,
+        check_scene: Callable[[object], dict],
         poll_interval_s: float = 0.5,
         give_up_after_s: float = 600.0,
     ):
         self.client = client
         self.request = request
+        # Runs here, off Blender's UI thread: validating a large document takes a while.
+        self.check_scene = check_scene
         self.poll_interval_s = poll_interval_s
         self.give_up_after_s = give_up_after_s
         self._state = JobState()
@@ -128,7 +133,7 @@ class GenerationJob:
     def snapshot(self) -> JobState:
         with self._lock:
             s = self._state
-            return JobState(s.status, s.progress, s.message, s.error, s.scenes, s.generation_id)
+            return JobState(s.status, s.progress, s.message, s.error, s.scenes, s.generation_id, s.warning)
 
     def cancel(self) -> None:
         """Stop now from the UI's point of view; the thread tells the gateway in the background."""
@@ -184,7 +189,26 @@ class GenerationJob:
             scenes = reply.get("scenes")
             if not isinstance(scenes, list) or not scenes:
                 raise GatewayError("The generation finished but the gateway sent no scenes.")
-            self._update(status=status, progress=1.0, message=message or "Done.", scenes=scenes)
+            valid, problems = [], []
+            for scene in scenes:
+                try:
+                    valid.append(self.check_scene(scene))
+                except ValueError as exc:
+                    problems.extend(getattr(exc, "errors", [str(exc)])[:3])
+            if not valid:
+                raise GatewayError(
+                    "The result is not a valid scene, nothing was added: " + "; ".join(problems[:3])
+                )
+            left_out = len(scenes) - len(valid)
+            warning = (
+                f"{left_out} of {len(scenes)} variations were invalid and left out: "
+                + "; ".join(problems[:3])
+                if left_out
+                else None
+            )
+            self._update(
+                status=status, progress=1.0, message=message or "Done.", scenes=valid, warning=warning
+            )
         elif status == "failed":
             error = reply.get("error") if isinstance(reply.get("error"), str) else "no reason given"
             self._update(

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import bpy
 from mathutils import Matrix, Vector
 
-from .validate import Limits, validate_scene
+from .validate import Limits, ValidatedScene, validate_scene
 
 # Evaluated faces above this are not computed in the viewport: a document could ask for five
 # nested arrays of 1,000 copies each and freeze Blender on the next redraw.
@@ -90,11 +90,14 @@ def inject_scene(
 ) -> InjectionResult:
     """Validate ``document`` and create it in ``collection`` (default: the scene's collection).
 
+    A ValidatedScene (validate_scene's result, e.g. checked in a background thread) is not
+    checked twice.
+
     ``offset`` moves the root objects (the add-on passes the 3D cursor). ``apply_scene_settings``
     also writes frame range, fps and units into the current scene (for round trips; the add-on
     leaves the user's scene settings alone).
     """
-    scene_doc = validate_scene(document, limits)
+    scene_doc = document if isinstance(document, ValidatedScene) else validate_scene(document, limits)
     injector = _Injector(scene_doc, collection or bpy.context.scene.collection)
     try:
         injector.build(Vector(offset))

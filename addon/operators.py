@@ -15,7 +15,7 @@ from bpy.props import IntProperty
 from .client import GatewayClient, GenerationJob
 from .injector import InjectionError, inject_scene
 from .properties import preferences
-from .validate import SceneValidationError
+from .validate import validate_scene
 
 POLL_INTERVAL_S = 0.25
 MAX_RECENT = 10
@@ -65,7 +65,9 @@ class BMT_OT_generate(bpy.types.Operator):
         if not prefs.gateway_url.strip():
             return self._refuse(state, "Set the gateway URL in the add-on preferences first.")
         client = GatewayClient(prefs.gateway_url.strip(), prefs.api_key, prefs.request_timeout)
-        _job = GenerationJob(client, request, give_up_after_s=prefs.generation_timeout).start()
+        _job = GenerationJob(
+            client, request, validate_scene, give_up_after_s=prefs.generation_timeout
+        ).start()
         state.is_running = True
         state.progress = 0.0
         state.status_text = "Sending the request..."
@@ -127,10 +129,6 @@ class BMT_OT_insert_result(bpy.types.Operator):
             result = inject_scene(
                 document, collection=context.collection, offset=context.scene.cursor.location.copy()
             )
-        except SceneValidationError as exc:
-            return self._fail(
-                state, "The result is not a valid scene, nothing was added: " + "; ".join(exc.errors[:3])
-            )
         except InjectionError as exc:
             return self._fail(state, f"The result could not be created, nothing was added: {exc}")
         self._select(context.view_layer, result.objects)
@@ -181,6 +179,8 @@ def poll_generation():
     elif snap.status == "succeeded":
         remember_results(state, snap.scenes)
         _insert_from_timer(wm, 0)  # newest first: index 0 is the first variation
+        if snap.warning:
+            state.error_text = snap.warning
     return None
 
 
@@ -191,7 +191,7 @@ def remember_results(state, scenes: list) -> None:
     for n, document in enumerate(scenes):
         key = str(next(_keys))
         _documents[key] = document
-        count = len(document.get("objects") or []) if isinstance(document, dict) else 0
+        count = len(document["objects"])
         label = textwrap.shorten(prompt, 32, placeholder="...")
         entries.append((key, f"{label} #{n + 1}" if len(scenes) > 1 else label, count))
     for key, label, count in reversed(entries):

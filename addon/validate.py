@@ -12,6 +12,7 @@ not a face index). Documents written by the project's models (model_dump_json) a
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -31,6 +32,10 @@ class SceneValidationError(ValueError):
         shown = errors[:MAX_REPORTED_ERRORS]
         more = f"\n... and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
         super().__init__("invalid scene document:\n" + "\n".join(shown) + more)
+
+
+class ValidatedScene(dict):
+    """A document as validate_scene returned it: normalised, checked, safe to create."""
 
 
 class _TooManyErrors(Exception):
@@ -368,7 +373,7 @@ RECORDS: dict[str, dict[str, tuple[object, object]]] = {
 _BIG_LISTS = {"vertices", "faces", "uvs", "normals", "face_smooth", "material_indices", "indices", "weights"}
 
 
-def validate_scene(document: str | bytes | dict, limits: Limits | None = None) -> dict:
+def validate_scene(document: str | bytes | dict, limits: Limits | None = None) -> ValidatedScene:
     """Return a normalised copy of a valid document; raise SceneValidationError naming bad fields."""
     limits = limits or Limits()
     if isinstance(document, str | bytes):
@@ -396,7 +401,7 @@ def validate_scene(document: str | bytes | dict, limits: Limits | None = None) -
     errors = _Checker(scene, limits).run()
     if errors:
         raise SceneValidationError(errors)
-    return scene
+    return ValidatedScene(scene)
 
 
 def _check_raw_counts(data: dict, limits: Limits) -> None:
@@ -472,7 +477,7 @@ class _Walker:
         if spec == "float" or spec == "positive":
             if isinstance(value, bool) or not isinstance(value, int | float):
                 self.error(path, f"Input should be a finite number, got {type(value).__name__}")
-            elif not math.isfinite(value):
+            elif not _finite(value):
                 self.error(path, "Input should be a finite number")
             elif spec == "positive" and value <= 0:
                 self.error(path, "Input should be greater than 0")
@@ -530,6 +535,9 @@ class _Walker:
                 return []
             if spec[1] == VEC3 or spec[1] == VEC2:
                 return self.vectors(value, spec[1][2], path)
+            fast = _FAST_LISTS.get(spec[1])
+            if fast is not None and fast(value):
+                return list(value)
             return [self.check(v, spec[1], f"{path}[{i}]", key, depth) for i, v in enumerate(value)]
         if kind == "dict":
             if not isinstance(value, dict):
@@ -542,19 +550,16 @@ class _Walker:
         raise AssertionError(f"unknown spec {spec!r}")
 
     def vectors(self, values: list, size: int, path: str) -> list:
-        """The hot path (vertex and UV lists): one tight loop instead of a call per number."""
-        isfinite = math.isfinite
-        out = []
-        for i, vec in enumerate(values):
-            if (
-                isinstance(vec, list | tuple)
-                and len(vec) == size
-                and all(type(c) in (float, int) and isfinite(c) for c in vec)
-            ):
-                out.append([float(c) for c in vec])
-            else:
-                out.append(self.check(vec, ("tuple", "float", size), f"{path}[{i}]", "", 0))
-        return out
+        """The hot path (vertex and UV lists): whole-list checks in C-level builtins; only a list
+        that fails them is walked item by item to name the bad entry."""
+        if all(type(v) is list and len(v) == size for v in values):
+            flat = list(itertools.chain.from_iterable(values))
+            # A sum is finite only if every term is (an overflowing sum just takes the slow path).
+            if set(map(type, flat)) <= {float, int} and _finite(sum(flat)):
+                return values
+        return [
+            self.check(vec, ("tuple", "float", size), f"{path}[{i}]", "", 0) for i, vec in enumerate(values)
+        ]
 
     def param(self, value: object, path: str, depth: int) -> object:
         """A ParamValue: JSON scalars, lists and string-keyed objects, finite and bounded in depth."""
@@ -564,7 +569,7 @@ class _Walker:
         if value is None or isinstance(value, bool | int):
             return value
         if isinstance(value, float):
-            if not math.isfinite(value):
+            if not _finite(value):
                 self.error(path, "Input should be a finite number")
             return value
         if isinstance(value, str):
@@ -583,6 +588,32 @@ class _Walker:
             return {str(k): self.param(v, f"{path}.{k}", depth + 1) for k, v in value.items()}
         self.error(path, f"Input should be a JSON value, got {type(value).__name__}")
         return None
+
+
+def _all_ints(values: list) -> bool:
+    return all(type(v) is int for v in values)
+
+
+def _finite(number: float | int) -> bool:
+    """math.isfinite, with ints too large for a float counted as not finite."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
+
+
+def _all_finite_floats(values: list) -> bool:
+    return all(type(v) in (float, int) and _finite(v) for v in values)
+
+
+# Whole-list checks for the long lists (faces, flags, indices, weights): one pass when the list
+# is well-formed; a list that fails it is walked item by item to name the bad entry.
+_FAST_LISTS = {
+    "int": _all_ints,
+    "bool": lambda values: all(type(v) is bool for v in values),
+    "float": _all_finite_floats,
+    ("list", "int"): lambda faces: all(type(f) is list and _all_ints(f) for f in faces),
+}
 
 
 def _fresh(default: object) -> object:
@@ -692,6 +723,8 @@ class _Checker:
         corners = 0
         for j, face in enumerate(mesh["faces"]):
             corners += len(face)
+            if len(face) >= 3 and min(face) >= 0 and max(face) < nv and len(set(face)) == len(face):
+                continue  # the common case, in one pass of builtins
             if len(face) < 3:
                 self.errors.append(f"{path}.faces[{j}]: a face needs at least 3 vertices, got {len(face)}")
             elif any(not 0 <= v < nv for v in face):

@@ -30,6 +30,8 @@ class Gateway:
         self.release_post = threading.Event()
         self.release_post.set()
         self.post_answered = threading.Event()
+        self.allow_finish = threading.Event()  # cleared: the generation stays "running"
+        self.allow_finish.set()
         self.deleted = threading.Event()
         self.polls = 0
         self.cancelled: set[str] = set()
@@ -77,8 +79,8 @@ class Gateway:
                 state = {"id": generation_id, "message": "", "error": None, "scenes": []}
                 if generation_id in gateway.cancelled:
                     state.update(status="cancelled", progress=0.0)
-                elif gateway.polls <= gateway.polls_before_done:
-                    progress = gateway.polls / (gateway.polls_before_done + 1)
+                elif gateway.polls <= gateway.polls_before_done or not gateway.allow_finish.is_set():
+                    progress = min(gateway.polls / (gateway.polls_before_done + 1), 0.9)
                     state.update(status="running", progress=progress, message="Shaping the mesh")
                 elif gateway.fail_with:
                     state.update(status="failed", progress=0.5, error=gateway.fail_with)
@@ -167,6 +169,7 @@ def test_generate_runs_in_the_background_and_inserts_at_the_cursor(enabled):
     with Gateway([small_scene("Crate"), small_scene("Crate")], api_key="secret") as gateway:
         prefs.gateway_url, prefs.api_key = gateway.url, "secret"
         gateway.release_post.clear()  # the gateway holds its answer: a blocking UI would hang here
+        gateway.allow_finish.clear()
         assert bpy.ops.bmt.generate() == {"FINISHED"}
         assert not gateway.post_answered.is_set()  # the operator returned before the gateway answered
         assert state.is_running and bpy.app.timers.is_registered(operators.poll_generation)
@@ -176,8 +179,11 @@ def test_generate_runs_in_the_background_and_inserts_at_the_cursor(enabled):
         # never runs: measured here, a registered timer stayed unfired after a second. So the test
         # calls the timer body itself, exactly as the event loop would.
         time.sleep(1.0)
+        assert gateway.polls >= 1
         assert state.status_text == "Sending the request..." and state.progress == 0.0
         assert operators.poll_generation() == operators.POLL_INTERVAL_S
+        assert state.status_text == "Shaping the mesh" and 0.0 < state.progress < 1.0
+        gateway.allow_finish.set()
         drive(operators)
     method, path, headers, body = gateway.requests[0]
     assert (method, path) == ("POST", "/v1/generations")
@@ -189,7 +195,7 @@ def test_generate_runs_in_the_background_and_inserts_at_the_cursor(enabled):
         "variations": 2,
     }
     assert headers["X-API-Key"] == "secret"
-    assert gateway.methods().count("GET") == 3 and "DELETE" not in gateway.methods()
+    assert gateway.methods().count("GET") >= 3 and "DELETE" not in gateway.methods()
     assert not state.is_running and state.error_text == ""
     assert [r.label for r in state.results] == ["a small wooden crate #1", "a small wooden crate #2"]
     crate = bpy.data.objects["Crate"]
@@ -331,3 +337,19 @@ def test_panels_draw_every_state(enabled):
         ("label", "a small wooden crate (1 objects)"),
         ("operator", "bmt.insert_result"),
     ]
+
+
+def test_invalid_variations_are_left_out_and_said_so(enabled):
+    operators, prefs, state = enabled
+    bad = small_scene("Bad")
+    bad["objects"][0]["transform"]["location"] = [0.0, float("nan"), 0.0]  # Python's json sends NaN
+    with Gateway([bad, small_scene("Good")], polls_before_done=0) as gateway:
+        prefs.gateway_url = gateway.url
+        assert bpy.ops.bmt.generate() == {"FINISHED"}
+        drive(operators)
+    assert [r.object_count for r in state.results] == [1]
+    assert "Good" in bpy.data.objects and "Bad" not in bpy.data.objects
+    assert state.error_text == (
+        "1 of 2 variations were invalid and left out: "
+        "objects[0].transform.location[1]: Input should be a finite number"
+    )

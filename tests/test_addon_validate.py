@@ -188,3 +188,12 @@ def test_not_an_object_and_not_json():
     assert "objects[0]: Input should be an object (Object), got str" in refused(
         {"schema_version": "1.0", "objects": ["cube"]}
     )
+
+
+def test_numbers_too_large_for_a_float_are_not_finite():
+    doc = full_scene()
+    doc["objects"][1]["mesh"]["vertices"][0] = [10**400, 0, 0]
+    assert "objects[1].mesh.vertices[0][0]: Input should be a finite number" in refused(doc)
+    doc = full_scene()
+    doc["objects"][1]["transform"]["scale"] = [1, 10**400, 1]
+    assert "objects[1].transform.scale[1]: Input should be a finite number" in refused(doc)
