@@ -43,3 +43,7 @@ clean:
 .PHONY: addon
 addon: $(STAMP)
 	$(PY) -m addon_tools.pack_addon
+
+BENCHES += bench-addon
+bench-addon: $(STAMP)
+	$(PY) -m benchmarks.addon_inject
