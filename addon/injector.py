@@ -56,6 +56,7 @@ ID_TYPES = {
     "Camera": "cameras",
     "Light": "lights",
 }
+ID_TYPE_NAMES = {kind: type_name for type_name, kind in ID_TYPES.items()}
 DRIVER_ID_TYPES = {
     "OBJECT": "objects",
     "MATERIAL": "materials",
@@ -137,13 +138,7 @@ class _Injector:
     def remove_created(self) -> None:
         if bpy.context.mode != "OBJECT" and bpy.context.view_layer.objects.active in self.created:
             bpy.ops.object.mode_set(mode="OBJECT")
-        keys = {id(block): block for block in self.created}
-        # Shape keys are owned by their mesh but are datablocks of their own.
-        for block in self.created:
-            if isinstance(block, bpy.types.Mesh) and block.shape_keys is not None:
-                keys[id(block.shape_keys)] = block.shape_keys
-        alive = [block for block in keys.values() if _is_alive(block)]
-        bpy.data.batch_remove(alive)
+        bpy.data.batch_remove([block for block in self.created if _is_alive(block)])
         self.created.clear()
 
     def result(self) -> InjectionResult:
@@ -158,7 +153,7 @@ class _Injector:
             return None
         block = self.made[kind].get(name)
         if block is None:
-            self.warn(f"{path}: no {kind[:-1].replace('_', ' ')} named {name!r} in this scene; left empty")
+            self.warn(f"{path}: no {ID_TYPE_NAMES[kind]} named {name!r} in this scene; left empty")
         return block
 
     # ---- the whole scene ----------------------------------------------------------------------
@@ -596,7 +591,7 @@ class _Injector:
                 block.relative_key = blocks[key_doc["relative_key"]]
             block.vertex_group = key_doc["vertex_group"] or ""
         if doc["shape_keys"]:
-            self.created.append(obj.data.shape_keys)
+            self.created.append(obj.data.shape_keys)  # owned by the mesh, yet a datablock of its own
             self.animate(obj.data.shape_keys, doc["shape_key_animation"], f"{path}.shape_key_animation")
         elif doc["shape_key_animation"] is not None:
             self.warn(f"{path}.shape_key_animation: the mesh has no shape keys; ignored")

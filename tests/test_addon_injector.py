@@ -483,3 +483,24 @@ def test_keyframes_out_of_order_keep_their_own_handles():
     assert [tuple(p.co) for p in points] == [(1, 0), (24, 3), (48, 1)]
     assert [tuple(p.handle_right) for p in points[:2]] == [(6, 1), (30, 3)]
     assert [p.interpolation for p in points] == ["BEZIER", "BACK", "CONSTANT"]
+
+
+def test_references_never_reach_the_users_own_datablocks():
+    outsider = bpy.data.objects.new("Outsider", None)
+    bpy.context.scene.collection.objects.link(outsider)
+    doc = rich_scene()
+    body = doc["objects"][1]
+    body["modifiers"][2]["params"]["mirror_object"] = "Outsider"
+    body["animation"]["drivers"][0]["variables"][0]["targets"][0]["id_name"] = "Outsider"
+    result = inject_scene(doc)
+    injected = result.objects[1]
+    assert injected.modifiers["Mirror"].mirror_object is None
+    assert injected.animation_data.drivers[0].driver.variables[0].targets[0].id is None
+    assert (
+        "objects[1].modifiers[2].params.mirror_object: no Object named 'Outsider' in this scene; left empty"
+        in (result.warnings)
+    )
+    assert (
+        "objects[1].animation.drivers[0].variables[0].targets.id_name: no Object named 'Outsider' in this scene; "
+        "left empty" in result.warnings
+    )
