@@ -27,10 +27,6 @@ _keys = itertools.count(1)
 _job: GenerationJob | None = None
 
 
-def current_job() -> GenerationJob | None:
-    return _job
-
-
 def build_request(state) -> dict:
     return {
         "prompt": state.prompt.strip(),
