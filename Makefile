@@ -53,3 +53,12 @@ bench-generate: $(STAMP)
 
 eval-geometry: $(STAMP)
 	$(PY) -m services.trainer.evaluate geometry --checkpoint $(GEOMETRY_CHECKPOINT) $(if $(GEOMETRY_DATASET),--dataset $(GEOMETRY_DATASET))
+
+# The Blender add-on as an installable extension zip: dist/<id>-<version>.zip.
+.PHONY: addon
+addon: $(STAMP)
+	$(PY) -m addon_tools.pack_addon
+
+BENCHES += bench-addon
+bench-addon: $(STAMP)
+	$(PY) -m benchmarks.addon_inject
