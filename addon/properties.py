@@ -69,13 +69,18 @@ class BMT_State(bpy.types.PropertyGroup):
     use_modifiers: BoolProperty(name="Modifiers", default=True)
     use_animation: BoolProperty(name="Animation", default=False)
     face_budget: IntProperty(
-        name="Face Budget", description="Most faces per result", default=2000, min=10, max=200_000
+        # The gateway's default caps (BMT_GENERATION_MAX_FACE_BUDGET, _MAX_VARIATIONS); it explains any refusal.
+        name="Face Budget",
+        description="Most faces per result",
+        default=200,
+        min=10,
+        max=800,
     )
     seed: IntProperty(
         name="Seed", description="Same seed and prompt give the same result; -1 = random", default=-1, min=-1
     )
     variations: IntProperty(
-        name="Variations", description="How many different results", default=1, min=1, max=8
+        name="Variations", description="How many different results", default=1, min=1, max=4
     )
     is_running: BoolProperty()
     progress: FloatProperty(subtype="FACTOR", min=0.0, max=1.0)
