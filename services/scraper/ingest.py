@@ -1,0 +1,215 @@
+"""The ingest path every source ends in: check, dedup, store, record, hand on.
+
+For each file: license against the allow-list, size cap, content sniffed against what its name
+promises, sha256, dedup (a file already stored is a duplicate, whatever its name or source), then
+the blob goes to the blob store and an Asset row records its license and provenance, and the new
+asset is handed to the extract queue. Archives are extracted safely and each member is ingested as
+its own file, keyed by ``<archive URL>#<member path>``. Idempotent on sha256: running it twice over
+the same files stores nothing the second time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from shared.blobs import BlobStore, get_blob_store
+from shared.db import session_scope
+from shared.db.models import Asset
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.scraper.archives import ArchiveLimits, ArchiveRejected, extracted_archive
+from services.scraper.items import Candidate, Outcome, Result, Summary
+from services.scraper.licenses import decide
+from services.scraper.sniff import ARCHIVE_FORMATS, SNIFF_BYTES, check_content, sniff
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EXTRACT_TASK = "extract.asset"
+TRANSCRIPT = "transcript"
+
+
+@dataclass
+class LocalFile:
+    """A candidate's bytes on disk, with what is already known about them (web downloads hash while streaming)."""
+
+    path: Path
+    sha256: str | None = None
+    head: bytes | None = None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hand_to_extract(settings: Settings, sha256: str) -> bool:
+    """Queue extraction of a new asset; returns whether it was queued.
+
+    With Redis, the task is sent by name (``app.send_task``): the scraper never imports the blender
+    worker, which lives in its own container with bpy. In the embedded mode tasks run in-process, so
+    extraction can only happen here when the blender worker is importable; otherwise it is skipped
+    with a log line and the asset waits (status "new") for a later extract pass over the database.
+    """
+    from shared.queue import app, submit
+
+    if not settings.embedded_queue:
+        app.send_task(EXTRACT_TASK, args=[sha256])
+        return True
+    if importlib.util.find_spec("blender_worker") is None:
+        log.info("embedded mode without blender_worker: extraction of %s skipped", sha256[:12])
+        return False
+    submit(EXTRACT_TASK, sha256)
+    return True
+
+
+class Ingestor:
+    def __init__(self, settings: Settings, blobs: BlobStore | None = None, *, hand_off: bool = True) -> None:
+        self.settings = settings
+        self.blobs = blobs or get_blob_store(settings.blob_url)
+        self.hand_off = hand_off
+        self.limits = ArchiveLimits(
+            max_member_bytes=settings.scraper_max_file_bytes,
+            max_total_bytes=settings.scraper_archive_max_total_bytes,
+            max_files=settings.scraper_archive_max_files,
+            max_ratio=settings.scraper_archive_max_ratio,
+        )
+
+    # --- lookups the sources use before fetching anything -----------------------------------
+
+    def known_url(self, url: str) -> bool:
+        """Whether a file (or an archive member, keyed ``url#member``) from this URL is stored."""
+        with session_scope() as session:
+            hit = session.scalar(
+                select(Asset.id)
+                .where(or_(Asset.source_url == url, Asset.source_url.startswith(url + "#")))
+                .limit(1)
+            )
+        return hit is not None
+
+    # --- ingest -------------------------------------------------------------------------------
+
+    def ingest_batch(
+        self, items: Iterable[tuple[Candidate, LocalFile | None]], summary: Summary
+    ) -> list[Result]:
+        """Ingest candidates whose bytes are on disk (or in ``candidate.data``); one transaction."""
+        results: list[Result] = []
+        new: list[str] = []
+        with session_scope() as session, tempfile.TemporaryDirectory(prefix="bmt-ingest-") as scratch:
+            for candidate, local in items:
+                for result, size in self._ingest(session, candidate, local, Path(scratch), depth=0):
+                    summary.add(result, size)
+                    results.append(result)
+                    if result.outcome is Outcome.NEW and result.sha256:
+                        new.append(result.sha256)
+        if self.hand_off:
+            for sha in new:
+                hand_to_extract(self.settings, sha)
+        return results
+
+    def _ingest(
+        self, session: Session, candidate: Candidate, local: LocalFile | None, scratch: Path, depth: int
+    ) -> Iterable[tuple[Result, int]]:
+        name = candidate.name
+        decision = decide(candidate.provenance.license_text, self.settings.scraper_license_allowlist)
+        if not decision.allowed:
+            yield Result(name, Outcome.REJECTED, reason=decision.reason), 0
+            return
+        if candidate.data is not None:
+            local = LocalFile(scratch / f"data-{hashlib.sha256(candidate.data).hexdigest()}")
+            local.path.write_bytes(candidate.data)
+        if local is None:
+            raise ValueError(f"candidate {name} has neither a file nor data")
+        size = local.path.stat().st_size
+        if size > self.settings.scraper_max_file_bytes:
+            yield Result(name, Outcome.REJECTED, reason="file larger than the size cap"), 0
+            return
+        head = local.head
+        if head is None:
+            with local.path.open("rb") as f:
+                head = f.read(SNIFF_BYTES)
+        if candidate.declared_format == TRANSCRIPT:
+            fmt, reason = TRANSCRIPT, (None if sniff(head).kind == "text" else "transcript is not text")
+        else:
+            fmt, reason = check_content(name, head)
+        if reason is not None:
+            yield Result(name, Outcome.REJECTED, reason=reason), 0
+            return
+        if fmt in ARCHIVE_FORMATS:
+            yield from self._ingest_archive(session, candidate, local.path, scratch, depth)
+            return
+        sha = local.sha256 or sha256_of(local.path)
+        if session.scalar(select(Asset.id).where(Asset.sha256 == sha)) is not None:
+            yield Result(name, Outcome.DUPLICATE, sha256=sha), 0
+            return
+        stored = self.blobs.put_file(local.path)
+        if stored != sha:
+            raise RuntimeError(f"blob store hashed {name} as {stored}, expected {sha}")
+        provenance = candidate.provenance
+        try:
+            with session.begin_nested():
+                session.add(
+                    Asset(
+                        sha256=sha,
+                        size=size,
+                        format=fmt,
+                        source_url=provenance.source_url,
+                        source_commit=provenance.source_commit,
+                        source_path=provenance.source_path,
+                        license=decision.spdx,
+                        author=provenance.author,
+                        attribution=provenance.attribution,
+                        title=provenance.title,
+                        status="new",
+                        meta={
+                            "source": provenance.source,
+                            "page_url": provenance.page_url,
+                            "license_text": provenance.license_text,
+                            "file_name": name,
+                            **provenance.meta,
+                        },
+                    )
+                )
+        except IntegrityError:  # another worker stored the same file between our check and insert
+            yield Result(name, Outcome.DUPLICATE, sha256=sha), 0
+            return
+        yield Result(name, Outcome.NEW, sha256=sha), size
+
+    def _ingest_archive(
+        self, session: Session, candidate: Candidate, path: Path, scratch: Path, depth: int
+    ) -> Iterable[tuple[Result, int]]:
+        if depth > 0:
+            yield Result(candidate.name, Outcome.REJECTED, reason="nested archive"), 0
+            return
+        try:
+            with extracted_archive(path, scratch, self.limits) as extracted:
+                for member, reason in extracted.rejected:
+                    log.info("%s: member %s rejected: %s", candidate.name, member, reason)
+                    yield Result(f"{candidate.name}#{member}", Outcome.REJECTED, reason=reason), 0
+                for member, member_path in extracted.files:
+                    provenance = replace(
+                        candidate.provenance,
+                        source_url=f"{candidate.provenance.source_url}#{member}",
+                        source_path=f"{candidate.provenance.source_path or candidate.name}#{member}",
+                        meta={**candidate.provenance.meta, "archive": candidate.name},
+                    )
+                    member_candidate = Candidate(name=Path(member).name, provenance=provenance)
+                    yield from self._ingest(
+                        session, member_candidate, LocalFile(member_path), scratch, depth + 1
+                    )
+        except ArchiveRejected as error:
+            yield (
+                Result(candidate.name, Outcome.REJECTED, reason=str(error).split(":")[0], detail=str(error)),
+                0,
+            )
