@@ -63,12 +63,13 @@ class Crawler:
         *,
         ingestor: Ingestor | None = None,
         progress: bool = False,
+        hand_off: bool = True,
         **options: Any,
     ) -> None:
         self.settings = settings
         self.source_name = source_name
         self.source_class = source_classes()[source_name]
-        self.ingestor = ingestor or Ingestor(settings)
+        self.ingestor = ingestor or Ingestor(settings, hand_off=hand_off)
         self.progress = progress
         self.options = options
         self.summary = Summary()

@@ -35,6 +35,14 @@ class Node:
         found = self.find_all(tag, cls)
         return found[0] if found else None
 
+    def strings(self) -> Iterator[str]:
+        """The text pieces under this node, each as the page wrote it (whitespace collapsed)."""
+        for child in self.children:
+            if isinstance(child, str):
+                yield " ".join(child.split())
+            else:
+                yield from child.strings()
+
     def text(self) -> str:
         parts: list[str] = []
         for child in self.children:

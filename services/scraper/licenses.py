@@ -42,7 +42,7 @@ _BY_LOWER = {s.lower(): s for s in _SPDX_IDS}
 _PHRASES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(p), spdx)
     for p, spdx in [
-        (r"\bcc0\b|\bcc 0\b|creative commons zero|public domain dedication|\bpublic domain\b", "CC0-1.0"),
+        (r"\bcc[ -]?0\b|creative commons zero|public domain dedication|\bpublic domain\b", "CC0-1.0"),
         (
             r"(cc|creative commons)( attribution)?[ -]?(by)?[ -]?nc[ -]?nd|noncommercial[ -]noderiv",
             "CC-BY-NC-ND",

@@ -14,7 +14,7 @@ from services.scraper.licenses import UNKNOWN, normalize
 from services.scraper.sources import Source, file_name_from_url, wanted_file
 
 _BLOCKS = {"article", "li", "tr", "section", "div"}
-_BY = re.compile(r"\bby\s+([A-Z][\w.'-]*(?:\s+[A-Z][\w.'-]*)*)")
+_BY = re.compile(r"^by\s+(.+)$", re.IGNORECASE)
 _LICENSE_MENTION = re.compile(
     r"\b(cc0|cc[ -]by[\w .-]*|creative commons[\w .-]*|public domain|licen[cs]e:?\s*[\w .-]+)", re.I
 )
@@ -50,8 +50,8 @@ class DemoFilesSource(Source):
                 (h for tag in ("h1", "h2", "h3", "h4") if (h := block.find(tag)) is not None), None
             )
             title = heading.text() if heading is not None else anchor.text() or name
-            by = _BY.search(text)
-            author = by.group(1) if by else None
+            by = next((m for piece in block.strings() if (m := _BY.match(piece))), None)
+            author = by.group(1).strip() if by else None
             candidates.append(
                 Candidate(
                     name=name,
