@@ -38,3 +38,14 @@ bench-blobs: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var dist
+
+# --- scraper (services/scraper) ---
+.PHONY: scrape-all bench-scrape
+BENCHES += bench-scrape
+
+# Every source in turn: local always; web sources only with BMT_SCRAPER_CRAWL_WEB=true and their tokens.
+scrape-all: $(STAMP)
+	$(PY) -m services.scraper all
+
+bench-scrape: $(STAMP)
+	$(PY) -m benchmarks.scrape

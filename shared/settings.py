@@ -66,6 +66,11 @@ class Settings(BaseSettings):
         "https://github.com/blender-model-training/blender-model-training",
         description="Where site operators can reach the people running the scraper (named in the User-Agent).",
     )
+    scraper_crawl_web: bool = Field(
+        False,
+        description="Let `scrape all` (make scrape-all) crawl the public web sources; off: only local "
+        "runs there (a source named on the command line always runs).",
+    )
     scraper_rate_per_host: float = Field(1.0, description="Most requests per second sent to one host.")
     scraper_concurrency_per_host: int = Field(2, description="Most requests in flight to one host at once.")
     scraper_max_retries: int = Field(

@@ -8,9 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
-from shared.settings import Settings
+from shared.settings import Settings, get_settings
 from tests.scraper_site import FixtureSite
 
 CORPUS = Path(
@@ -18,6 +19,20 @@ CORPUS = Path(
 )
 HTML_ERROR = b"<!DOCTYPE html><html><head><title>Error</title></head><body>Please log in</body></html>"
 COMMIT = "3f786850e387550fdab836ed7e6dc881de23001b"
+
+
+@pytest.fixture
+def scraper_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fresh SQLite database and blob folder under tmp_path, as the process-wide settings."""
+    from shared.db import ensure_schema, reset_engine
+
+    monkeypatch.setenv("BMT_DATA_DIR", str(tmp_path / "var"))
+    get_settings.cache_clear()
+    reset_engine()
+    ensure_schema()
+    yield
+    reset_engine()
+    get_settings.cache_clear()
 
 
 def corpus_file(pattern: str, index: int = 0) -> Path:

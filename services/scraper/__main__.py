@@ -14,11 +14,10 @@ import logging
 import sys
 from typing import Any
 
-from shared.db import ensure_schema
-
 from services.scraper.crawl import Crawler
 from services.scraper.http import HttpError
 from services.scraper.sources import source_classes
+from shared.db import ensure_schema
 from shared.settings import get_settings
 
 log = logging.getLogger("services.scraper")
@@ -59,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     for name in names:
         missing = source_classes()[name].missing_configuration(settings)
+        if args.source == "all" and name != "local" and not settings.scraper_crawl_web:
+            missing = "a web source; set BMT_SCRAPER_CRAWL_WEB=true to include it in 'all'"
         if missing:
             print(f"{name}: skipped ({missing})")
             continue

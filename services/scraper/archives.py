@@ -9,12 +9,9 @@ caps. A whole-archive problem raises ``ArchiveRejected``; a bad member is skippe
 
 from __future__ import annotations
 
-import shutil
 import stat
 import tarfile
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -203,14 +200,3 @@ def extract_archive(path: Path, dest: Path, limits: ArchiveLimits) -> Extracted:
     except (zipfile.BadZipFile, tarfile.TarError, py7zr.exceptions.Bad7zFile, EOFError, OSError) as error:
         raise ArchiveRejected(f"unreadable {kind} archive: {error}") from error
     return result
-
-
-@contextmanager
-def extracted_archive(path: Path, scratch: Path, limits: ArchiveLimits) -> Iterator[Extracted]:
-    """Extract into a fresh folder under ``scratch`` and remove it afterwards."""
-    dest = scratch / f"x-{path.name}-{id(path)}"
-    dest.mkdir(parents=True)
-    try:
-        yield extract_archive(path, dest, limits)
-    finally:
-        shutil.rmtree(dest, ignore_errors=True)

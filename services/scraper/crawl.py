@@ -12,12 +12,11 @@ import asyncio
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared.db import session_scope
-from shared.db.models import Source as SourceRow
 from sqlalchemy import select
 from tqdm import tqdm
 
@@ -26,6 +25,8 @@ from services.scraper.ingest import Ingestor, LocalFile
 from services.scraper.items import Batch, Candidate, Outcome, Result, Summary
 from services.scraper.licenses import decide
 from services.scraper.sources import Source, file_name_from_url, source_classes
+from shared.db import session_scope
+from shared.db.models import Source as SourceRow
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class Crawler:
         self.progress = progress
         self.options = options
         self.summary = Summary()
+        self.on_batch: Callable[[int], None] | None = None  # called with the number of batches done
 
     async def run(self, max_batches: int | None = None) -> Summary:
         """Crawl from the saved cursor; stop after ``max_batches`` batches (None: to the end)."""
@@ -95,11 +97,15 @@ class Crawler:
                         state["finished_at"] = datetime.now(UTC).isoformat()
                     save_state(self.source_name, state)
                     done += 1
+                    if self.on_batch is not None:
+                        self.on_batch(done)
                     if max_batches is not None and done >= max_batches:
                         break
         return self.summary
 
-    async def _process(self, client: PoliteClient, source: Source, batch: Batch, bar: tqdm) -> None:
+    async def _process(
+        self, client: PoliteClient, source: Source | None, batch: Batch, bar: tqdm | None
+    ) -> None:
         for what, reason in batch.rejected:
             log.info("%s rejected: %s", what, reason)
             self.summary.reject(reason)
@@ -114,6 +120,8 @@ class Crawler:
         finally:
             if batch.cleanup is not None:
                 shutil.rmtree(batch.cleanup, ignore_errors=True)
+        if bar is None:
+            return
         bar.update(len(batch.candidates))
         bar.set_postfix(
             new=self.summary.new, dup=self.summary.duplicate, rejected=sum(self.summary.rejected.values())
@@ -154,3 +162,11 @@ class Crawler:
         if not candidate.name:
             candidate.name = _content_disposition_name(download) or file_name_from_url(download.url)
         return candidate, LocalFile(download.path, download.sha256, download.head)
+
+
+async def ingest_candidate(settings: Settings, candidate: Candidate, *, hand_off: bool = True) -> Summary:
+    """Fetch and ingest one candidate outside a crawl (the ``scrape.ingest`` task)."""
+    crawler = Crawler(settings, candidate.provenance.source, hand_off=hand_off)
+    async with PoliteClient(settings) as client:
+        await crawler._process(client, None, Batch([candidate], None), None)
+    return crawler.summary

@@ -14,21 +14,20 @@ import hashlib
 import importlib.util
 import logging
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from shared.blobs import BlobStore, get_blob_store
-from shared.db import session_scope
-from shared.db.models import Asset
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
-from services.scraper.archives import ArchiveLimits, ArchiveRejected, extracted_archive
+from services.scraper.archives import ArchiveLimits, ArchiveRejected, extract_archive
 from services.scraper.items import Candidate, Outcome, Result, Summary
 from services.scraper.licenses import decide
 from services.scraper.sniff import ARCHIVE_FORMATS, SNIFF_BYTES, check_content, sniff
+from shared.blobs import BlobStore, get_blob_store
+from shared.db import session_scope
+from shared.db.models import Asset
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,6 +73,18 @@ def hand_to_extract(settings: Settings, sha256: str) -> bool:
     return True
 
 
+@dataclass
+class Prepared:
+    """A file that passed every check and waits for the dedup query and storage."""
+
+    candidate: Candidate
+    path: Path
+    sha256: str
+    size: int
+    format: str
+    license: str
+
+
 class Ingestor:
     def __init__(self, settings: Settings, blobs: BlobStore | None = None, *, hand_off: bool = True) -> None:
         self.settings = settings
@@ -103,28 +114,92 @@ class Ingestor:
     def ingest_batch(
         self, items: Iterable[tuple[Candidate, LocalFile | None]], summary: Summary
     ) -> list[Result]:
-        """Ingest candidates whose bytes are on disk (or in ``candidate.data``); one transaction."""
+        """Ingest candidates whose bytes are on disk (or in ``candidate.data``).
+
+        Checks run per file; the dedup query and the Asset rows take one transaction per batch
+        (a transaction per file would cost a disk sync each on SQLite).
+        """
         results: list[Result] = []
-        new: list[str] = []
-        with session_scope() as session, tempfile.TemporaryDirectory(prefix="bmt-ingest-") as scratch:
+        with tempfile.TemporaryDirectory(prefix="bmt-ingest-") as scratch:
+            prepared: list[Prepared] = []
             for candidate, local in items:
-                for result, size in self._ingest(session, candidate, local, Path(scratch), depth=0):
-                    summary.add(result, size)
-                    results.append(result)
-                    if result.outcome is Outcome.NEW and result.sha256:
-                        new.append(result.sha256)
+                for item in self._check(candidate, local, Path(scratch), depth=0):
+                    if isinstance(item, Prepared):
+                        prepared.append(item)
+                    else:
+                        results.append(item)
+                        summary.add(item)
+            try:
+                stored = self._store(prepared)
+            except IntegrityError:  # another worker stored some of these meanwhile: they are duplicates now
+                stored = self._store(prepared)
+        for item in prepared:
+            is_new = stored.get(id(item), False)
+            result = Result(
+                item.candidate.name, Outcome.NEW if is_new else Outcome.DUPLICATE, sha256=item.sha256
+            )
+            results.append(result)
+            summary.add(result, item.size if is_new else 0)
         if self.hand_off:
-            for sha in new:
-                hand_to_extract(self.settings, sha)
+            for item in prepared:
+                if stored.get(id(item)):
+                    hand_to_extract(self.settings, item.sha256)
         return results
 
-    def _ingest(
-        self, session: Session, candidate: Candidate, local: LocalFile | None, scratch: Path, depth: int
-    ) -> Iterable[tuple[Result, int]]:
+    def _store(self, prepared: list[Prepared]) -> dict[int, bool]:
+        """Store the blobs and rows of files not yet known; returns id(item) -> stored as new."""
+        stored: dict[int, bool] = {}
+        with session_scope() as session:
+            shas = list({item.sha256 for item in prepared})
+            known: set[str] = set()
+            for start in range(0, len(shas), 500):  # keep the IN list within SQLite's parameter limit
+                chunk = shas[start : start + 500]
+                known.update(session.scalars(select(Asset.sha256).where(Asset.sha256.in_(chunk))))
+            for item in prepared:
+                if item.sha256 in known:
+                    stored[id(item)] = False
+                    continue
+                known.add(item.sha256)
+                if self.blobs.put_file(item.path) != item.sha256:
+                    raise RuntimeError(
+                        f"blob store hashed {item.candidate.name} differently than {item.sha256}"
+                    )
+                session.add(self._row(item))
+                stored[id(item)] = True
+        return stored
+
+    @staticmethod
+    def _row(item: Prepared) -> Asset:
+        provenance = item.candidate.provenance
+        return Asset(
+            sha256=item.sha256,
+            size=item.size,
+            format=item.format,
+            source_url=provenance.source_url,
+            source_commit=provenance.source_commit,
+            source_path=provenance.source_path,
+            license=item.license,
+            author=provenance.author,
+            attribution=provenance.attribution,
+            title=provenance.title,
+            status="new",
+            meta={
+                "source": provenance.source,
+                "page_url": provenance.page_url,
+                "license_text": provenance.license_text,
+                "file_name": item.candidate.name,
+                **provenance.meta,
+            },
+        )
+
+    def _check(
+        self, candidate: Candidate, local: LocalFile | None, scratch: Path, depth: int
+    ) -> Iterator[Result | Prepared]:
+        """License, size, content and hash of one file (each member, for an archive)."""
         name = candidate.name
         decision = decide(candidate.provenance.license_text, self.settings.scraper_license_allowlist)
         if not decision.allowed:
-            yield Result(name, Outcome.REJECTED, reason=decision.reason), 0
+            yield Result(name, Outcome.REJECTED, reason=decision.reason)
             return
         if candidate.data is not None:
             local = LocalFile(scratch / f"data-{hashlib.sha256(candidate.data).hexdigest()}")
@@ -133,7 +208,7 @@ class Ingestor:
             raise ValueError(f"candidate {name} has neither a file nor data")
         size = local.path.stat().st_size
         if size > self.settings.scraper_max_file_bytes:
-            yield Result(name, Outcome.REJECTED, reason="file larger than the size cap"), 0
+            yield Result(name, Outcome.REJECTED, reason="file larger than the size cap")
             return
         head = local.head
         if head is None:
@@ -144,72 +219,35 @@ class Ingestor:
         else:
             fmt, reason = check_content(name, head)
         if reason is not None:
-            yield Result(name, Outcome.REJECTED, reason=reason), 0
-            return
-        if fmt in ARCHIVE_FORMATS:
-            yield from self._ingest_archive(session, candidate, local.path, scratch, depth)
-            return
-        sha = local.sha256 or sha256_of(local.path)
-        if session.scalar(select(Asset.id).where(Asset.sha256 == sha)) is not None:
-            yield Result(name, Outcome.DUPLICATE, sha256=sha), 0
-            return
-        stored = self.blobs.put_file(local.path)
-        if stored != sha:
-            raise RuntimeError(f"blob store hashed {name} as {stored}, expected {sha}")
-        provenance = candidate.provenance
-        try:
-            with session.begin_nested():
-                session.add(
-                    Asset(
-                        sha256=sha,
-                        size=size,
-                        format=fmt,
-                        source_url=provenance.source_url,
-                        source_commit=provenance.source_commit,
-                        source_path=provenance.source_path,
-                        license=decision.spdx,
-                        author=provenance.author,
-                        attribution=provenance.attribution,
-                        title=provenance.title,
-                        status="new",
-                        meta={
-                            "source": provenance.source,
-                            "page_url": provenance.page_url,
-                            "license_text": provenance.license_text,
-                            "file_name": name,
-                            **provenance.meta,
-                        },
-                    )
-                )
-        except IntegrityError:  # another worker stored the same file between our check and insert
-            yield Result(name, Outcome.DUPLICATE, sha256=sha), 0
-            return
-        yield Result(name, Outcome.NEW, sha256=sha), size
-
-    def _ingest_archive(
-        self, session: Session, candidate: Candidate, path: Path, scratch: Path, depth: int
-    ) -> Iterable[tuple[Result, int]]:
-        if depth > 0:
-            yield Result(candidate.name, Outcome.REJECTED, reason="nested archive"), 0
-            return
-        try:
-            with extracted_archive(path, scratch, self.limits) as extracted:
-                for member, reason in extracted.rejected:
-                    log.info("%s: member %s rejected: %s", candidate.name, member, reason)
-                    yield Result(f"{candidate.name}#{member}", Outcome.REJECTED, reason=reason), 0
-                for member, member_path in extracted.files:
-                    provenance = replace(
-                        candidate.provenance,
-                        source_url=f"{candidate.provenance.source_url}#{member}",
-                        source_path=f"{candidate.provenance.source_path or candidate.name}#{member}",
-                        meta={**candidate.provenance.meta, "archive": candidate.name},
-                    )
-                    member_candidate = Candidate(name=Path(member).name, provenance=provenance)
-                    yield from self._ingest(
-                        session, member_candidate, LocalFile(member_path), scratch, depth + 1
-                    )
-        except ArchiveRejected as error:
-            yield (
-                Result(candidate.name, Outcome.REJECTED, reason=str(error).split(":")[0], detail=str(error)),
-                0,
+            yield Result(name, Outcome.REJECTED, reason=reason)
+        elif fmt in ARCHIVE_FORMATS:
+            yield from self._check_archive(candidate, local.path, scratch, depth)
+        else:
+            yield Prepared(
+                candidate, local.path, local.sha256 or sha256_of(local.path), size, fmt, decision.spdx
             )
+
+    def _check_archive(
+        self, candidate: Candidate, path: Path, scratch: Path, depth: int
+    ) -> Iterator[Result | Prepared]:
+        if depth > 0:
+            yield Result(candidate.name, Outcome.REJECTED, reason="nested archive")
+            return
+        dest = Path(tempfile.mkdtemp(prefix="archive-", dir=scratch))  # removed with the scratch folder
+        try:
+            extracted = extract_archive(path, dest, self.limits)
+        except ArchiveRejected as error:
+            yield Result(candidate.name, Outcome.REJECTED, reason=str(error))
+            return
+        for member, reason in extracted.rejected:
+            log.info("%s: member %s rejected: %s", candidate.name, member, reason)
+            yield Result(f"{candidate.name}#{member}", Outcome.REJECTED, reason=reason)
+        for member, member_path in extracted.files:
+            provenance = replace(
+                candidate.provenance,
+                source_url=f"{candidate.provenance.source_url}#{member}",
+                source_path=f"{candidate.provenance.source_path or candidate.name}#{member}",
+                meta={**candidate.provenance.meta, "archive": candidate.name},
+            )
+            member_candidate = Candidate(name=Path(member).name, provenance=provenance)
+            yield from self._check(member_candidate, LocalFile(member_path), scratch, depth + 1)
