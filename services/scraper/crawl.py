@@ -110,9 +110,14 @@ class Crawler:
             log.info("%s rejected: %s", what, reason)
             self.summary.reject(reason)
         try:
+            urls = [c.provenance.source_url for c in batch.candidates if c.url is not None]
+            known = await asyncio.to_thread(self.ingestor.known_urls, urls) if urls else set()
             with tempfile.TemporaryDirectory(prefix="bmt-dl-") as scratch:
                 fetched = await asyncio.gather(
-                    *(self._fetch(client, c, Path(scratch) / str(i)) for i, c in enumerate(batch.candidates))
+                    *(
+                        self._fetch(client, c, Path(scratch) / str(i), known)
+                        for i, c in enumerate(batch.candidates)
+                    )
                 )
                 ready = [(c, local) for c, local in fetched if local is not None or c.data is not None]
                 if ready:
@@ -128,9 +133,10 @@ class Crawler:
         )
 
     async def _fetch(
-        self, client: PoliteClient, candidate: Candidate, dest: Path
+        self, client: PoliteClient, candidate: Candidate, dest: Path, known: set[str]
     ) -> tuple[Candidate, LocalFile | None]:
-        """Download a web candidate to ``dest``; local and in-memory candidates pass through."""
+        """Download a web candidate to ``dest`` (unless its URL is in ``known``); local and in-memory
+        candidates pass through."""
         if candidate.path is not None:
             return candidate, LocalFile(candidate.path)
         if candidate.url is None:
@@ -140,7 +146,7 @@ class Crawler:
         if not decision.allowed:
             self.summary.add(Result(candidate.name, Outcome.REJECTED, reason=decision.reason))
             return candidate, None
-        if self.ingestor.known_url(candidate.provenance.source_url):
+        if candidate.provenance.source_url in known:
             self.summary.add(Result(candidate.name, Outcome.DUPLICATE))
             return candidate, None
         try:

@@ -18,13 +18,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from services.scraper.archives import ArchiveLimits, ArchiveRejected, extract_archive
 from services.scraper.items import Candidate, Outcome, Result, Summary
 from services.scraper.licenses import decide
-from services.scraper.sniff import ARCHIVE_FORMATS, SNIFF_BYTES, check_content, sniff
+from services.scraper.sniff import ARCHIVE_FORMATS, SNIFF_BYTES, check_content, expected_format, sniff
 from shared.blobs import BlobStore, get_blob_store
 from shared.db import session_scope
 from shared.db.models import Asset
@@ -100,14 +100,24 @@ class Ingestor:
     # --- lookups the sources use before fetching anything -----------------------------------
 
     def known_url(self, url: str) -> bool:
-        """Whether a file (or an archive member, keyed ``url#member``) from this URL is stored."""
+        return bool(self.known_urls([url]))
+
+    def known_urls(self, urls: list[str]) -> set[str]:
+        """Those of ``urls`` already stored: as a file's own URL, or (archives) as ``url#member``."""
+        found: set[str] = set()
         with session_scope() as session:
-            hit = session.scalar(
-                select(Asset.id)
-                .where(or_(Asset.source_url == url, Asset.source_url.startswith(url + "#")))
-                .limit(1)
-            )
-        return hit is not None
+            for start in range(0, len(urls), 500):
+                chunk = urls[start : start + 500]
+                found.update(session.scalars(select(Asset.source_url).where(Asset.source_url.in_(chunk))))
+            # Members of archives are keyed url#member; only archive URLs need the (unindexed) prefix query.
+            for url in urls:
+                if url not in found and expected_format(url.split("?", 1)[0]) in ARCHIVE_FORMATS:
+                    hit = session.scalar(
+                        select(Asset.id).where(Asset.source_url.startswith(url + "#")).limit(1)
+                    )
+                    if hit is not None:
+                        found.add(url)
+        return found
 
     # --- ingest -------------------------------------------------------------------------------
 

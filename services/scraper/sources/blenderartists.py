@@ -96,6 +96,5 @@ class BlenderArtistsSource(Source):
                 ),
             )
             for url, name in files
-            if not self.known_url(url)
         ]
         return Batch(candidates, after)

@@ -34,7 +34,7 @@ class DemoFilesSource(Source):
         candidates, rejected = [], []
         for link, anchor in links(document, page.url):
             name = file_name_from_url(link)
-            if not wanted_file(name) or self.known_url(link):
+            if not wanted_file(name):
                 continue
             block = anchor.ancestor(_BLOCKS) or document
             text = block.text()
