@@ -243,3 +243,27 @@ def test_blenderartists_and_youtube_store_assets_and_transcripts(tmp_path):
     )
     table = next(a for a in stored.values() if a.format == "blend")
     assert table.license == "CC0-1.0" and table.author == "artist"
+
+
+@pytest.mark.usefixtures("scraper_db")
+def test_demofiles_recrawl_is_conditional_on_the_validators_saved_with_the_cursor(tmp_path):
+    page = '<html><div><h3>Cube</h3><p>CC0</p><a href="/demo/cube.blend">get</a></div></html>'
+
+    def demo_page(request: web.Request) -> web.Response:
+        if request.headers.get("If-None-Match") == '"p1"':
+            return web.Response(status=304)
+        return web.Response(text=page, content_type="text/html", headers={"ETag": '"p1"'})
+
+    async def scenario():
+        async with FixtureSite() as site:
+            site.route("/download/demo-files/", demo_page)
+            site.file("/demo/cube.blend", blend_bytes(5))
+            first = await crawl(site, tmp_path, "demofiles")
+            state = load_state("demofiles")
+            second = await crawl(site, tmp_path, "demofiles")
+            return first, state, second, site.hits("/demo/cube.blend")
+
+    first, state, second, downloads = asyncio.run(scenario())
+    assert first.new == 1 and second.new == 0 and downloads == 1
+    (validators,) = state["validators"].values()
+    assert validators == {"etag": '"p1"'} and state["position"] is None and "finished_at" in state

@@ -232,3 +232,18 @@ def test_download_cap_holds_without_content_length(tmp_path):
 
     run(scenario())
     assert not (tmp_path / "s").exists()
+
+
+def test_github_rate_limit_403_waits_for_the_reset():
+    async def scenario():
+        async with FixtureSite() as site, PoliteClient(fast_settings()) as client:
+            site.json("/search/code", {"items": []})
+            reset = str(int(time.time()) + 1)
+            site.fail("/search/code", Fault(403, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}))
+            data = await client.get_json(site.base + "/search/code")
+            site.fail("/search/code", Fault(403))  # a plain 403 is final
+            with pytest.raises(HttpError) as raised:
+                await client.get(site.base + "/search/code")
+            return data, raised.value.status, site.hits("/search/code")
+
+    assert run(scenario()) == ({"items": []}, 403, 3)

@@ -4,7 +4,8 @@
 - robots.txt fetched once per host and obeyed (RFC 9309: a 4xx robots.txt allows everything,
   an unreachable one (5xx, network) disallows everything);
 - retries with exponential backoff on 429/5xx and connection errors, honouring Retry-After
-  (delta-seconds or HTTP date) up to a cap;
+  (delta-seconds or HTTP date) up to a cap, and GitHub's 403 with X-RateLimit-Remaining: 0 until
+  X-RateLimit-Reset;
 - conditional requests: callers pass the ETag/Last-Modified they remembered and get 304s;
 - an honest User-Agent naming the project and a contact URL;
 - streaming downloads to disk with a size cap, hashed while they stream; nothing partial survives.
@@ -19,6 +20,7 @@ import json
 import logging
 import time
 import urllib.robotparser
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,6 +108,21 @@ class Download:
     sha256: str
     head: bytes  # the first SNIFF_BYTES, for content sniffing
     headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
+
+
+def should_retry(status: int, headers: Mapping[str, str]) -> bool:
+    """429/5xx, and GitHub's exhausted rate limit (403 with X-RateLimit-Remaining: 0)."""
+    return status in RETRY_STATUSES or (status == 403 and headers.get("X-RateLimit-Remaining") == "0")
+
+
+def wait_hint(headers: Mapping[str, str]) -> str | None:
+    """Retry-After, or GitHub's X-RateLimit-Reset (epoch seconds) turned into delta-seconds."""
+    if headers.get("Retry-After"):
+        return headers["Retry-After"]
+    reset = headers.get("X-RateLimit-Reset")
+    if reset and reset.isdigit():
+        return str(max(0, int(reset) - int(time.time())))
+    return None
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -249,7 +266,7 @@ class PoliteClient:
             except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
                 status, body, response_headers, final_url = None, b"", CIMultiDict(), url
                 failure = f"{type(error).__name__}: {error}"
-            if status is not None and status not in RETRY_STATUSES:
+            if status is not None and not should_retry(status, response_headers):
                 if ok_statuses is not None and status not in ok_statuses:
                     raise HttpError(url, status, f"HTTP {status}")
                 return Page(
@@ -264,7 +281,7 @@ class PoliteClient:
             attempt += 1
             if attempt > self.settings.scraper_max_retries:
                 raise HttpError(url, status, f"{failure} after {attempt - 1} retries")
-            await asyncio.sleep(self._retry_delay(url, attempt, response_headers.get("Retry-After")))
+            await asyncio.sleep(self._retry_delay(url, attempt, wait_hint(response_headers)))
             log.info("retry %d of %s after %s", attempt, url, failure)
 
     def _retry_delay(self, url: str, attempt: int, retry_after: str | None) -> float:
@@ -291,12 +308,12 @@ class PoliteClient:
                 async with gate.slots:
                     self.requests_sent += 1
                     async with self.session.get(url, headers=headers) as response:
-                        if response.status not in RETRY_STATUSES:
+                        if not should_retry(response.status, response.headers):
                             if response.status != 200:
                                 raise HttpError(url, response.status, f"HTTP {response.status}")
                             return await self._stream_to(response, url, dest, max_bytes)
                         failure = f"HTTP {response.status}"
-                        retry_after = response.headers.get("Retry-After")
+                        retry_after = wait_hint(response.headers)
             except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
                 dest.unlink(missing_ok=True)
                 failure = f"{type(error).__name__}: {error}"
