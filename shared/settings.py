@@ -46,6 +46,10 @@ class Settings(BaseSettings):
         7200,
         description="Redis: an unacknowledged task is redelivered after this; keep it above the time limit.",
     )
+    redelivery_sweep_s: int = Field(
+        60,
+        description="Redis: how often a worker looks for unacknowledged tasks past the visibility timeout.",
+    )
     max_upload_bytes: int = Field(2 * 1024**3, description="Largest blob accepted by the blob store.")
     scene_max_objects: int = Field(2_000, description="Scene documents with more objects are rejected.")
     scene_max_vertices: int = Field(2_000_000, description="Cap on vertices summed over a scene's meshes.")

@@ -1,0 +1,55 @@
+"""Tasks used only by the queue tests; a test worker loads them with ``-I tests.celery_tasks``."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from shared.assets import Provenance, register_asset
+from shared.blobs import get_blob_store
+from shared.db import session_scope
+from shared.db.models import Job
+from shared.queue import TrackedTask, TransientError, app
+
+
+@app.task(name="scrape.test_register_after_release", base=TrackedTask, bind=True)
+def register_after_release(self, payload: str, control_dir: str) -> dict:
+    """Stores a blob, then waits for the test's go-ahead before recording the asset row.
+
+    Killing the worker while it waits leaves the effect half done (blob stored, no row): the
+    redelivered attempt must finish it without duplicating anything.
+    """
+    control = Path(control_dir)
+    with session_scope() as session:
+        attempt = session.get(Job, self.request.id).attempts
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write(payload)
+    store = get_blob_store()
+    store.put_file(f.name)
+    (control / f"started-{attempt}").touch()
+    deadline = time.monotonic() + 120
+    while not (control / "release").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the test never released the task")
+        time.sleep(0.1)
+    with session_scope() as session:
+        asset, created = register_asset(session, store, f.name, "txt", Provenance(license="CC0-1.0"))
+        sha = asset.sha256
+    Path(f.name).unlink()
+    (control / f"finished-{attempt}").touch()
+    return {"sha256": sha, "created": created}
+
+
+@app.task(name="scrape.test_flaky", base=TrackedTask, bind=True)
+def flaky(self, fail_times: int) -> int:
+    """Fails with a transient error ``fail_times`` times, then succeeds."""
+    self.progress(0.5, "half way")
+    if self.request.retries < fail_times:
+        raise TransientError(f"server away (try {self.request.retries + 1})")
+    return self.request.retries
+
+
+@app.task(name="scrape.test_broken", base=TrackedTask, bind=True)
+def broken(self) -> None:
+    raise ValueError("this asset is not a Blender file")

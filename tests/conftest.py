@@ -1,0 +1,80 @@
+"""Fixtures that start or reach the real servers: PostgreSQL and Redis (running on these machines),
+an S3-protocol server on loopback (moto, standing in for MinIO, which cannot be installed here).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from shared.settings import get_settings
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = Path(os.environ.get("BMT_CORPUS_DIR", REPO.parent / "shared" / "corpus"))
+POSTGRES_ADMIN = os.environ.get("BMT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BMT_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def embedded_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts on the embedded defaults, inside its own temporary folder."""
+    for name in list(os.environ):
+        if name.startswith("BMT_") and not name.startswith(("BMT_TEST_", "BMT_CORPUS_DIR")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("BMT_DATA_DIR", str(tmp_path / "var"))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    name = f"bmt_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        from shared.db import _engine
+
+        _engine.cache_clear()  # forget pooled connections before dropping
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis database number for one test, emptied before and after."""
+    url = f"{REDIS_URL}/{random.randint(1, 15)}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-protocol HTTP server on loopback (moto), for the MinIO code path."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop()
