@@ -25,6 +25,7 @@ import aiohttp
 
 from services.scraper.crawl import Crawler
 from services.scraper.sources.local import default_corpus_dir
+from shared.db import ensure_schema
 from shared.settings import Settings, get_settings
 
 
@@ -49,10 +50,7 @@ def use_data_dir(data_dir: Path, **overrides: object) -> Settings:
     os.environ["BMT_DATA_DIR"] = str(data_dir)
     for key, value in overrides.items():
         os.environ[f"BMT_{key.upper()}"] = str(value)
-    get_settings.cache_clear()
-    from shared.db import ensure_schema, reset_engine
-
-    reset_engine()
+    get_settings.cache_clear()  # the database engine is cached per URL: a new folder gets a new one
     ensure_schema()
     return get_settings()
 

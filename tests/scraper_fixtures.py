@@ -4,35 +4,25 @@ timedtext), registered on a FixtureSite. Asset bytes are real corpus files."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from shared.settings import Settings, get_settings
+from shared.db import ensure_schema
+from shared.settings import Settings
+from tests.conftest import CORPUS
 from tests.scraper_site import FixtureSite
 
-CORPUS = Path(
-    os.environ.get("BMT_CORPUS_DIR") or Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus"
-)
 HTML_ERROR = b"<!DOCTYPE html><html><head><title>Error</title></head><body>Please log in</body></html>"
 COMMIT = "3f786850e387550fdab836ed7e6dc881de23001b"
 
 
 @pytest.fixture
-def scraper_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A fresh SQLite database and blob folder under tmp_path, as the process-wide settings."""
-    from shared.db import ensure_schema, reset_engine
-
-    monkeypatch.setenv("BMT_DATA_DIR", str(tmp_path / "var"))
-    get_settings.cache_clear()
-    reset_engine()
+def scraper_db() -> None:
+    """The migrated database of the test's embedded settings (conftest points them at tmp_path)."""
     ensure_schema()
-    yield
-    reset_engine()
-    get_settings.cache_clear()
 
 
 def corpus_file(pattern: str, index: int = 0) -> Path:

@@ -16,10 +16,8 @@ import pytest
 from services.scraper.archives import ArchiveLimits, ArchiveRejected, extract_archive
 from services.scraper.licenses import decide, normalize
 from services.scraper.sniff import SNIFF_BYTES, check_content, sniff
+from tests.conftest import CORPUS
 
-CORPUS = Path(
-    os.environ.get("BMT_CORPUS_DIR") or Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus"
-)
 ALLOW = ["CC0-1.0", "CC-BY-4.0", "CC-BY-3.0", "MIT", "Apache-2.0", "BSD-2-Clause", "BSD-3-Clause"]
 LIMITS = ArchiveLimits(max_member_bytes=1 << 20, max_total_bytes=4 << 20, max_files=50, max_ratio=100)
 

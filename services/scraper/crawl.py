@@ -17,16 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from tqdm import tqdm
 
 from services.scraper.http import Download, DownloadTooLarge, HttpError, PoliteClient, RobotsDisallowed
-from services.scraper.ingest import Ingestor, LocalFile
+from services.scraper.ingest import Ingestor, LocalFile, source_row
 from services.scraper.items import Batch, Candidate, Outcome, Result, Summary
 from services.scraper.licenses import decide
 from services.scraper.sources import Source, file_name_from_url, source_classes
 from shared.db import session_scope
-from shared.db.models import Source as SourceRow
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,17 +32,12 @@ log = logging.getLogger(__name__)
 
 def load_state(name: str) -> dict[str, Any]:
     with session_scope() as session:
-        row = session.scalar(select(SourceRow).where(SourceRow.name == name))
-        return dict(row.cursor or {}) if row is not None else {}
+        return dict(source_row(session, name).cursor or {})
 
 
 def save_state(name: str, state: dict[str, Any]) -> None:
     with session_scope() as session:
-        row = session.scalar(select(SourceRow).where(SourceRow.name == name))
-        if row is None:
-            session.add(SourceRow(name=name, cursor=state))
-        else:
-            row.cursor = state
+        source_row(session, name).cursor = state
 
 
 def _content_disposition_name(download: Download) -> str | None:

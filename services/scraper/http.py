@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _CHUNK = 1 << 16
+_DISALLOW_ALL = ["User-agent: *", "Disallow: /"]
 
 
 class HttpError(Exception):
@@ -211,12 +212,12 @@ class PoliteClient:
             page = await self._request("GET", origin + "/robots.txt", check_robots=False, ok_statuses=None)
         except HttpError as error:
             log.warning("robots.txt of %s unreachable (%s): not crawling it", origin, error)
-            parser.disallow_all = True
+            parser.parse(_DISALLOW_ALL)
             return parser
         if 400 <= page.status < 500:
-            parser.allow_all = True
+            parser.parse([])  # no robots.txt: everything allowed
         elif page.status >= 500:
-            parser.disallow_all = True
+            parser.parse(_DISALLOW_ALL)
         else:
             parser.parse(page.text().splitlines())
         return parser

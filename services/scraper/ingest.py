@@ -11,15 +11,17 @@ the same files stores nothing the second time.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import importlib
 import logging
 import tempfile
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from services.scraper.archives import ArchiveLimits, ArchiveRejected, extract_archive
 from services.scraper.items import Candidate, Outcome, Result, Summary
@@ -27,12 +29,14 @@ from services.scraper.licenses import decide
 from services.scraper.sniff import ARCHIVE_FORMATS, SNIFF_BYTES, check_content, expected_format, sniff
 from shared.blobs import BlobStore, get_blob_store
 from shared.db import session_scope
-from shared.db.models import Asset
+from shared.db.models import Asset, AssetStatus
+from shared.db.models import Source as SourceRow
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 EXTRACT_TASK = "extract.asset"
+_PUT_THREADS = 4
 TRANSCRIPT = "transcript"
 
 
@@ -53,22 +57,33 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def hand_to_extract(settings: Settings, sha256: str) -> bool:
-    """Queue extraction of a new asset; returns whether it was queued.
+def source_row(session: Session, name: str) -> SourceRow:
+    """The sources row of a crawl (created on first use); it holds the crawl cursor."""
+    row = session.scalar(select(SourceRow).where(SourceRow.name == name))
+    if row is None:
+        row = SourceRow(kind=name, name=name, cursor={})
+        session.add(row)
+        session.flush()
+    return row
 
-    With Redis, the task is sent by name (``app.send_task``): the scraper never imports the blender
-    worker, which lives in its own container with bpy. In the embedded mode tasks run in-process, so
-    extraction can only happen here when the blender worker is importable; otherwise it is skipped
-    with a log line and the asset waits (status "new") for a later extract pass over the database.
+
+def hand_to_extract(sha256: str) -> bool:
+    """Queue extraction of a new asset by task name; returns whether it was queued.
+
+    With Redis, ``submit`` sends the name (``app.send_task``): the scraper never imports the blender
+    worker, which runs in its own container with bpy. In the embedded mode tasks run right here, so
+    extraction can only happen when the worker's task is registered (blender_worker importable and
+    listed in TASK_MODULES); otherwise it is skipped with a log line and the asset keeps status
+    "new" for a later extract pass over the database.
     """
-    from shared.queue import app, submit
+    from shared.queue import TASK_MODULES, app, submit
 
-    if not settings.embedded_queue:
-        app.send_task(EXTRACT_TASK, args=[sha256])
-        return True
-    if importlib.util.find_spec("blender_worker") is None:
-        log.info("embedded mode without blender_worker: extraction of %s skipped", sha256[:12])
-        return False
+    if app.conf.task_always_eager:
+        for module in TASK_MODULES:
+            importlib.import_module(module)
+        if EXTRACT_TASK not in app.tasks:
+            log.info("no %s task in this process: extraction of %s skipped", EXTRACT_TASK, sha256[:12])
+            return False
     submit(EXTRACT_TASK, sha256)
     return True
 
@@ -153,38 +168,47 @@ class Ingestor:
         if self.hand_off:
             for item in prepared:
                 if stored.get(id(item)):
-                    hand_to_extract(self.settings, item.sha256)
+                    hand_to_extract(item.sha256)
         return results
 
     def _store(self, prepared: list[Prepared]) -> dict[int, bool]:
-        """Store the blobs and rows of files not yet known; returns id(item) -> stored as new."""
-        stored: dict[int, bool] = {}
+        """Store the blobs and rows of files not yet known; returns id(item) -> stored as new.
+
+        Batched rather than per file (shared.assets.register_asset): one query finds the known
+        hashes, so a duplicate is never copied into the blob store; new blobs are written in parallel
+        (each put fsyncs, which releases the GIL); then all rows go in with one transaction. Blobs
+        land before rows, so a crash leaves at worst an unreferenced blob, never a row without one.
+        """
         with session_scope() as session:
+            source_id = source_row(session, prepared[0].candidate.provenance.source).id if prepared else None
             shas = list({item.sha256 for item in prepared})
             known: set[str] = set()
             for start in range(0, len(shas), 500):  # keep the IN list within SQLite's parameter limit
                 chunk = shas[start : start + 500]
                 known.update(session.scalars(select(Asset.sha256).where(Asset.sha256.in_(chunk))))
+            new: dict[str, Prepared] = {}
             for item in prepared:
-                if item.sha256 in known:
-                    stored[id(item)] = False
-                    continue
-                known.add(item.sha256)
-                if self.blobs.put_file(item.path) != item.sha256:
-                    raise RuntimeError(
-                        f"blob store hashed {item.candidate.name} differently than {item.sha256}"
-                    )
-                session.add(self._row(item))
-                stored[id(item)] = True
-        return stored
+                if item.sha256 not in known:
+                    new.setdefault(item.sha256, item)
+            with ThreadPoolExecutor(max_workers=_PUT_THREADS) as pool:
+                for item, key in zip(
+                    new.values(), pool.map(lambda i: self.blobs.put_file(i.path), new.values()), strict=True
+                ):
+                    if key != item.sha256:
+                        raise RuntimeError(
+                            f"blob store hashed {item.candidate.name} as {key}, not {item.sha256}"
+                        )
+            session.add_all(self._row(item, source_id) for item in new.values())
+        return {id(item): new.get(item.sha256) is item for item in prepared}
 
     @staticmethod
-    def _row(item: Prepared) -> Asset:
+    def _row(item: Prepared, source_id: int | None) -> Asset:
         provenance = item.candidate.provenance
         return Asset(
             sha256=item.sha256,
             size=item.size,
             format=item.format,
+            source_id=source_id,
             source_url=provenance.source_url,
             source_commit=provenance.source_commit,
             source_path=provenance.source_path,
@@ -192,7 +216,7 @@ class Ingestor:
             author=provenance.author,
             attribution=provenance.attribution,
             title=provenance.title,
-            status="new",
+            status=AssetStatus.NEW,
             meta={
                 "source": provenance.source,
                 "page_url": provenance.page_url,
