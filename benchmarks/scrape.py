@@ -57,7 +57,7 @@ def use_data_dir(data_dir: Path, **overrides: object) -> Settings:
 
 def row(name: str, files: int, size: int, seconds: float, baseline: float) -> str:
     return (
-        f"| {name:<34} | {files:6d} | {files / seconds:9.0f} | {size / 2**20 / seconds:8.1f} | "
+        f"| {name:<36} | {files:6d} | {files / seconds:9.0f} | {size / 2**20 / seconds:8.1f} | "
         f"{seconds:7.2f} | {seconds / baseline:6.2f}x |"
     )
 
@@ -147,8 +147,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--web-files", type=int, default=300)
     args = parser.parse_args()
-    print("| path                               |  files |  files/s |    MiB/s |       s | vs base |")
-    print("|------------------------------------|--------|----------|----------|---------|---------|")
+    print("| path                                 |  files |  files/s |    MiB/s |       s | vs base |")
+    print("|--------------------------------------|--------|----------|----------|---------|---------|")
     with tempfile.TemporaryDirectory(prefix="bmt-bench-scrape-") as tmp:
         for line in bench_local(Path(tmp)) + bench_web(Path(tmp), args.web_files):
             print(line, flush=True)

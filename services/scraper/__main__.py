@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         missing = source_classes()[name].missing_configuration(settings)
         if args.source == "all" and name != "local" and not settings.scraper_crawl_web:
-            missing = "a web source; set BMT_SCRAPER_CRAWL_WEB=true to include it in 'all'"
+            missing = missing or "a web source; set BMT_SCRAPER_CRAWL_WEB=true to include it in 'all'"
         if missing:
             print(f"{name}: skipped ({missing})")
             continue

@@ -67,25 +67,30 @@ def source_row(session: Session, name: str) -> SourceRow:
     return row
 
 
-def hand_to_extract(sha256: str) -> bool:
-    """Queue extraction of a new asset by task name; returns whether it was queued.
+def hand_to_extract(shas: list[str]) -> int:
+    """Queue extraction of new assets by task name; returns how many were queued.
 
     With Redis, ``submit`` sends the name (``app.send_task``): the scraper never imports the blender
     worker, which runs in its own container with bpy. In the embedded mode tasks run right here, so
     extraction can only happen when the worker's task is registered (blender_worker importable and
-    listed in TASK_MODULES); otherwise it is skipped with a log line and the asset keeps status
+    listed in TASK_MODULES); otherwise it is skipped with a log line and the assets keep status
     "new" for a later extract pass over the database.
     """
     from shared.queue import TASK_MODULES, app, submit
 
+    if not shas:
+        return 0
     if app.conf.task_always_eager:
         for module in TASK_MODULES:
             importlib.import_module(module)
         if EXTRACT_TASK not in app.tasks:
-            log.info("no %s task in this process: extraction of %s skipped", EXTRACT_TASK, sha256[:12])
-            return False
-    submit(EXTRACT_TASK, sha256)
-    return True
+            log.info(
+                "no %s task in this process: extraction of %d new assets skipped", EXTRACT_TASK, len(shas)
+            )
+            return 0
+    for sha in shas:
+        submit(EXTRACT_TASK, sha)
+    return len(shas)
 
 
 @dataclass
@@ -166,9 +171,7 @@ class Ingestor:
             results.append(result)
             summary.add(result, item.size if is_new else 0)
         if self.hand_off:
-            for item in prepared:
-                if stored.get(id(item)):
-                    hand_to_extract(item.sha256)
+            hand_to_extract([item.sha256 for item in prepared if stored.get(id(item))])
         return results
 
     def _store(self, prepared: list[Prepared]) -> dict[int, bool]:
