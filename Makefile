@@ -31,13 +31,28 @@ bench: $(STAMP)
 	@echo "benchmarks: $(BENCHES)"
 	@for b in $(BENCHES); do $(MAKE) --no-print-directory $$b || exit 1; done
 
-BENCHES := bench-blobs
+BENCHES := bench-blobs bench-tokenizer bench-generate
 
 bench-blobs: $(STAMP)
 	$(PY) -m benchmarks.blobs
 
 clean:
 	rm -rf $(VENV) var dist
+
+# Geometry (issue 7). GEOMETRY_MESHES: a folder of extracted scene documents or a geometry dataset
+# manifest; empty uses synthetic primitives. GEOMETRY_CHECKPOINT: the model to evaluate/benchmark.
+GEOMETRY_MESHES ?=
+GEOMETRY_DATASET ?=
+GEOMETRY_CHECKPOINT ?= models/geometry/tiny/model.pt
+
+bench-tokenizer: $(STAMP)
+	$(PY) -m benchmarks.tokenizer $(GEOMETRY_MESHES)
+
+bench-generate: $(STAMP)
+	$(PY) -m benchmarks.generate --checkpoint $(GEOMETRY_CHECKPOINT)
+
+eval-geometry: $(STAMP)
+	$(PY) -m services.trainer.evaluate geometry --checkpoint $(GEOMETRY_CHECKPOINT) $(if $(GEOMETRY_DATASET),--dataset $(GEOMETRY_DATASET))
 
 # --- scraper (services/scraper) ---
 .PHONY: scrape-all bench-scrape

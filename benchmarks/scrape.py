@@ -27,6 +27,7 @@ from services.scraper.crawl import Crawler
 from services.scraper.sources.local import default_corpus_dir
 from shared.db import ensure_schema
 from shared.settings import Settings, get_settings
+from tools.fixture_site import FixtureSite
 
 
 def corpus_files(corpus: Path) -> list[Path]:
@@ -83,8 +84,6 @@ def bench_local(work: Path) -> list[str]:
 
 
 async def _serve(files: list[Path]):
-    from tests.scraper_site import FixtureSite
-
     site = FixtureSite(robots="User-agent: *\nAllow: /\n")
     await site.__aenter__()
     links = []

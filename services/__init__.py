@@ -1,0 +1,1 @@
+"""The services: gateway (FastAPI), scraper, labeler and trainer workers."""

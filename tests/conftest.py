@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,17 +15,12 @@ import pytest
 import redis
 
 from shared.settings import get_settings
+from tools.servers import free_port, start_s3_server  # noqa: F401  (free_port is used by tests)
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("BMT_CORPUS_DIR", REPO.parent / "shared" / "corpus"))
 POSTGRES_ADMIN = os.environ.get("BMT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BMT_TEST_REDIS", "redis://127.0.0.1:6379")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(autouse=True)
@@ -71,10 +65,6 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """A real S3-protocol HTTP server on loopback (moto), for the MinIO code path."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"127.0.0.1:{port}"
+    server, endpoint = start_s3_server()
+    yield endpoint
     server.stop()

@@ -13,7 +13,7 @@ from aiohttp import web
 from shared.db import ensure_schema
 from shared.settings import Settings
 from tests.conftest import CORPUS
-from tests.scraper_site import FixtureSite
+from tools.fixture_site import FixtureSite
 
 HTML_ERROR = b"<!DOCTYPE html><html><head><title>Error</title></head><body>Please log in</body></html>"
 COMMIT = "3f786850e387550fdab836ed7e6dc881de23001b"

@@ -27,8 +27,8 @@ from tests.scraper_fixtures import (  # noqa: F401 (scraper_db is a fixture)
     sketchfab_model,
     sketchfab_site,
 )
-from tests.scraper_site import Fault, FixtureSite
 from tests.test_scraper_sources import ITEM, TIMEDTEXT, _topic
+from tools.fixture_site import Fault, FixtureSite
 
 
 def assets() -> dict[str, Asset]:

@@ -20,7 +20,7 @@ from tests.scraper_fixtures import (  # noqa: F401 (scraper_db is a fixture)
     scraper_db,
     site_settings,
 )
-from tests.scraper_site import FixtureSite
+from tools.fixture_site import FixtureSite
 
 
 def git(*args, cwd):

@@ -19,7 +19,7 @@ from services.scraper.http import (
     parse_retry_after,
 )
 from shared.settings import Settings
-from tests.scraper_site import Fault, FixtureSite
+from tools.fixture_site import Fault, FixtureSite
 
 
 def fast_settings(**overrides) -> Settings:

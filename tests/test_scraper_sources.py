@@ -28,7 +28,7 @@ from tests.scraper_fixtures import (
     sketchfab_model,
     sketchfab_site,
 )
-from tests.scraper_site import Fault, FixtureSite
+from tools.fixture_site import Fault, FixtureSite
 
 
 async def collect(

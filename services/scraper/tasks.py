@@ -1,7 +1,8 @@
 """Celery tasks on the scrape queue. Thin: decode arguments, call the crawler, return the summary.
 
 Both are idempotent: a crawl step resumes from the cursor saved in the database, and ingesting a
-file that is already stored (same sha256, or same URL at a commit) stores nothing.
+file that is already stored (same sha256, or same URL at a commit) stores nothing. The scraper's own
+dependencies (aiohttp, py7zr) are imported inside the tasks, so any worker can load this module.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from services.scraper.crawl import Crawler, ingest_candidate
-from services.scraper.items import Candidate, Provenance
 from shared.queue import TrackedTask, app
 from shared.settings import get_settings
 
@@ -21,6 +20,8 @@ def scrape_source(
     self: TrackedTask, source: str, max_batches: int | None = 10, options: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """One crawl step: up to ``max_batches`` batches of ``source`` from its saved cursor."""
+    from services.scraper.crawl import Crawler
+
     crawler = Crawler(get_settings(), source, **(options or {}))
 
     def on_batch(done: int) -> None:
@@ -38,6 +39,9 @@ def scrape_ingest(
     self: TrackedTask, name: str, provenance: dict[str, Any], url: str | None = None, path: str | None = None
 ) -> dict[str, Any]:
     """Fetch (``url``) or read (``path``) one file and ingest it with its provenance."""
+    from services.scraper.crawl import ingest_candidate
+    from services.scraper.items import Candidate, Provenance
+
     candidate = Candidate(
         name=name, provenance=Provenance.from_json(provenance), url=url, path=Path(path) if path else None
     )

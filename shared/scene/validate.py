@@ -213,10 +213,10 @@ class _Checker:
         if mesh.material_indices is not None:
             _expect_len(self.errors, f"{path}.material_indices", mesh.material_indices, nf, "faces")
             top = max(1, n_slots)
-            bad = next((m for m in mesh.material_indices if not 0 <= m < top), None)
-            if bad is not None:
+            bad_index = next((m for m in mesh.material_indices if not 0 <= m < top), None)
+            if bad_index is not None:
                 self.errors.append(
-                    f"{path}.material_indices: index {bad} out of range ({n_slots} material slots)"
+                    f"{path}.material_indices: index {bad_index} out of range ({n_slots} material slots)"
                 )
         for j, layer in enumerate(mesh.uv_layers):
             _expect_len(self.errors, f"{path}.uv_layers[{j}].uvs", layer.uvs, corners, "face corners")

@@ -1,4 +1,4 @@
-"""A real aiohttp server on loopback that stands in for the scraped sites in tests.
+"""A real aiohttp server on loopback that stands in for the scraped sites in tests and benchmarks.
 
 Routes are registered per test with fixture responses shaped like the real APIs and pages; a
 request log, robots.txt and scripted faults (429 with Retry-After, 5xx) let tests check politeness.

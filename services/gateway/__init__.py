@@ -1,0 +1,1 @@
+"""The REST gateway the Blender add-on talks to. Entry point: ``python -m services.gateway``."""

