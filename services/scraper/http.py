@@ -171,7 +171,6 @@ class PoliteClient:
         self._robots: dict[str, urllib.robotparser.RobotFileParser] = {}
         self._robots_lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
-        self.requests_sent = 0
 
     async def __aenter__(self) -> PoliteClient:
         timeout = aiohttp.ClientTimeout(total=self.settings.scraper_timeout_s)
@@ -257,13 +256,12 @@ class PoliteClient:
         while True:
             await gate.wait_turn()
             try:
-                async with gate.slots:
-                    self.requests_sent += 1
-                    async with self.session.request(method, url, params=params, headers=headers) as response:
-                        body = await response.read()
-                        status = response.status
-                        response_headers = CIMultiDict(response.headers)
-                        final_url = str(response.url)
+                request = self.session.request(method, url, params=params, headers=headers)
+                async with gate.slots, request as response:
+                    body = await response.read()
+                    status = response.status
+                    response_headers = CIMultiDict(response.headers)
+                    final_url = str(response.url)
             except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
                 status, body, response_headers, final_url = None, b"", CIMultiDict(), url
                 failure = f"{type(error).__name__}: {error}"
@@ -306,15 +304,13 @@ class PoliteClient:
             await gate.wait_turn()
             retry_after = None
             try:
-                async with gate.slots:
-                    self.requests_sent += 1
-                    async with self.session.get(url, headers=headers) as response:
-                        if not should_retry(response.status, response.headers):
-                            if response.status != 200:
-                                raise HttpError(url, response.status, f"HTTP {response.status}")
-                            return await self._stream_to(response, url, dest, max_bytes)
-                        failure = f"HTTP {response.status}"
-                        retry_after = wait_hint(response.headers)
+                async with gate.slots, self.session.get(url, headers=headers) as response:
+                    if not should_retry(response.status, response.headers):
+                        if response.status != 200:
+                            raise HttpError(url, response.status, f"HTTP {response.status}")
+                        return await self._stream_to(response, url, dest, max_bytes)
+                    failure = f"HTTP {response.status}"
+                    retry_after = wait_hint(response.headers)
             except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
                 dest.unlink(missing_ok=True)
                 failure = f"{type(error).__name__}: {error}"

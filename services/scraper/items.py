@@ -68,7 +68,6 @@ class Result:
     outcome: Outcome
     sha256: str | None = None
     reason: str | None = None
-    detail: str | None = None
 
 
 @dataclass
@@ -89,12 +88,6 @@ class Summary:
 
     def reject(self, reason: str, count: int = 1) -> None:
         self.rejected[reason] += count
-
-    def merge(self, other: Summary) -> None:
-        self.new += other.new
-        self.duplicate += other.duplicate
-        self.bytes_new += other.bytes_new
-        self.rejected.update(other.rejected)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -35,7 +35,6 @@ ARCHIVE_FORMATS = {"zip", "7z", "tar"}
 @dataclass(frozen=True)
 class Sniffed:
     kind: str  # blend, glb, gltf, fbx, obj, usd, zip, 7z, tar, gzip, zstd, html, lfs-pointer, text, unknown
-    detail: str = ""
 
 
 def _is_text(head: bytes) -> bool:
@@ -65,7 +64,7 @@ def _looks_like_obj(text: str) -> bool:
 def sniff(head: bytes) -> Sniffed:
     """Classify content from its first bytes (SNIFF_BYTES are plenty)."""
     if head.startswith(b"BLENDER"):
-        return Sniffed("blend", "uncompressed")
+        return Sniffed("blend")
     if head.startswith(b"\x28\xb5\x2f\xfd"):
         return Sniffed("zstd")
     if head.startswith(b"\x1f\x8b"):
@@ -73,7 +72,7 @@ def sniff(head: bytes) -> Sniffed:
     if head.startswith(b"glTF"):
         return Sniffed("glb")
     if head.startswith(b"Kaydara FBX Binary"):
-        return Sniffed("fbx", "binary")
+        return Sniffed("fbx")
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         return Sniffed("zip")
     if head.startswith(b"7z\xbc\xaf\x27\x1c"):
@@ -81,7 +80,7 @@ def sniff(head: bytes) -> Sniffed:
     if len(head) > 262 and head[257:262] == b"ustar":
         return Sniffed("tar")
     if head.startswith(b"PXR-USDC"):
-        return Sniffed("usd", "crate")
+        return Sniffed("usd")
     if not _is_text(head):
         return Sniffed("unknown")
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
@@ -92,9 +91,9 @@ def sniff(head: bytes) -> Sniffed:
     if stripped.startswith("version https://git-lfs.github.com/spec/"):
         return Sniffed("lfs-pointer")
     if stripped.startswith("; FBX"):
-        return Sniffed("fbx", "ascii")
+        return Sniffed("fbx")
     if stripped.startswith("#usda"):
-        return Sniffed("usd", "ascii")
+        return Sniffed("usd")
     if stripped.startswith("{") and '"asset"' in text:
         return Sniffed("gltf")
     if _looks_like_obj(text):
