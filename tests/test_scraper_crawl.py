@@ -201,7 +201,7 @@ def test_demofiles_oversized_download_and_wrong_content(tmp_path):
         "download larger than the size cap": 1,
         "content is an HTML page, not blend": 1,
     }
-    assert not list((tmp_path / "var").rglob("*.partial"))
+    assert list((tmp_path / "var" / "scrape-tmp").iterdir()) == []  # nothing partial is kept
 
 
 @pytest.mark.usefixtures("scraper_db")

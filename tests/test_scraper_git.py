@@ -62,4 +62,4 @@ def test_git_clone_path_keys_files_by_sha_and_url_at_commit(tmp_path):
         assert chair.source_url == f"{base}/alice/models/blob/{head}/models/chair.blend"
         assert chair.source_commit == head and chair.license == "Apache-2.0" and chair.format == "blend"
         assert set(stored) == {"models/chair.blend", "models/crate.glb"}
-    assert not list(tmp_path.glob("bmt-clone-*"))
+    assert list((tmp_path / "var" / "scrape-tmp").iterdir()) == []  # clones and downloads are removed

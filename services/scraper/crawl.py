@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from services.scraper.http import Download, DownloadTooLarge, HttpError, PoliteClient, RobotsDisallowed
 from services.scraper.ingest import Ingestor, LocalFile, source_row
-from services.scraper.items import Batch, Candidate, Outcome, Result, Summary
+from services.scraper.items import Batch, Candidate, Outcome, Result, Summary, scratch_dir
 from services.scraper.licenses import decide
 from services.scraper.sources import Source, file_name_from_url, source_classes
 from shared.db import session_scope
@@ -105,7 +105,7 @@ class Crawler:
         try:
             urls = [c.provenance.source_url for c in batch.candidates if c.url is not None]
             known = await asyncio.to_thread(self.ingestor.known_urls, urls) if urls else set()
-            with tempfile.TemporaryDirectory(prefix="bmt-dl-") as scratch:
+            with tempfile.TemporaryDirectory(prefix="dl-", dir=scratch_dir(self.settings)) as scratch:
                 fetched = await asyncio.gather(
                     *(
                         self._fetch(client, c, Path(scratch) / str(i), known)

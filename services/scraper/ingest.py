@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.scraper.archives import ArchiveLimits, ArchiveRejected, extract_archive
-from services.scraper.items import Candidate, Outcome, Result, Summary
+from services.scraper.items import Candidate, Outcome, Result, Summary, scratch_dir
 from services.scraper.licenses import decide
 from services.scraper.sniff import ARCHIVE_FORMATS, SNIFF_BYTES, check_content, expected_format, sniff
 from shared.blobs import BlobStore, get_blob_store
@@ -133,7 +133,9 @@ class Ingestor:
             for url in urls:
                 if url not in found and expected_format(url.split("?", 1)[0]) in ARCHIVE_FORMATS:
                     hit = session.scalar(
-                        select(Asset.id).where(Asset.source_url.startswith(url + "#")).limit(1)
+                        select(Asset.id)
+                        .where(Asset.source_url.startswith(url + "#", autoescape=True))
+                        .limit(1)
                     )
                     if hit is not None:
                         found.add(url)
@@ -150,7 +152,7 @@ class Ingestor:
         (a transaction per file would cost a disk sync each on SQLite).
         """
         results: list[Result] = []
-        with tempfile.TemporaryDirectory(prefix="bmt-ingest-") as scratch:
+        with tempfile.TemporaryDirectory(prefix="ingest-", dir=scratch_dir(self.settings)) as scratch:
             prepared: list[Prepared] = []
             for candidate, local in items:
                 for item in self._check(candidate, local, Path(scratch), depth=0):

@@ -9,6 +9,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from shared.settings import Settings
+
+
+def scratch_dir(settings: Settings) -> Path:
+    """Where downloads, clones and extracted archives wait for ingest: on the data volume, not /tmp."""
+    path = settings.data_dir / "scrape-tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
 
 @dataclass
 class Provenance:

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from services.scraper.http import HttpError
-from services.scraper.items import Batch, Candidate, Provenance
+from services.scraper.items import Batch, Candidate, Provenance, scratch_dir
 from services.scraper.sources import Source, wanted_file
 from shared.settings import Settings
 
@@ -140,7 +140,7 @@ class GitHubSource(Source):
         self, repo: dict[str, Any], commit: str, license_text: str, after: dict[str, Any] | None
     ) -> Batch:
         """Shallow-clone the repository; files are read from the clone, which the crawler removes."""
-        workdir = Path(tempfile.mkdtemp(prefix="bmt-clone-"))
+        workdir = Path(tempfile.mkdtemp(prefix="clone-", dir=scratch_dir(self.settings)))
         clone = workdir / "repo"
         try:
             await _git("clone", "--quiet", "--depth", "1", repo["clone_url"], str(clone))
