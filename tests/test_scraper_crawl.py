@@ -167,10 +167,14 @@ def test_blendswap_zip_download_is_extracted_safely(tmp_path):
                 payload,
                 {"Content-Disposition": 'attachment; filename="chair_101.zip"'},
             )
-            return await crawl(site, tmp_path, "blendswap"), site.base
+            summary = await crawl(site, tmp_path, "blendswap")
+            again = await crawl(site, tmp_path, "blendswap")
+            return summary, again, site.base, site.hits("/blend/101"), site.hits("/blend/101/download")
 
-    summary, base = asyncio.run(scenario())
+    summary, again, base, item_hits, downloads = asyncio.run(scenario())
     assert summary.new == 1
+    # A re-crawl knows the item page by its members' keys (page#member): no page fetch, no download.
+    assert again.new == 0 and (item_hits, downloads) == (1, 1)
     assert dict(summary.rejected) == {
         "unsafe member path (absolute or ..)": 1,
         "unsupported file type '.txt'": 1,

@@ -77,7 +77,7 @@ class Crawler:
             source = self.source_class(
                 self.settings,
                 client,
-                known_url=self.ingestor.known_url,
+                known_url=lambda url: bool(self.ingestor.known_urls(self.source_name, [url])),
                 validators=validators,
                 **self.options,
             )
@@ -104,7 +104,9 @@ class Crawler:
             self.summary.reject(reason)
         try:
             urls = [c.provenance.source_url for c in batch.candidates if c.url is not None]
-            known = await asyncio.to_thread(self.ingestor.known_urls, urls) if urls else set()
+            known = (
+                await asyncio.to_thread(self.ingestor.known_urls, self.source_name, urls) if urls else set()
+            )
             with tempfile.TemporaryDirectory(prefix="dl-", dir=scratch_dir(self.settings)) as scratch:
                 fetched = await asyncio.gather(
                     *(

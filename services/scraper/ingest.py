@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from services.scraper.archives import ArchiveLimits, ArchiveRejected, extract_archive
 from services.scraper.items import Candidate, Outcome, Result, Summary, scratch_dir
 from services.scraper.licenses import decide
-from services.scraper.sniff import ARCHIVE_FORMATS, SNIFF_BYTES, check_content, expected_format, sniff
+from services.scraper.sniff import ARCHIVE_FORMATS, SNIFF_BYTES, check_content, sniff
 from shared.blobs import BlobStore, get_blob_store
 from shared.db import session_scope
 from shared.db.models import Asset, AssetStatus
@@ -119,26 +119,23 @@ class Ingestor:
 
     # --- lookups the sources use before fetching anything -----------------------------------
 
-    def known_url(self, url: str) -> bool:
-        return bool(self.known_urls([url]))
-
-    def known_urls(self, urls: list[str]) -> set[str]:
-        """Those of ``urls`` already stored: as a file's own URL, or (archives) as ``url#member``."""
+    def known_urls(self, source: str, urls: list[str]) -> set[str]:
+        """Those of ``urls`` already stored by ``source``: as a file's own URL, or as the URL of an
+        archive (or item page) whose members are keyed ``url#member``."""
         found: set[str] = set()
         with session_scope() as session:
-            for start in range(0, len(urls), 500):
+            for start in range(0, len(urls), 500):  # keep the IN list within SQLite's parameter limit
                 chunk = urls[start : start + 500]
                 found.update(session.scalars(select(Asset.source_url).where(Asset.source_url.in_(chunk))))
-            # Members of archives are keyed url#member; only archive URLs need the (unindexed) prefix query.
-            for url in urls:
-                if url not in found and expected_format(url.split("?", 1)[0]) in ARCHIVE_FORMATS:
-                    hit = session.scalar(
-                        select(Asset.id)
-                        .where(Asset.source_url.startswith(url + "#", autoescape=True))
-                        .limit(1)
+            if len(found) < len(set(urls)):
+                # One query on the indexed source_id instead of a LIKE per URL (source_url has no index).
+                members = session.scalars(
+                    select(Asset.source_url).where(
+                        Asset.source_id == source_row(session, source).id, Asset.source_url.contains("#")
                     )
-                    if hit is not None:
-                        found.add(url)
+                )
+                containers = {url.split("#", 1)[0] for url in members if url}
+                found.update(url for url in urls if url in containers)
         return found
 
     # --- ingest -------------------------------------------------------------------------------
