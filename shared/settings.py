@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     scene_max_faces: int = Field(2_000_000, description="Cap on faces summed over a scene's meshes.")
     scene_max_nodes: int = Field(20_000, description="Cap on shader/geometry nodes summed over a scene.")
     scene_max_keyframes: int = Field(1_000_000, description="Cap on keyframes summed over a scene.")
+    geometry_checkpoint: Path = Field(
+        Path("models/geometry/tiny/model.pt"),
+        description="Geometry model checkpoint served in-process or by Triton.",
+    )
+    generation_max_prompt_chars: int = Field(500, description="Longer prompts are refused (413).")
+    generation_max_face_budget: int = Field(800, description="Largest face budget a request may ask for.")
+    generation_max_variations: int = Field(4, description="Most variations one request may ask for.")
     gateway_host: str = Field("127.0.0.1", description="Address the gateway listens on.")
     gateway_port: int = Field(8000, description="Port the gateway listens on.")
     api_key: str = Field("", description="When set, the gateway requires it in the X-API-Key header.")
