@@ -121,7 +121,7 @@ class YouTubeSource(Source):
                         license_text=license_text,
                         page_url=watch,
                         author=snippet.get("channelTitle"),
-                        attribution=f'"{snippet.get("title")}" by {snippet.get("channelTitle")} ({watch}), CC BY 3.0',
+                        attribution=f'"{snippet.get("title")}" by {snippet.get("channelTitle")} ({watch}), {decision.spdx}',
                         title=snippet.get("title"),
                         meta={"video_id": video["id"], "lang": lang},
                     ),
