@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     scraper_github_raw_url: str = Field(
         "https://raw.githubusercontent.com", description="Base URL of raw files at a commit."
     )
+    scraper_github_media_url: str = Field(
+        "https://media.githubusercontent.com/media",
+        description="Base URL of git-lfs files at a commit (used when a raw URL answers with an LFS pointer).",
+    )
     scraper_github_token: str = Field(
         "", description="GitHub token (search needs one); empty: source skipped."
     )

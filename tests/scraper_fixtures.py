@@ -48,6 +48,7 @@ def site_settings(site: FixtureSite, tmp_path: Path, **overrides: Any) -> Settin
         "scraper_max_file_bytes": 2 * 1024**2,
         "scraper_github_api_url": base,
         "scraper_github_raw_url": base + "/raw",
+        "scraper_github_media_url": base + "/media",
         "scraper_github_token": "test-token",
         "scraper_blendswap_url": base,
         "scraper_blenderartists_url": base,

@@ -30,6 +30,8 @@ from tests.scraper_fixtures import (  # noqa: F401 (scraper_db is a fixture)
 from tests.test_scraper_sources import ITEM, TIMEDTEXT, _topic
 from tools.fixture_site import Fault, FixtureSite
 
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 12345\n"
+
 
 def assets() -> dict[str, Asset]:
     with session_scope() as session:
@@ -62,8 +64,10 @@ def test_github_crawl_stores_files_with_provenance_and_rejects_bad_content(tmp_p
                     "private/secret.blend": blend_bytes(1),
                     "flaky.glb": glb_bytes(0),
                     "slow.glb": glb_bytes(1),
+                    "lfs/statue.blend": LFS_POINTER,  # raw serves the pointer; /media serves the file
                 },
             )
+            site.file(f"/media/alice/chairs/{COMMIT}/lfs/statue.blend", blend_bytes(6))
             site.fail(f"/raw/alice/chairs/{COMMIT}/flaky.glb", Fault(503), Fault(500))
             site.fail(f"/raw/alice/chairs/{COMMIT}/slow.glb", Fault(429, {"Retry-After": "1"}))
             first = await crawl(site, tmp_path, "github")
@@ -73,13 +77,15 @@ def test_github_crawl_stores_files_with_provenance_and_rejects_bad_content(tmp_p
             return first, second, raw_hits_again, site.base
 
     first, second, raw_hits_again, base = asyncio.run(scenario())
-    assert first.new == 3 and first.duplicate == 1
+    assert first.new == 4 and first.duplicate == 1
     assert dict(first.rejected) == {
         "content is an HTML page, not blend": 1,
         "robots.txt disallows the path": 1,
     }
     stored = assets()
     chair = stored[f"{base}/alice/chairs/blob/{COMMIT}/chair.blend"]
+    statue = stored[f"{base}/alice/chairs/blob/{COMMIT}/lfs/statue.blend"]
+    assert statue.size == len(blend_bytes(6))  # the LFS file, not its pointer
     assert chair.license == "CC0-1.0" and chair.source_commit == COMMIT and chair.source_path == "chair.blend"
     assert chair.author == "alice" and chair.format == "blend" and chair.size == len(blend_bytes(0))
     assert {a.format for a in stored.values()} == {"blend", "glb"}

@@ -247,3 +247,32 @@ def test_github_rate_limit_403_waits_for_the_reset():
             return data, raised.value.status, site.hits("/search/code")
 
     assert run(scenario()) == ({"items": []}, 403, 3)
+
+
+def test_dropped_connection_is_retried():
+    calls = {"n": 0}
+
+    async def drop_once(request: web.Request) -> web.StreamResponse:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            request.transport.close()  # the server goes away mid-request
+            return web.Response()
+        return web.json_response({"ok": True})
+
+    async def scenario():
+        async with FixtureSite() as site, PoliteClient(fast_settings()) as client:
+            site.route("/drop", drop_once)
+            return await client.get_json(site.base + "/drop")
+
+    assert run(scenario()) == {"ok": True} and calls["n"] == 2
+
+
+def test_unreachable_host_disallows_after_retries():
+    from tools.servers import free_port
+
+    async def scenario():
+        async with PoliteClient(fast_settings(scraper_max_retries=1)) as client:
+            with pytest.raises(RobotsDisallowed):
+                await client.get(f"http://127.0.0.1:{free_port()}/anything")
+
+    run(scenario())

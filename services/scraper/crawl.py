@@ -23,6 +23,7 @@ from services.scraper.http import Download, DownloadTooLarge, HttpError, PoliteC
 from services.scraper.ingest import Ingestor, LocalFile, source_row
 from services.scraper.items import Batch, Candidate, Outcome, Result, Summary, scratch_dir
 from services.scraper.licenses import decide
+from services.scraper.sniff import sniff
 from services.scraper.sources import Source, file_name_from_url, source_classes
 from shared.db import session_scope
 from shared.settings import Settings
@@ -148,6 +149,11 @@ class Crawler:
             download = await client.download(
                 candidate.url, dest, max_bytes=self.settings.scraper_max_file_bytes, headers=candidate.headers
             )
+            if candidate.lfs_url and sniff(download.head).kind == "lfs-pointer":
+                # Raw URLs serve git-lfs pointers; the file itself lives behind the LFS media URL.
+                download = await client.download(
+                    candidate.lfs_url, dest, max_bytes=self.settings.scraper_max_file_bytes
+                )
         except DownloadTooLarge:
             self.summary.reject("download larger than the size cap")
             return candidate, None

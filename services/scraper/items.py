@@ -51,6 +51,7 @@ class Candidate:
     url: str | None = None
     path: Path | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    lfs_url: str | None = None  # where the file is when ``url`` answers with a git-lfs pointer
     declared_format: str | None = None  # set where the name says nothing (transcripts)
     data: bytes | None = None  # small text items built by the source itself (transcripts)
 

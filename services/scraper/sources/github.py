@@ -111,11 +111,14 @@ class GitHubSource(Source):
             if entry.get("size", 0) > self.settings.scraper_max_file_bytes:
                 rejected.append((entry["path"], "file larger than the size cap"))
                 continue
-            raw = f"{self.settings.scraper_github_raw_url.rstrip('/')}/{full_name}/{commit}/{quote(entry['path'])}"
+            at_commit = f"{full_name}/{commit}/{quote(entry['path'])}"
+            raw = f"{self.settings.scraper_github_raw_url.rstrip('/')}/{at_commit}"
+            lfs = f"{self.settings.scraper_github_media_url.rstrip('/')}/{at_commit}"
             candidates.append(
                 Candidate(
                     name=entry["path"].rsplit("/", 1)[-1],
                     url=raw,
+                    lfs_url=lfs,
                     provenance=self._provenance(repo, commit, entry["path"], license_text),
                 )
             )
