@@ -12,6 +12,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import py7zr
 import pytest
 from sqlalchemy import func, select
 
@@ -20,7 +21,7 @@ from services.scraper.licenses import normalize
 from shared.db import session_scope
 from shared.db.models import Asset
 from shared.settings import get_settings
-from tests.scraper_fixtures import CORPUS, blend_bytes, scraper_db  # noqa: F401 (scraper_db is a fixture)
+from tests.scraper_fixtures import CORPUS, blend_bytes, glb_bytes, scraper_db  # noqa: F401 (scraper_db is a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,6 +90,34 @@ def test_folder_without_manifest_uses_the_license_option_and_opens_archives(tmp_
 
 
 @pytest.mark.usefixtures("scraper_db")
+def test_single_archive_path_and_a_cursor_per_folder(tmp_path):
+    archive = tmp_path / "pack.7z"
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "m.blend").write_bytes(blend_bytes(3))
+    with py7zr.SevenZipFile(archive, "w") as z:
+        z.write(source / "m.blend", "models/m.blend")
+    first = run_local(path=str(archive), license="CC-BY-4.0")
+    assert first.new == 1
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.glb").write_bytes(glb_bytes(i))
+
+    def crawl_one_batch(path):
+        crawler = Crawler(
+            get_settings(), "local", hand_off=False, path=str(path), license="MIT", batch_files=1
+        )
+        return asyncio.run(crawler.run(max_batches=1))
+
+    assert crawl_one_batch(folder).new == 1
+    resumed = run_local(path=str(folder), license="MIT", batch_files=1)
+    assert (resumed.new, resumed.duplicate) == (2, 0)  # resumed after the first file
+    crawl_one_batch(folder)  # interrupted again: the cursor points into "many"
+    other = run_local(path=str(source), license="MIT", batch_files=1)
+    assert other.duplicate == 1  # another folder starts at its own beginning
+
+
 def test_cli_prints_a_summary(tmp_path):
     folder = tmp_path / "drop"
     folder.mkdir()

@@ -24,7 +24,7 @@ from services.scraper.ingest import Ingestor, LocalFile, source_row
 from services.scraper.items import Batch, Candidate, Outcome, Result, Summary, scratch_dir
 from services.scraper.licenses import decide
 from services.scraper.sniff import sniff
-from services.scraper.sources import Source, file_name_from_url, source_classes
+from services.scraper.sources import file_name_from_url, source_classes
 from shared.db import session_scope
 from shared.settings import Settings
 
@@ -85,7 +85,7 @@ class Crawler:
             with tqdm(desc=self.source_name, unit="file", disable=not self.progress) as bar:
                 done = 0
                 async for batch in source.batches(state.get("position") or {}):
-                    await self._process(client, source, batch, bar)
+                    await self._process(client, batch, bar)
                     state = {"position": batch.next_cursor, "validators": source.validators}
                     if batch.next_cursor is None:
                         state["finished_at"] = datetime.now(UTC).isoformat()
@@ -97,9 +97,7 @@ class Crawler:
                         break
         return self.summary
 
-    async def _process(
-        self, client: PoliteClient, source: Source | None, batch: Batch, bar: tqdm | None
-    ) -> None:
+    async def _process(self, client: PoliteClient, batch: Batch, bar: tqdm | None) -> None:
         for what, reason in batch.rejected:
             log.info("%s rejected: %s", what, reason)
             self.summary.reject(reason)
@@ -175,5 +173,5 @@ async def ingest_candidate(settings: Settings, candidate: Candidate, *, hand_off
     """Fetch and ingest one candidate outside a crawl (the ``scrape.ingest`` task)."""
     crawler = Crawler(settings, candidate.provenance.source, hand_off=hand_off)
     async with PoliteClient(settings) as client:
-        await crawler._process(client, None, Batch([candidate], None), None)
+        await crawler._process(client, Batch([candidate], None), None)
     return crawler.summary

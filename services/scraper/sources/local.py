@@ -3,7 +3,8 @@
 With a manifest.csv at the folder's root (columns path, format, license, source_repo,
 source_commit, source_path, category, pack, asset_name), exactly the files it lists are taken, with
 their license and provenance. Without one, every file under the folder is taken and the license
-comes from the ``license`` option (none: every file is rejected as "license unknown").
+comes from the ``license`` option (none: every file is rejected as "license unknown"). ``path`` may
+also name a single file, typically an archive.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import csv
 import os
 import re
 from collections.abc import AsyncIterator
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +45,23 @@ def _source_url(row: dict[str, str], fallback: Path) -> str:
 class LocalSource(Source):
     name = "local"
 
-    @property
+    @cached_property
+    def target(self) -> Path:
+        """The folder, or the single file (an archive), to ingest."""
+        return Path(self.options.get("path") or default_corpus_dir()).resolve()
+
+    @cached_property
     def root(self) -> Path:
-        return Path(self.options.get("path") or default_corpus_dir())
+        return self.target if self.target.is_dir() else self.target.parent
 
     def _rows(self) -> list[dict[str, str]]:
+        license_text = self.options.get("license")
+        if self.target.is_file():
+            return [{"path": self.target.name, "license": license_text or ""}]
         manifest = self.root / MANIFEST
         if manifest.is_file():
             with manifest.open(newline="", encoding="utf-8") as f:
                 return list(csv.DictReader(f))
-        license_text = self.options.get("license")
         return [
             {"path": p.relative_to(self.root).as_posix(), "license": license_text or ""}
             for p in sorted(self.root.rglob("*"))
@@ -83,12 +92,13 @@ class LocalSource(Source):
         )
 
     async def batches(self, cursor: dict[str, Any]) -> AsyncIterator[Batch]:
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"local source folder {self.root} does not exist")
+        if not self.target.exists():
+            raise FileNotFoundError(f"local source path {self.target} does not exist")
         rows = self._rows()
-        start = cursor.get("index", 0)
+        # The cursor belongs to one folder: a crawl of another folder starts at its beginning.
+        start = cursor.get("index", 0) if cursor.get("path") == str(self.target) else 0
         size = int(self.options.get("batch_files") or BATCH_FILES)
         for begin in range(start, len(rows), size):
             end = min(begin + size, len(rows))
-            after = {"index": end} if end < len(rows) else None
+            after = {"path": str(self.target), "index": end} if end < len(rows) else None
             yield Batch([self._candidate(row) for row in rows[begin:end]], after)
