@@ -276,3 +276,22 @@ def test_unreachable_host_disallows_after_retries():
                 await client.get(f"http://127.0.0.1:{free_port()}/anything")
 
     run(scenario())
+
+
+def test_robots_crawl_delay_slows_requests_down():
+    async def scenario():
+        async with (
+            FixtureSite(robots="User-agent: *\nCrawl-delay: 1\nDisallow: /search?q=\n") as site,
+            PoliteClient(fast_settings()) as client,
+        ):
+            site.json("/a", {})
+            site.json("/search", {})
+            started = time.monotonic()
+            for _ in range(2):
+                await client.get(site.base + "/a")
+            with pytest.raises(RobotsDisallowed):  # the query string is part of what robots.txt judges
+                await client.get(site.base + "/search", params={"q": "chair"})
+            return time.monotonic() - started
+
+    # Two requests one Crawl-delay apart (urllib.robotparser reads whole seconds); our own rate is 0.
+    assert run(scenario()) >= 0.95

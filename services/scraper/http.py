@@ -1,6 +1,7 @@
 """The one HTTP client every web source uses: polite by construction.
 
-- per-host rate limit (minimum interval between request starts) and concurrency cap;
+- per-host rate limit (minimum interval between request starts, or robots.txt's Crawl-delay when
+  that is longer) and concurrency cap;
 - robots.txt fetched once per host and obeyed (RFC 9309: a 4xx robots.txt allows everything,
   an unreachable one (5xx, network) disallows everything);
 - retries with exponential backoff on 429/5xx and connection errors, honouring Retry-After
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from multidict import CIMultiDict
+from yarl import URL
 
 from services.scraper.sniff import SNIFF_BYTES
 from shared.settings import Settings
@@ -169,7 +171,7 @@ class PoliteClient:
         self._headers = {"User-Agent": self.user_agent, **(headers or {})}
         self._gates: dict[str, _HostGate] = {}
         self._robots: dict[str, urllib.robotparser.RobotFileParser] = {}
-        self._robots_lock = asyncio.Lock()
+        self._robots_locks: dict[str, asyncio.Lock] = {}
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> PoliteClient:
@@ -200,9 +202,14 @@ class PoliteClient:
     async def allowed(self, url: str) -> bool:
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
-        async with self._robots_lock:
+        async with self._robots_locks.setdefault(origin, asyncio.Lock()):
             if origin not in self._robots:
-                self._robots[origin] = await self._fetch_robots(origin)
+                robots = await self._fetch_robots(origin)
+                delay = robots.crawl_delay(self.user_agent)
+                if delay:  # a Crawl-delay slower than our own rate wins
+                    gate = self._gate(parts.netloc)
+                    gate.interval = max(gate.interval, float(delay))
+                self._robots[origin] = robots
         return self._robots[origin].can_fetch(self.user_agent, url)
 
     async def _fetch_robots(self, origin: str) -> urllib.robotparser.RobotFileParser:
@@ -248,7 +255,7 @@ class PoliteClient:
         check_robots: bool = True,
         ok_statuses: frozenset[int] | None = frozenset({200, 203, 206, 304}),
     ) -> Page:
-        if check_robots and not await self.allowed(url):
+        if check_robots and not await self.allowed(str(URL(url).update_query(params)) if params else url):
             raise RobotsDisallowed(url)
         host = urlsplit(url).netloc
         gate = self._gate(host)
