@@ -54,6 +54,15 @@ bench-generate: $(STAMP)
 eval-geometry: $(STAMP)
 	$(PY) -m services.trainer.evaluate geometry --checkpoint $(GEOMETRY_CHECKPOINT) $(if $(GEOMETRY_DATASET),--dataset $(GEOMETRY_DATASET))
 
+# The Blender add-on as an installable extension zip: dist/<id>-<version>.zip.
+.PHONY: addon
+addon: $(STAMP)
+	$(PY) -m addon_tools.pack_addon
+
+BENCHES += bench-addon
+bench-addon: $(STAMP)
+	$(PY) -m benchmarks.addon_inject
+
 # --- scraper (services/scraper) ---
 .PHONY: scrape-all bench-scrape
 BENCHES += bench-scrape

@@ -9,25 +9,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from fastapi.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
+from services.gateway.app import create_app
 from services.serving.geometry import GeometryGenerator
 from services.serving.triton import GEOMETRY_MODEL, start_triton, write_model_repository
-from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, save_checkpoint
+from shared.db import ensure_schema
+from shared.settings import get_settings
+from tests.test_gateway_generations import generate
 from tools.servers import free_port
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """An untrained small model: serving must work whatever the weights (the grammar keeps it valid)."""
-    import torch
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "geometry.pt"
-    save_checkpoint(
-        path, GeometryModel(GeometryModelConfig(d_model=64, n_layers=2, n_heads=2, max_tokens=256))
-    )
-    return path
+@pytest.fixture
+def checkpoint(geometry_checkpoint: Path) -> Path:
+    return geometry_checkpoint
 
 
 def check_mesh(mesh: dict, face_budget: int) -> None:
@@ -63,7 +59,7 @@ def infer(client: grpcclient.InferenceServerClient, prompt: str, face_budget: in
     return json.loads(result.as_numpy("MESH_JSON")[0])
 
 
-def test_triton_serves_the_geometry_model_over_grpc(checkpoint: Path, tmp_path: Path):
+def test_triton_serves_the_geometry_model_over_grpc(checkpoint: Path, tmp_path: Path, monkeypatch):
     repository = write_model_repository(tmp_path / "models", checkpoint)
     server = start_triton(
         repository,
@@ -84,6 +80,18 @@ def test_triton_serves_the_geometry_model_over_grpc(checkpoint: Path, tmp_path: 
         with pytest.raises(InferenceServerException, match="prompt is empty"):
             infer(client, "", face_budget=16, seed=1)
         check_mesh(infer(client, "a lamp", face_budget=8, seed=4), 8)  # the model survives a bad request
+
+        monkeypatch.setenv("BMT_INFERENCE_URL", f"grpc://{server.grpc_url}")
+        get_settings.cache_clear()
+        ensure_schema()
+        gateway = TestClient(create_app())
+        body = generate(gateway, {"prompt": "a small table", "face_budget": 16, "seed": 3})
+        assert body["status"] == "succeeded", body
+        assert body["scenes"][0]["objects"][0]["mesh"]["faces"] == local["faces"]
     finally:
         server.stop()
     assert server.process.returncode is not None
+    # Triton went away: the gateway reports it per request and keeps serving.
+    body = generate(gateway, {"prompt": "a small table", "face_budget": 16, "seed": 3})
+    assert body["status"] == "failed" and "Triton" in body["error"]
+    assert gateway.get("/healthz").status_code == 200
