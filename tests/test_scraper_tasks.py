@@ -39,11 +39,22 @@ def test_scrape_source_task_runs_a_crawl_step_and_records_the_job(tmp_path, capl
     with session_scope() as session:
         job = session.get(Job, job_id)
         assert job.state is JobState.SUCCEEDED
-        assert job.result["new"] == 2 and job.result["rejected"] == {}
+        assert job.result["new"] == 2 and job.result["rejected"] == {} and job.result["finished"] is True
         source = session.scalars(select(Source).where(Source.name == "local")).one()
         assert source.cursor["position"] is None and source.kind == "local"
         assets = session.scalars(select(Asset)).all()
         assert {a.source_id for a in assets} == {source.id} and {a.status for a in assets} == {"new"}
+    step = queue.submit(
+        "scrape.source", "local", 1, {"path": str(folder), "license": "CC0-1.0", "batch_files": 1}
+    )
+    with session_scope() as session:
+        assert session.get(Job, step).result == {
+            "new": 0,
+            "duplicate": 1,
+            "bytes_new": 0,
+            "rejected": {},
+            "finished": False,
+        }
     # Embedded mode without the blender worker: nothing to run extraction here, said in the log.
     assert "no extract.asset task in this process: extraction of 2 new assets skipped" in caplog.text
 

@@ -20,7 +20,7 @@ def scrape_source(
     self: TrackedTask, source: str, max_batches: int | None = 10, options: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """One crawl step: up to ``max_batches`` batches of ``source`` from its saved cursor."""
-    from services.scraper.crawl import Crawler
+    from services.scraper.crawl import Crawler, load_state
 
     crawler = Crawler(get_settings(), source, **(options or {}))
 
@@ -31,7 +31,9 @@ def scrape_source(
             )
 
     crawler.on_batch = on_batch
-    return asyncio.run(crawler.run(max_batches=max_batches)).to_json()
+    summary = asyncio.run(crawler.run(max_batches=max_batches)).to_json()
+    # "finished": False tells a scheduler to submit the next step; it resumes from the saved cursor.
+    return summary | {"finished": load_state(source).get("position") is None}
 
 
 @app.task(name="scrape.ingest", base=TrackedTask, bind=True)
