@@ -62,3 +62,14 @@ addon: $(STAMP)
 BENCHES += bench-addon
 bench-addon: $(STAMP)
 	$(PY) -m benchmarks.addon_inject
+
+# --- scraper (services/scraper) ---
+.PHONY: scrape-all bench-scrape
+BENCHES += bench-scrape
+
+# Every source in turn: local always; web sources only with BMT_SCRAPER_CRAWL_WEB=true and their tokens.
+scrape-all: $(STAMP)
+	$(PY) -m services.scraper all
+
+bench-scrape: $(STAMP)
+	$(PY) -m benchmarks.scrape
