@@ -31,7 +31,7 @@ bench: $(STAMP)
 	@echo "benchmarks: $(BENCHES)"
 	@for b in $(BENCHES); do $(MAKE) --no-print-directory $$b || exit 1; done
 
-BENCHES := bench-blobs bench-extract
+BENCHES := bench-blobs bench-extract bench-tokenizer bench-generate
 
 bench-blobs: $(STAMP)
 	$(PY) -m benchmarks.blobs
@@ -50,3 +50,38 @@ clean:
 # pack), embedded default under var/: reports and plots in var/datasets/sample/<specialist>/.
 dataset: $(STAMP)
 	$(PY) -m services.labeler run --per-pack 5 --name sample
+
+# Geometry (issue 7). GEOMETRY_MESHES: a folder of extracted scene documents or a geometry dataset
+# manifest; empty uses synthetic primitives. GEOMETRY_CHECKPOINT: the model to evaluate/benchmark.
+GEOMETRY_MESHES ?=
+GEOMETRY_DATASET ?=
+GEOMETRY_CHECKPOINT ?= models/geometry/tiny/model.pt
+
+bench-tokenizer: $(STAMP)
+	$(PY) -m benchmarks.tokenizer $(GEOMETRY_MESHES)
+
+bench-generate: $(STAMP)
+	$(PY) -m benchmarks.generate --checkpoint $(GEOMETRY_CHECKPOINT)
+
+eval-geometry: $(STAMP)
+	$(PY) -m services.trainer.evaluate geometry --checkpoint $(GEOMETRY_CHECKPOINT) $(if $(GEOMETRY_DATASET),--dataset $(GEOMETRY_DATASET))
+
+# The Blender add-on as an installable extension zip: dist/<id>-<version>.zip.
+.PHONY: addon
+addon: $(STAMP)
+	$(PY) -m addon_tools.pack_addon
+
+BENCHES += bench-addon
+bench-addon: $(STAMP)
+	$(PY) -m benchmarks.addon_inject
+
+# --- scraper (services/scraper) ---
+.PHONY: scrape-all bench-scrape
+BENCHES += bench-scrape
+
+# Every source in turn: local always; web sources only with BMT_SCRAPER_CRAWL_WEB=true and their tokens.
+scrape-all: $(STAMP)
+	$(PY) -m services.scraper all
+
+bench-scrape: $(STAMP)
+	$(PY) -m benchmarks.scrape

@@ -68,3 +68,19 @@ def s3_endpoint() -> Iterator[str]:
     server, endpoint = start_s3_server()
     yield endpoint
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def geometry_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained small geometry model: serving must work whatever the weights (the grammar keeps
+    every sample a valid mesh), and it loads in a fraction of a second."""
+    import torch
+
+    from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("geometry") / "geometry.pt"
+    save_checkpoint(
+        path, GeometryModel(GeometryModelConfig(d_model=64, n_layers=2, n_heads=2, max_tokens=256))
+    )
+    return path

@@ -1,0 +1,1 @@
+"""Developer tools around the Blender add-on (packing, previews); never shipped inside it."""

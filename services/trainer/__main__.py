@@ -1,0 +1,47 @@
+"""Trainer CLI: ``python -m services.trainer geometry --preset tiny [--dataset MANIFEST] [--resume]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from services.trainer.geometry import TrainConfig, train
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m services.trainer")
+    sub = parser.add_subparsers(dest="specialist", required=True)
+    geo = sub.add_parser("geometry", help="train the text-to-mesh model")
+    geo.add_argument("--preset", default="tiny", choices=["tiny", "base"])
+    geo.add_argument(
+        "--dataset", help="manifest sha256, manifest file or folder; default: synthetic primitives"
+    )
+    geo.add_argument("--run-dir", help="default runs/geometry-<preset>")
+    geo.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint.pt")
+    geo.add_argument("--max-steps", type=int, default=TrainConfig.max_steps)
+    geo.add_argument("--max-minutes", type=float, default=TrainConfig.max_minutes)
+    geo.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    geo.add_argument("--lr", type=float, default=TrainConfig.lr)
+    geo.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
+    geo.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch CPU threads")
+    geo.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    config = TrainConfig(
+        preset=args.preset,
+        dataset=args.dataset,
+        run_dir=args.run_dir or f"runs/geometry-{args.preset}",
+        max_steps=args.max_steps,
+        max_minutes=args.max_minutes,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        checkpoint_every=args.checkpoint_every,
+        threads=args.threads,
+        seed=args.seed,
+        resume=args.resume,
+    )
+    record = train(config)
+    print(json.dumps(record["result"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Evaluation of a geometry checkpoint against a retrieval baseline, on the test split.
+
+    python -m services.trainer.evaluate geometry --checkpoint models/geometry/tiny/model.pt [--dataset D]
+
+For each test item, its first caption is the prompt. The model samples a mesh (grammar-
+constrained); the retrieval baseline returns the training mesh whose caption embedding is
+closest to the prompt's. Both are scored in the same run: validity (decodes, degenerate faces,
+manifold edges), Chamfer distance and F-score to the nearest test reference of the prompt's
+category, COV / MMD / 1-NNA of the whole set against the test meshes, and novelty (Chamfer to the
+nearest training mesh of the category). Writes eval.json and samples.png (a grid: per prompt,
+samples, the retrieval result and the nearest reference) to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from mpl_toolkits.mplot3d.art3d import Poly3DCollection  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from services.trainer.geometry import load_items  # noqa: E402
+from services.trainer.geometry_metrics import Cloud, chamfer, fscore, sample_points, set_metrics, validity  # noqa: E402
+from shared.ml.geometry_model import load_model  # noqa: E402
+from shared.ml.mesh_tokenizer import QuantizedMesh, decode, quantize_mesh  # noqa: E402
+from shared.ml.text_embedding import embed  # noqa: E402
+
+
+def _quantized(item: dict, config) -> QuantizedMesh:
+    return quantize_mesh(item["mesh"]["vertices"], item["mesh"]["faces"], config)
+
+
+def evaluate_geometry(
+    checkpoint: str,
+    dataset: str | None = None,
+    out: str = "runs/geometry-eval",
+    max_prompts: int = 64,
+    samples_per_prompt: int = 1,
+    points: int = 1024,
+    face_budget: int = 400,
+    temperature: float = 0.8,
+    top_p: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    torch.manual_seed(seed)
+    model, ckpt = load_model(checkpoint)
+    tok_config = model.config.tokenizer
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+    test = load_items(dataset, "test")[:max_prompts]
+    train = load_items(dataset, "train")
+    if not test or not train:
+        raise ValueError("evaluation needs a non-empty train and test split")
+    train_meshes = [_quantized(it, tok_config) for it in train]
+    train_clouds = [Cloud(sample_points(m, points, rng)) for m in tqdm(train_meshes, desc="train clouds")]
+    test_meshes = [_quantized(it, tok_config) for it in test]
+    test_clouds = [Cloud(sample_points(m, points, rng)) for m in test_meshes]
+    # Retrieval index: every training caption, pointing back at its item.
+    captions = [(c, i) for i, it in enumerate(train) for c in it["captions"]]
+    caption_vecs = embed([c for c, _ in captions])
+    prompts = [it["captions"][0] for it in test]
+    prompt_vecs = embed(prompts)
+
+    def score(mesh: QuantizedMesh, cloud: Cloud, item: dict) -> dict:
+        refs = [j for j, t in enumerate(test) if t["category"] == item["category"]]
+        d = [chamfer(cloud, test_clouds[j]) for j in refs]
+        nearest = refs[int(np.argmin(d))]
+        same = [j for j, t in enumerate(train) if t["category"] == item["category"]] or list(
+            range(len(train))
+        )
+        return {
+            **validity(mesh),
+            "chamfer": float(min(d)),
+            "fscore": fscore(cloud, test_clouds[nearest]),
+            "novelty": float(min(chamfer(cloud, train_clouds[j]) for j in same)),
+            "nearest_reference": nearest,
+        }
+
+    rows: dict[str, list[dict]] = {"model": [], "retrieval": []}
+    clouds: dict[str, list[Cloud]] = {"model": [], "retrieval": []}
+    meshes: dict[str, list[list[QuantizedMesh]]] = {"model": [], "retrieval": []}
+    gen_seconds, gen_tokens = 0.0, 0
+    for k, item in enumerate(tqdm(test, desc="prompts")):
+        text = torch.from_numpy(prompt_vecs[k])
+        samples = []
+        for _ in range(samples_per_prompt):
+            t0 = time.perf_counter()
+            tokens, mesh = model.generate(
+                text, face_budget=face_budget, temperature=temperature, top_p=top_p, generator=generator
+            )
+            gen_seconds += time.perf_counter() - t0
+            gen_tokens += len(tokens)
+            decoded_ok = True
+            try:
+                decode(tokens, tok_config)
+            except ValueError:
+                decoded_ok = False
+            cloud = Cloud(sample_points(mesh, points, rng))
+            rows["model"].append({**score(mesh, cloud, item), "decodes": decoded_ok, "tokens": len(tokens)})
+            clouds["model"].append(cloud)
+            samples.append(mesh)
+        meshes["model"].append(samples)
+        best = captions[int(np.argmax(caption_vecs @ prompt_vecs[k]))][1]
+        retrieved = train_meshes[best]
+        rows["retrieval"].append({**score(retrieved, train_clouds[best], item), "decodes": True, "tokens": 0})
+        clouds["retrieval"].append(train_clouds[best])
+        meshes["retrieval"].append([retrieved])
+
+    summary = {}
+    for name in ("model", "retrieval"):
+        r = rows[name]
+        summary[name] = {
+            "valid_decodes_%": 100 * float(np.mean([x["decodes"] for x in r])),
+            "degenerate_faces_%": 100
+            * sum(x["degenerate_faces"] for x in r)
+            / max(1, sum(x["faces"] for x in r)),
+            "manifold_edges_%": 100 * float(np.mean([x["manifold_edge_share"] for x in r])),
+            "faces_mean": float(np.mean([x["faces"] for x in r])),
+            "chamfer_x1e3": 1e3 * float(np.mean([x["chamfer"] for x in r])),
+            "fscore@0.02": float(np.mean([x["fscore"] for x in r])),
+            "novelty_x1e3": 1e3 * float(np.mean([x["novelty"] for x in r])),
+            **set_metrics(clouds[name], test_clouds),
+        }
+    result = {
+        "checkpoint": str(checkpoint),
+        "run": ckpt.get("run", {}).get("dataset"),
+        "dataset": dataset or "synthetic-primitives",
+        "prompts": len(test),
+        "samples_per_prompt": samples_per_prompt,
+        "points_per_cloud": points,
+        "generation": {
+            "tokens_per_s": gen_tokens / gen_seconds if gen_seconds else None,
+            "seconds": gen_seconds,
+        },
+        "summary": summary,
+    }
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "eval.json").write_text(json.dumps({**result, "rows": rows}, indent=2, default=float))
+    render_grid(
+        test, prompts, meshes, test_meshes, rows["model"], out_dir / "samples.png", samples_per_prompt
+    )
+    result["png"] = str(out_dir / "samples.png")
+    return result
+
+
+def _draw(ax, mesh: QuantizedMesh, title: str) -> None:
+    v = mesh.unit_vertices()
+    # Blender is Z-up: plot (x, y, z) directly with equal limits.
+    polys = [v[list(f)] for f in mesh.faces]
+    ax.add_collection3d(
+        Poly3DCollection(polys, facecolor="#8fb3d9", edgecolor="#1d3557", linewidths=0.4, alpha=0.9)
+    )
+    for setter in (ax.set_xlim, ax.set_ylim, ax.set_zlim):
+        setter(-0.5, 0.5)
+    ax.view_init(elev=22, azim=-55)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=7)
+
+
+def render_grid(
+    test, prompts, meshes, test_meshes, model_rows, path: Path, samples_per_prompt: int, rows: int = 8
+) -> None:
+    """One row per prompt (one per category first): samples, retrieval result, nearest reference."""
+    chosen, seen = [], set()
+    for k, item in enumerate(test):
+        if item["category"] not in seen:
+            seen.add(item["category"])
+            chosen.append(k)
+    chosen = (chosen + [k for k in range(len(test)) if k not in chosen])[:rows]
+    cols = samples_per_prompt + 2
+    fig = plt.figure(figsize=(2.2 * cols, 2.2 * len(chosen)))
+    for r, k in enumerate(chosen):
+        panels = [(m, f"sample {s + 1}: {len(m.faces)} faces") for s, m in enumerate(meshes["model"][k])]
+        panels.append((meshes["retrieval"][k][0], "retrieval (train)"))
+        ref = model_rows[k * samples_per_prompt]["nearest_reference"]
+        panels.append((test_meshes[ref], "nearest test ref"))
+        for c, (mesh, title) in enumerate(panels):
+            ax = fig.add_subplot(len(chosen), cols, r * cols + c + 1, projection="3d")
+            _draw(ax, mesh, (f'"{prompts[k]}"\n' if c == 0 else "\n") + title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def print_table(result: dict) -> None:
+    keys = list(result["summary"]["model"])
+    print(
+        f"\ngeometry evaluation: {result['prompts']} prompts x {result['samples_per_prompt']} sample(s), dataset {result['dataset']}"
+    )
+    print(f"{'metric':<22}{'model':>12}{'retrieval':>12}")
+    for key in keys:
+        print(
+            f"{key:<22}{result['summary']['model'][key]:>12.3f}{result['summary']['retrieval'][key]:>12.3f}"
+        )
+    print(f"generation: {result['generation']['tokens_per_s']:.0f} tokens/s; grid: {result['png']}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m services.trainer.evaluate")
+    sub = parser.add_subparsers(dest="specialist", required=True)
+    geo = sub.add_parser("geometry")
+    geo.add_argument("--checkpoint", default="models/geometry/tiny/model.pt")
+    geo.add_argument("--dataset", help="manifest sha256, file or folder; default: synthetic primitives")
+    geo.add_argument("--out", default="runs/geometry-eval")
+    geo.add_argument("--prompts", type=int, default=64)
+    geo.add_argument("--samples-per-prompt", type=int, default=1)
+    geo.add_argument("--temperature", type=float, default=0.8)
+    geo.add_argument("--top-p", type=float, default=0.95)
+    geo.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    result = evaluate_geometry(
+        args.checkpoint,
+        args.dataset,
+        args.out,
+        max_prompts=args.prompts,
+        samples_per_prompt=args.samples_per_prompt,
+        temperature=args.temperature,
+        top_p=args.top_p,
+    )
+    print_table(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""Training of the geometry model: data, augmentation, the loop, checkpoints and run records.
+
+    python -m services.trainer geometry --preset tiny [--dataset MANIFEST] [--resume]
+
+Data is a geometry dataset split (see shared.ml.geometry_data) or, without --dataset, synthetic
+captioned primitives. Each sample is augmented (scale 0.75-1.25 per axis, a rotation about the up
+axis Z, vertex jitter), quantised and tokenized on the fly, and paired with the embedding of one of
+its captions. On a GPU the loop runs in bfloat16 autocast; under torchrun (WORLD_SIZE > 1) it is
+wrapped in DistributedDataParallel and each rank draws its own samples. The run folder
+(runs/<name>/) holds TensorBoard logs, checkpoint.pt (resumable) and run.json (dataset version,
+git code version, configuration, results).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from shared.ml.geometry_data import dataset_version, iter_split
+from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, save_checkpoint, to_tensor
+from shared.ml.mesh_tokenizer import TokenizerError, encode, quantize_mesh
+from shared.ml.synthetic_meshes import synthetic_items
+from shared.ml.text_embedding import embed
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SYNTHETIC_ITEMS = {"train": 2000, "val": 64, "test": 64}
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "tiny"
+    dataset: str | None = None
+    run_dir: str = "runs/geometry-tiny"
+    max_steps: int = 3000
+    max_minutes: float = 20.0
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    checkpoint_every: int = 200
+    seed: int = 0
+    threads: int = 2
+    resume: bool = False
+    scale_range: tuple[float, float] = (0.75, 1.25)
+    jitter: float = 0.002
+    model_overrides: dict = field(default_factory=dict)  # e.g. a smaller model for tests
+
+
+def load_items(dataset: str | None, split: str) -> list[dict]:
+    if dataset is None:
+        return synthetic_items(SYNTHETIC_ITEMS[split], seed=0, split=split)
+    return list(iter_split(dataset, split))
+
+
+def data_version(dataset: str | None) -> dict:
+    if dataset is None:
+        return {"ref": None, "name": "synthetic-primitives", "version": "1", "items": SYNTHETIC_ITEMS}
+    return dataset_version(dataset)
+
+
+def code_version() -> dict:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
+
+
+def augment(
+    vertices: np.ndarray, rng: np.random.Generator, scale_range=(0.75, 1.25), jitter=0.002
+) -> np.ndarray:
+    """Per-axis scale, a random rotation about Z (Blender's up axis), then small per-vertex noise."""
+    v = vertices * rng.uniform(*scale_range, size=3)
+    a = rng.uniform(0, 2 * np.pi)
+    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    v = v @ rot.T
+    extent = float(np.ptp(v, axis=0).max()) or 1.0
+    return v + rng.normal(0, jitter * extent, size=v.shape)
+
+
+class TokenSource:
+    """Items with their caption embeddings; draws augmented, tokenized batches."""
+
+    def __init__(self, items: list[dict], model_config: GeometryModelConfig, cache_dir: Path | None = None):
+        self.config = model_config
+        self.tokenizer = model_config.tokenizer
+        self.items, self.skipped = [], 0
+        for item in items:
+            q = quantize_mesh(item["mesh"]["vertices"], item["mesh"]["faces"], self.tokenizer)
+            # Rotation can lengthen a sequence a little: keep a margin below the context.
+            if q.faces and len(encode(q, self.tokenizer)) <= 0.9 * model_config.max_tokens:
+                self.items.append(item)
+            else:
+                self.skipped += 1
+        if not self.items:
+            raise ValueError(f"no item fits max_tokens={model_config.max_tokens} ({self.skipped} skipped)")
+        captions = sorted({c for it in self.items for c in it["captions"]})
+        vectors = embed(captions, cache_dir)
+        self.caption_vectors = dict(zip(captions, vectors, strict=True))
+
+    def sample(
+        self, rng: np.random.Generator, augment_mesh: bool, train: TrainConfig
+    ) -> tuple[np.ndarray, list[int]]:
+        item = self.items[rng.integers(len(self.items))]
+        verts = np.asarray(item["mesh"]["vertices"], dtype=np.float64)
+        for _ in range(4):  # an augmented copy that no longer fits is redrawn
+            v = augment(verts, rng, train.scale_range, train.jitter) if augment_mesh else verts
+            try:
+                tokens = encode(quantize_mesh(v, item["mesh"]["faces"], self.tokenizer), self.tokenizer)
+            except TokenizerError:
+                continue
+            if len(tokens) <= self.config.max_tokens:
+                break
+        else:
+            tokens = encode(quantize_mesh(verts, item["mesh"]["faces"], self.tokenizer), self.tokenizer)
+        caption = item["captions"][rng.integers(len(item["captions"]))]
+        return self.caption_vectors[caption], tokens
+
+    def batch(self, rng, size: int, augment_mesh: bool, train: TrainConfig):
+        pairs = [self.sample(rng, augment_mesh, train) for _ in range(size)]
+        text = torch.from_numpy(np.stack([p[0] for p in pairs]))
+        tokens = to_tensor([p[1] for p in pairs])
+        return text, tokens[:, :-1], tokens[:, 1:]
+
+
+def _lr(step: int, train: TrainConfig) -> float:
+    if step < train.warmup_steps:
+        return train.lr * (step + 1) / train.warmup_steps
+    progress = min(1.0, (step - train.warmup_steps) / max(1, train.max_steps - train.warmup_steps))
+    return train.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _distributed() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world > 1:
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return torch.distributed.get_rank(), world, device
+    return 0, 1, device
+
+
+def train(config: TrainConfig, progress=None) -> dict:
+    """Trains (or resumes) a run; returns the run record also written to run.json."""
+    torch.set_num_threads(config.threads)
+    rank, world, device = _distributed()
+    run_dir = Path(config.run_dir)
+    model_config = GeometryModelConfig.preset(config.preset, **config.model_overrides)
+    checkpoint_path = run_dir / "checkpoint.pt"
+    state = None
+    if config.resume:
+        if not checkpoint_path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint_path}")
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        model_config = GeometryModelConfig.from_dict(state["model_config"])
+    cache_dir = Path(os.environ.get("BMT_DATA_DIR", "var")) / "cache" / "text_embeddings"
+    train_source = TokenSource(load_items(config.dataset, "train"), model_config, cache_dir)
+    val_source = TokenSource(load_items(config.dataset, "val"), model_config, cache_dir)
+    model = GeometryModel(model_config).to(device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95)
+    )
+    step = 0
+    rng = np.random.default_rng([config.seed, rank])
+    if state is not None:
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+        rng.bit_generator.state = state["rng"][rank] if rank < len(state["rng"]) else rng.bit_generator.state
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    record = {
+        "specialist": "geometry",
+        "preset": config.preset,
+        "train_config": asdict(config),
+        "model_config": model_config.to_dict(),
+        "parameters": model.num_parameters(),
+        "dataset": data_version(config.dataset),
+        "code": code_version(),
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "world_size": world,
+        "items": {"train": len(train_source.items), "val": len(val_source.items)},
+        "skipped_too_long": {"train": train_source.skipped, "val": val_source.skipped},
+    }
+    writer = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        writer = SummaryWriter(str(run_dir))
+
+    def save() -> None:
+        if rank != 0:
+            return
+        rngs = [rng.bit_generator.state]
+        extra = {"optimizer": optimizer.state_dict(), "step": step, "rng": rngs, "run": record}
+        save_checkpoint(checkpoint_path.with_suffix(".tmp"), model, extra)
+        checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)  # never a half-written checkpoint
+
+    started, tokens_seen, losses = time.monotonic(), 0, []
+    first_step = step
+    bar = tqdm(total=config.max_steps, initial=step, desc="geometry", unit="step", disable=rank != 0)
+    while step < config.max_steps and time.monotonic() - started < 60 * config.max_minutes:
+        net.train()
+        text, inputs, targets = train_source.batch(rng, config.batch_size, True, config)
+        text, inputs, targets = text.to(device), inputs.to(device), targets.to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = _lr(step, config)
+        with autocast:
+            _, loss = net(text, inputs, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        tokens_seen += int((targets != 0).sum()) * world
+        losses.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if writer:
+            writer.add_scalar("train/loss", losses[-1], step)
+            writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+        if progress:
+            progress(step / config.max_steps, f"step {step} loss {losses[-1]:.3f}")
+        if step % config.checkpoint_every == 0:
+            val = evaluate_loss(model, val_source, config, device)
+            if writer:
+                writer.add_scalar("val/loss", val, step)
+            save()
+    bar.close()
+    elapsed = time.monotonic() - started
+    record["result"] = {
+        "steps": step,
+        "steps_this_session": step - first_step,
+        "train_loss_last50": float(np.mean(losses[-50:])) if losses else None,
+        "val_loss": evaluate_loss(model, val_source, config, device),
+        "train_tokens_per_s": tokens_seen / elapsed if elapsed else None,
+        "minutes": elapsed / 60,
+    }
+    save()
+    if rank == 0:
+        (run_dir / "run.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+        writer.close()  # type: ignore[union-attr]
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return record
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: GeometryModel, source: TokenSource, config: TrainConfig, device, batches: int = 4
+) -> float:
+    """Mean loss on un-augmented samples drawn with a fixed seed, so values compare across steps."""
+    model.eval()
+    rng = np.random.default_rng(1234)
+    out = []
+    for _ in range(batches):
+        text, inputs, targets = source.batch(rng, config.batch_size, False, config)
+        out.append(float(model(text.to(device), inputs.to(device), targets.to(device))[1]))
+    return float(np.mean(out))

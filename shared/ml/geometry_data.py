@@ -1,0 +1,102 @@
+"""Reading geometry items: dataset versions (manifest + tar shards) and extracted scene documents.
+
+Pure Python. A dataset is named by a manifest: the sha256 of a manifest blob in the blob store
+(``shared.blobs``), a manifest JSON file, or a folder holding ``manifest.json``. For local files,
+shards are looked up beside the manifest (or in ``shards/``) as ``<sha256>`` or ``<sha256>.tar``,
+and verified against their hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import tarfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+SPLITS = ("train", "val", "test")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class DatasetError(ValueError):
+    """A dataset reference that cannot be resolved, or a shard that is missing or corrupt."""
+
+
+def _local_reader(folder: Path) -> Callable[[str], bytes]:
+    def read(sha: str) -> bytes:
+        for candidate in (
+            folder / sha,
+            folder / f"{sha}.tar",
+            folder / "shards" / sha,
+            folder / "shards" / f"{sha}.tar",
+        ):
+            if candidate.is_file():
+                data = candidate.read_bytes()
+                if hashlib.sha256(data).hexdigest() != sha:
+                    raise DatasetError(f"shard {candidate} does not match its sha256 {sha}")
+                return data
+        raise DatasetError(f"shard {sha} not found beside the manifest in {folder}")
+
+    return read
+
+
+def open_dataset(ref: str | Path) -> tuple[dict, Callable[[str], bytes]]:
+    """(manifest, read_shard) for a manifest sha256 in the blob store, a manifest file or its folder."""
+    text = str(ref)
+    path = Path(text)
+    if path.is_dir():
+        path = path / "manifest.json"
+    if path.is_file():
+        try:
+            manifest = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path} is not a JSON manifest: {exc}") from exc
+        reader = _local_reader(path.parent)
+    elif _SHA256.match(text):
+        from shared.blobs import get_blob_store  # lands with the foundation; only needed for blob refs
+
+        store = get_blob_store()
+        manifest = json.loads(store.get_bytes(text))
+        reader = store.get_bytes
+    else:
+        raise DatasetError(f"dataset {text!r} is neither a manifest file/folder nor a manifest sha256")
+    if manifest.get("specialist") != "geometry" or "splits" not in manifest:
+        raise DatasetError(
+            f"{text}: not a geometry dataset manifest (specialist={manifest.get('specialist')!r})"
+        )
+    return manifest, reader
+
+
+def iter_split(ref: str | Path, split: str) -> Iterator[dict]:
+    """Items of one split, in shard and member order."""
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; expected one of {SPLITS}")
+    manifest, read = open_dataset(ref)
+    for sha in manifest["splits"].get(split, {}).get("shards", []):
+        with tarfile.open(fileobj=io.BytesIO(read(sha)), mode="r:") as tar:
+            for member in tar.getmembers():
+                if member.isfile() and member.name.endswith(".json"):
+                    yield json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
+
+
+def dataset_version(ref: str | Path) -> dict:
+    """What a training run records about its data."""
+    manifest, _ = open_dataset(ref)
+    return {
+        "ref": str(ref),
+        "name": manifest.get("name"),
+        "version": manifest.get("version"),
+        "items": {s: manifest["splits"].get(s, {}).get("items", 0) for s in SPLITS},
+    }
+
+
+def iter_scene_meshes(folder: str | Path) -> Iterator[tuple[str, dict]]:
+    """(name, mesh) of every object of the scene documents (*.json) in a folder, evaluated mesh first."""
+    for path in sorted(Path(folder).glob("*.json")):
+        doc = json.loads(path.read_text())
+        for obj in doc.get("objects", []):
+            mesh = obj.get("evaluated_mesh") or obj.get("mesh")
+            if mesh and mesh.get("faces"):
+                yield f"{path.stem}/{obj.get('name')}", mesh

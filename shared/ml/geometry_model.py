@@ -1,0 +1,234 @@
+"""Text-conditioned decoder-only transformer over n-gon mesh tokens (nanoGPT style, one file).
+
+The prompt's frozen sentence embedding (shared.ml.text_embedding) is projected to a few prefix
+vectors that precede the token sequence (BOS ... EOS of shared.ml.mesh_tokenizer). Sampling runs
+with a KV cache, temperature and top-p, and is constrained by the tokenizer's MeshGrammar at
+every step, so every sample decodes to a valid mesh within the face and token budgets.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from shared.ml.mesh_tokenizer import BOS, EOS, PAD, MeshGrammar, QuantizedMesh, TokenizerConfig, Vocabulary
+from shared.ml.text_embedding import EMBEDDING_DIM
+
+PRESETS = {
+    # Trains in <= 30 minutes on 2 CPU cores; ~5M parameters.
+    "tiny": dict(d_model=256, n_layers=4, n_heads=4, max_tokens=1024, prefix_tokens=4, dropout=0.0),
+    # For a GPU: ~95M parameters, 4k-token meshes (about 1,000 quads).
+    "base": dict(d_model=768, n_layers=12, n_heads=12, max_tokens=4096, prefix_tokens=8, dropout=0.1),
+}
+
+
+@dataclass
+class GeometryModelConfig:
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    max_tokens: int = 1024  # BOS .. EOS
+    prefix_tokens: int = 4
+    dropout: float = 0.0
+    text_dim: int = EMBEDDING_DIM
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+
+    @property
+    def vocab_size(self) -> int:
+        return Vocabulary(self.tokenizer).size
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> GeometryModelConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GeometryModelConfig:
+        data = dict(data)
+        data["tokenizer"] = TokenizerConfig(**data.get("tokenizer", {}))
+        return cls(**data)
+
+
+KVCache = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, c: GeometryModelConfig):
+        super().__init__()
+        self.n_heads = c.n_heads
+        self.qkv = nn.Linear(c.d_model, 3 * c.d_model)
+        self.proj = nn.Linear(c.d_model, c.d_model)
+        self.dropout = c.dropout
+
+    def forward(self, x, past: tuple[torch.Tensor, torch.Tensor] | None = None):
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=2)
+        q, k, v = (z.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2) for z in (q, k, v))
+        if past is not None:
+            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
+        # With a cache, a single new query may see every cached key; a prefill is plain causal.
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=past is None and t > 1, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.proj(y.transpose(1, 2).contiguous().view(b, t, d)), (k, v)
+
+
+class Block(nn.Module):
+    def __init__(self, c: GeometryModelConfig):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(c.d_model), nn.LayerNorm(c.d_model)
+        self.attn = SelfAttention(c)
+        self.mlp = nn.Sequential(
+            nn.Linear(c.d_model, 4 * c.d_model),
+            nn.GELU(),
+            nn.Linear(4 * c.d_model, c.d_model),
+            nn.Dropout(c.dropout),
+        )
+
+    def forward(self, x, past=None):
+        a, present = self.attn(self.ln1(x), past)
+        x = x + a
+        return x + self.mlp(self.ln2(x)), present
+
+
+class GeometryModel(nn.Module):
+    def __init__(self, config: GeometryModelConfig):
+        super().__init__()
+        self.config = c = config
+        self.text_proj = nn.Linear(c.text_dim, c.prefix_tokens * c.d_model)
+        self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
+        self.pos_emb = nn.Embedding(c.prefix_tokens + c.max_tokens, c.d_model)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
+        self.ln_f = nn.LayerNorm(c.d_model)
+        self.head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.head.weight = self.tok_emb.weight  # tied
+        self.apply(self._init)
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight") and "text" not in name or name.endswith("mlp.2.weight"):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * c.n_layers))
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _prefix(self, text: torch.Tensor) -> torch.Tensor:
+        return self.text_proj(text).view(text.shape[0], self.config.prefix_tokens, self.config.d_model)
+
+    def _run(self, x: torch.Tensor, start: int, cache: KVCache | None):
+        x = self.drop(x + self.pos_emb(torch.arange(start, start + x.shape[1], device=x.device)))
+        presents = []
+        for i, block in enumerate(self.blocks):
+            x, present = block(x, None if cache is None else cache[i])
+            presents.append(present)
+        return self.head(self.ln_f(x)), presents
+
+    def forward(self, text: torch.Tensor, tokens: torch.Tensor, targets: torch.Tensor | None = None):
+        """Logits (B, T, V) for the token after each of ``tokens``; with targets also the mean loss."""
+        if tokens.shape[1] > self.config.max_tokens:
+            raise ValueError(
+                f"sequence of {tokens.shape[1]} tokens exceeds max_tokens={self.config.max_tokens}"
+            )
+        x = torch.cat([self._prefix(text), self.tok_emb(tokens)], 1)
+        logits, _ = self._run(x, 0, None)
+        logits = logits[:, self.config.prefix_tokens :]
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=PAD
+        )
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(
+        self,
+        text: torch.Tensor,
+        face_budget: int = 200,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+        min_faces: int = 1,
+    ) -> tuple[list[int], QuantizedMesh]:
+        """One grammar-constrained sample for a (text_dim,) embedding: (tokens, canonical mesh)."""
+        self.eval()
+        grammar = MeshGrammar(
+            self.config.tokenizer,
+            face_budget=face_budget,
+            max_tokens=self.config.max_tokens,
+            min_faces=min_faces,
+        )
+        device = self.pos_emb.weight.device
+        tokens = [BOS]
+        prefix = self._prefix(text.view(1, -1).to(device))
+        x = torch.cat([prefix, self.tok_emb(torch.tensor([[BOS]], device=device))], 1)
+        logits, cache = self._run(x, 0, [None] * len(self.blocks) if use_cache else None)  # type: ignore[list-item]
+        while not grammar.done:
+            step = logits[0, -1].float()
+            allowed = torch.from_numpy(grammar.allowed_mask()).to(device)
+            token = sample_token(step, allowed, temperature, top_p, generator)
+            grammar.feed(token)
+            tokens.append(token)
+            if token == EOS:
+                break
+            pos = self.config.prefix_tokens + len(tokens) - 1
+            if use_cache:
+                logits, cache = self._run(self.tok_emb(torch.tensor([[token]], device=device)), pos, cache)
+            else:
+                seq = torch.tensor([tokens], device=device)
+                logits, _ = self._run(torch.cat([prefix, self.tok_emb(seq)], 1), 0, None)
+        return tokens, grammar.mesh()
+
+
+def sample_token(logits, allowed, temperature: float, top_p: float, generator=None) -> int:
+    """Samples from the allowed tokens only; temperature 0 is greedy."""
+    logits = logits.masked_fill(~allowed, float("-inf"))
+    if temperature <= 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits / temperature, -1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < top_p  # always keeps the most likely token
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def save_checkpoint(path, model: GeometryModel, extra: dict | None = None, half: bool = False) -> None:
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    torch.save({"model_config": model.config.to_dict(), "state_dict": state, **(extra or {})}, path)
+
+
+def load_model(path, device: str = "cpu") -> tuple[GeometryModel, dict]:
+    """(model in eval mode, the whole checkpoint dict) from save_checkpoint's file."""
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    model = GeometryModel(GeometryModelConfig.from_dict(ckpt["model_config"]))
+    model.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    )
+    return model.to(device).eval(), ckpt
+
+
+def to_tensor(tokens: list[list[int]]) -> torch.Tensor:
+    """Pads token sequences with PAD into a (B, T) long tensor."""
+    width = max(len(t) for t in tokens)
+    out = np.full((len(tokens), width), PAD, dtype=np.int64)
+    for i, t in enumerate(tokens):
+        out[i, : len(t)] = t
+    return torch.from_numpy(out)

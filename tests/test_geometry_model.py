@@ -1,0 +1,165 @@
+"""Geometry model and trainer: constrained sampling validity, KV cache, training, checkpoint/resume, data."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+from services.trainer.geometry import TrainConfig, augment, train
+from shared.ml.geometry_data import DatasetError, dataset_version, iter_split, open_dataset
+from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, load_model, sample_token
+from shared.ml.mesh_tokenizer import TokenizerConfig, decode
+from shared.ml.synthetic_meshes import synthetic_items
+
+SMALL = {"d_model": 64, "n_layers": 2, "n_heads": 2, "max_tokens": 384, "prefix_tokens": 2}
+
+
+def small_model(seed: int = 0, **overrides) -> GeometryModel:
+    torch.manual_seed(seed)
+    return GeometryModel(GeometryModelConfig.preset("tiny", **{**SMALL, **overrides}))
+
+
+def test_untrained_model_samples_only_valid_meshes_within_budgets():
+    model = small_model(max_tokens=120)
+    generator = torch.Generator().manual_seed(0)
+    for k in range(12):
+        budget = 1 + k % 5
+        tokens, mesh = model.generate(
+            torch.randn(384), face_budget=budget, temperature=1.5, top_p=1.0, generator=generator
+        )
+        assert len(tokens) <= 120
+        decoded = decode(tokens, model.config.tokenizer)  # raises if the grammar was broken
+        assert 1 <= len(decoded.faces) <= budget
+        assert all(len(set(f)) == len(f) >= 3 for f in decoded.faces)
+        assert len(mesh.faces) == len(decoded.faces)
+
+
+def test_kv_cache_gives_the_same_tokens_as_full_recomputation():
+    model = small_model(1)
+    text = torch.randn(384)
+    cached, _ = model.generate(text, face_budget=4, temperature=0, generator=torch.Generator().manual_seed(0))
+    full, _ = model.generate(text, face_budget=4, temperature=0, use_cache=False)
+    assert cached == full
+
+
+def test_min_faces_holds_back_eos():
+    model = small_model(2)
+    _, mesh = model.generate(
+        torch.randn(384), face_budget=6, min_faces=6, generator=torch.Generator().manual_seed(1)
+    )
+    # The canonical form may drop an exact duplicate face, but never more than the budget exists.
+    assert 5 <= len(mesh.faces) <= 6
+
+
+def test_sampling_respects_the_allowed_mask_and_top_p():
+    logits = torch.tensor([5.0, 4.0, 0.0, -1.0])
+    allowed = torch.tensor([False, True, True, True])
+    draws = {sample_token(logits, allowed, 1.0, 0.5, torch.Generator().manual_seed(s)) for s in range(30)}
+    assert draws == {1}  # token 0 is masked; top-p 0.5 keeps only the most likely allowed token
+    assert sample_token(logits, allowed, 0.0, 1.0) == 1
+
+
+def test_sequence_longer_than_the_context_is_refused():
+    model = small_model(max_tokens=16)
+    with pytest.raises(ValueError, match="max_tokens"):
+        model(torch.randn(1, 384), torch.ones(1, 17, dtype=torch.long))
+
+
+def test_augmentation_scales_rotates_about_z_and_jitters():
+    rng = np.random.default_rng(0)
+    verts = np.array([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, -1]])
+    out = augment(verts, rng, jitter=0.0)
+    assert np.allclose(out[:2, 2], 0)  # points on the ground plane stay on it: rotation about Z
+    assert 0.75 <= abs(out[2, 2]) <= 1.25
+    assert not np.allclose(
+        augment(verts, rng, scale_range=(1, 1), jitter=0.01), augment(verts, rng, (1, 1), 0.0)
+    )
+
+
+def test_training_reduces_loss_and_resume_continues_from_the_same_step(tmp_path, monkeypatch):
+    monkeypatch.setenv("BMT_DATA_DIR", str(tmp_path / "var"))
+    config = TrainConfig(
+        run_dir=str(tmp_path / "run"),
+        max_steps=30,
+        batch_size=8,
+        lr=3e-3,
+        warmup_steps=5,
+        checkpoint_every=15,
+        threads=2,
+        model_overrides=SMALL,
+    )
+    first = train(config)
+    assert first["result"]["steps"] == 30
+    losses = first["result"]
+    assert losses["train_loss_last50"] < 8.0  # starts at ln(vocab) ~ 8.8
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["dataset"]["name"] == "synthetic-primitives" and "commit" in record["code"]
+    assert list((tmp_path / "run").glob("events.out.tfevents.*"))
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 30
+    config.max_steps, config.resume = 36, True
+    second = train(config)
+    assert second["result"]["steps"] == 36 and second["result"]["steps_this_session"] == 6
+    model, saved = load_model(tmp_path / "run" / "checkpoint.pt")
+    assert saved["step"] == 36 and model.config.d_model == 64
+
+
+def test_resume_without_a_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(TrainConfig(run_dir=str(tmp_path / "none"), resume=True, model_overrides=SMALL))
+
+
+def write_dataset(folder, splits: dict[str, list[dict]]) -> None:
+    """A geometry dataset as issue 6 specifies it: deterministic tar shards named by sha256 and a manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "name": "test-geometry",
+        "version": "1",
+        "specialist": "geometry",
+        "seed": 0,
+        "splits": {},
+        "items": [],
+    }
+    for split, items in splits.items():
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for item in sorted(items, key=lambda it: it["id"]):
+                data = json.dumps(item, sort_keys=True).encode()
+                info = tarfile.TarInfo(f"{item['id']}.json")
+                info.size, info.mtime = len(data), 0
+                tar.addfile(info, io.BytesIO(data))
+        sha = hashlib.sha256(buf.getvalue()).hexdigest()
+        (folder / f"{sha}.tar").write_bytes(buf.getvalue())
+        manifest["splits"][split] = {"shards": [sha], "items": len(items)}
+    (folder / "manifest.json").write_text(json.dumps(manifest, sort_keys=True))
+
+
+def test_dataset_reader_reads_splits_and_refuses_bad_references(tmp_path):
+    items = synthetic_items(6)
+    write_dataset(tmp_path / "ds", {"train": items[:4], "test": items[4:]})
+    assert [it["id"] for it in iter_split(tmp_path / "ds", "test")] == sorted(it["id"] for it in items[4:])
+    assert dataset_version(tmp_path / "ds" / "manifest.json")["items"] == {"train": 4, "val": 0, "test": 2}
+    with pytest.raises(DatasetError, match="neither"):
+        open_dataset(tmp_path / "missing")
+    with pytest.raises(DatasetError, match="unknown split"):
+        list(iter_split(tmp_path / "ds", "dev"))
+    shard = next((tmp_path / "ds").glob("*.tar"))
+    shard.write_bytes(shard.read_bytes()[:-10])
+    with pytest.raises(DatasetError, match="does not match"):
+        list(iter_split(tmp_path / "ds", "train")) + list(iter_split(tmp_path / "ds", "test"))
+    (tmp_path / "other.json").write_text(json.dumps({"specialist": "material", "splits": {}}))
+    with pytest.raises(DatasetError, match="not a geometry"):
+        open_dataset(tmp_path / "other.json")
+
+
+def test_config_round_trips_through_a_dict():
+    config = GeometryModelConfig.preset("base", tokenizer=TokenizerConfig(bits=8))
+    assert GeometryModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown preset"):
+        GeometryModelConfig.preset("huge")
