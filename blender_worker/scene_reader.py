@@ -114,6 +114,11 @@ class _Reader:
         scene = bpy.context.scene
         if bpy.app.autoexec_fail:
             self.warnings.append(f"auto-execution blocked, nothing ran: {bpy.app.autoexec_fail_message}")
+        if len(bpy.data.scenes) > 1:
+            others = sorted(id_name(s) for s in bpy.data.scenes if s != scene)
+            self.warnings.append(
+                f"only the active scene {id_name(scene)!r} is extracted; also in the file: {others}"
+            )
         muted = _mute_python_drivers()
         if muted:
             self.warnings.append(
