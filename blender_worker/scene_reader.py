@@ -20,6 +20,7 @@ from typing import Any
 
 import bpy
 import numpy as np
+from mathutils import Quaternion
 
 from blender_worker.precheck import RejectedInput
 from shared.scene import SCHEMA_VERSION
@@ -114,6 +115,11 @@ class _Reader:
         scene = bpy.context.scene
         if bpy.app.autoexec_fail:
             self.warnings.append(f"auto-execution blocked, nothing ran: {bpy.app.autoexec_fail_message}")
+        if len(bpy.data.scenes) > 1:
+            others = sorted(id_name(s) for s in bpy.data.scenes if s != scene)
+            self.warnings.append(
+                f"only the active scene {id_name(scene)!r} is extracted; also in the file: {others}"
+            )
         muted = _mute_python_drivers()
         if muted:
             self.warnings.append(
@@ -142,18 +148,23 @@ class _Reader:
         return doc
 
     def _scene_objects(self, scene: bpy.types.Scene) -> list[bpy.types.Object]:
-        """The scene's objects plus any parent outside it, sorted by name."""
+        """The scene's objects, the objects of collections they instance (the format has no
+        instancing: those objects are kept at their own place) and parents outside the scene."""
         found = {id_name(o): o for o in scene.objects}
-        for obj in list(found.values()):
-            parent = obj.parent
-            while parent is not None and id_name(parent) not in found:
-                found[id_name(parent)] = parent
-                parent = parent.parent
+        pending = list(found.values())
+        while pending:
+            obj = pending.pop()
+            related = [obj.parent] if obj.parent is not None else []
             if obj.instance_type == "COLLECTION" and obj.instance_collection is not None:
                 self.warnings.append(
                     f"object {id_name(obj)!r} instances collection "
-                    f"{id_name(obj.instance_collection)!r}; instances are not expanded"
+                    f"{id_name(obj.instance_collection)!r}; its objects are stored once, not instanced"
                 )
+                related.extend(obj.instance_collection.all_objects)
+            for other in related:
+                if id_name(other) not in found:
+                    found[id_name(other)] = other
+                    pending.append(other)
         return [found[name] for name in sorted(found)]
 
     def _check_size(self, objects: list[bpy.types.Object]) -> None:
@@ -213,7 +224,8 @@ class _Reader:
             self.warnings.append(
                 f"object {id_name(obj)!r}: axis-angle rotation stored as its quaternion equivalent"
             )
-            out["transform"]["rotation_quaternion"] = _finite_list(obj.matrix_basis.to_quaternion())
+            angle, *axis = obj.rotation_axis_angle
+            out["transform"]["rotation_quaternion"] = _finite_list(Quaternion(axis, angle))
         slots = [id_name(s.material) if s.material is not None else None for s in obj.material_slots]
         for slot in obj.material_slots:
             if slot.material is not None:

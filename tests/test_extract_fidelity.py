@@ -4,6 +4,9 @@ legacy materials, imported glTF and ASCII FBX, previews, and byte-stable output.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,7 @@ import pytest
 from PIL import Image
 
 from shared.scene import Limits, parse_scene
-from tests.extract_support import CORPUS, extract, load_document
+from tests.extract_support import CORPUS, REPO, extract, load_document
 
 BLEND = CORPUS / "blend"
 NODE_GROUPS = BLEND / "gltf_blender_io" / "scenes_22_node_groups.blend"
@@ -181,3 +184,22 @@ def test_output_is_byte_stable(batch: dict[str, dict[str, Any]], tmp_path: Path)
         assert (
             Path(again[path.name]["document"]).read_bytes() == Path(batch[path.name]["document"]).read_bytes()
         )
+
+
+def test_command_line_writes_documents_and_summary(tmp_path: Path) -> None:
+    zero = tmp_path / "in" / "zero.blend"
+    zero.parent.mkdir()
+    zero.write_bytes(b"")
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "blender_worker.extract", str(MODIFIERS), str(zero.parent), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr  # a rejection is a handled file, not a failure
+    assert "2 files in" in done.stdout and "1 ok, 1 rejected" in done.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert [f["status"] for f in summary["files"]] == ["ok", "rejected"]
+    assert (out / f"{MODIFIERS.name}.json").exists()
+    assert not (out / "zero.blend.json").exists()
