@@ -308,3 +308,19 @@ def test_labelling_needs_a_scene_document_that_holds_the_objects() -> None:
         pytest.raises(ValueError, match=r"\['Ghost'\] are not in its scene document"),
     ):
         label_extraction(session, store, ids[1], get_settings())
+
+
+def test_label_and_build_on_postgresql(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The production metadata store: labels and flags in JSONB, the same builder queries."""
+    monkeypatch.setenv("BMT_DATABASE_URL", postgres_url)
+    get_settings.cache_clear()
+    ensure_schema()
+    corpus = pipeline.corpus_dir()
+    rows = {row["path"]: row for row in pipeline.corpus_rows(corpus)}
+    chosen = [f"{FURNITURE}/Chair.blend", f"{ZEYU}/blend_chair.blend", f"{FRUIT}/Avocado.blend"]
+    keys = pipeline.register_rows(corpus, [rows[p] for p in chosen], progress=False)
+    pipeline.label_extractions(pipeline.extract_assets(keys, progress=False), progress=False)
+    assert _mesh("Chair").category == "furniture"
+    result = _build("geometry")
+    assert result.manifest["items"] and result.created
+    assert _build("geometry").manifest_key == result.manifest_key

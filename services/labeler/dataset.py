@@ -48,13 +48,13 @@ class DatasetBuildError(RuntimeError):
 
 
 def attribution_for(asset: Asset) -> str | None:
-    """The asset's attribution, a known one for its source, or a generic notice where the license
-    requires one; None for public-domain style licenses (CC0)."""
-    if asset.attribution:
-        return asset.attribution
+    """The attribution its source asks for (the corpus README's text), else the asset's own, else a
+    generic notice where the license requires one; None for public-domain style licenses (CC0)."""
     for repo, text in KNOWN_ATTRIBUTIONS.items():
         if repo in (asset.source_url or ""):
             return text
+    if asset.attribution:
+        return asset.attribution
     if asset.license.startswith(_NEEDS_ATTRIBUTION):
         who = f" by {asset.author}" if asset.author else ""
         return f"{asset.title or asset.source_path or asset.sha256}{who}, from {asset.source_url}, {asset.license}"

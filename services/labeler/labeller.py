@@ -37,7 +37,8 @@ NAME_CONFIDENCE = {
 def asset_names(asset: Asset) -> dict[str, str]:
     """Category, pack and asset name from the asset's metadata, else parsed from its path."""
     meta = asset.meta or {}
-    parsed = names.path_parts(meta.get("corpus_path"), asset.source_path)
+    # corpus_path: this package's corpus loop; local_path: the scraper's local source.
+    parsed = names.path_parts(meta.get("corpus_path") or meta.get("local_path"), asset.source_path)
     return {key: meta.get(key) or parsed[key] for key in ("category", "pack", "asset_name")}
 
 
