@@ -46,8 +46,8 @@ bench-extract: $(STAMP) extract-tools
 clean:
 	rm -rf $(VENV) var dist
 
-# Labels, quality filter, dedup and datasets on a corpus sample (about 300 .blend files, every
-# pack), embedded default under var/: reports and plots in var/datasets/sample/<specialist>/.
+# Labels, quality filter, dedup and datasets on a corpus sample (5 files of every .blend and .glb
+# pack, about 340 files), embedded default under var/: reports and plots in var/datasets/sample/*/.
 dataset: $(STAMP)
 	$(PY) -m services.labeler run --per-pack 5 --name sample
 

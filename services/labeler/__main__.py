@@ -1,6 +1,6 @@
 """Labeller command line.
 
-    python -m services.labeler run [--per-pack N] [--name NAME] [--seed S]   corpus sample end to end
+    python -m services.labeler run [--per-pack N] [--formats blend,glb] [--name NAME] [--seed S]
     python -m services.labeler label [--all]                                 label extracted scenes
     python -m services.labeler quality                                       rejection report
     python -m services.labeler dataset --name NAME [--specialist S|all] [--seed S]
@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="register, extract and label a corpus sample, then build every dataset")
     run.add_argument("--per-pack", type=int, default=5, help="files taken from each corpus pack folder")
+    run.add_argument(
+        "--formats", default="blend,glb", help="corpus formats to take (fbx needs Debian's assimp-utils)"
+    )
     label = sub.add_parser("label", help="label extracted scenes (label.extraction)")
     label.add_argument("--all", action="store_true", help="also relabel scenes labelled before")
     sub.add_parser("quality", help="print and write the quality filter's rejections")
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_schema()
     if args.command == "run":
         started = time.perf_counter()
-        done = pipeline.run(args.per_pack)
+        done = pipeline.run(args.per_pack, tuple(args.formats.split(",")))
         print(
             f"{done['files']} corpus files, {done['extractions']} extracted ({time.perf_counter() - started:.0f} s)"
         )

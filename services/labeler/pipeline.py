@@ -100,9 +100,9 @@ def label_extractions(extraction_ids: list[int], progress: bool = True) -> None:
         submit("label.extraction", extraction_id)
 
 
-def run(per_pack: int, progress: bool = True) -> dict[str, Any]:
+def run(per_pack: int, formats: tuple[str, ...] = ("blend", "glb"), progress: bool = True) -> dict[str, Any]:
     corpus = corpus_dir()
-    rows = sample_rows(corpus_rows(corpus), per_pack)
+    rows = sample_rows(corpus_rows(corpus), per_pack, formats)
     keys = register_rows(corpus, rows, progress)
     extraction_ids = extract_assets(keys, progress)
     label_extractions(extraction_ids, progress)
