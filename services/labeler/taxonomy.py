@@ -8,17 +8,12 @@ mapped to 0..1, so an object whose names fit two categories equally gets a low c
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from shared.ml.text_embedding import embed
-
-# The encoder sees a few short texts per scene: one thread avoids oversubscribing shared cores
-# (measured on the loaded 2-core machine: 0.70 s per call with 2 threads, 0.04 s with 1).
-# Read by torch when it is first imported, which the encoder does lazily.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # name -> description (what the embedding model compares names against). Keep descriptions
 # concrete: lists of typical objects work better than abstract definitions.
@@ -67,8 +62,16 @@ class CategoryChoice:
     runner_up: str
 
 
+def _embed(texts: list[str]) -> np.ndarray:
+    # A few short texts per scene: one thread, scoped to this call, avoids oversubscribing shared
+    # cores (measured on the loaded 2-core machine: 0.41-0.54 s per call with 2 threads, 0.01-0.02 s
+    # with 1); the process's thread settings are restored afterwards.
+    with threadpool_limits(limits=1):
+        return embed(texts)
+
+
 def _description_vectors() -> np.ndarray:
-    return embed([TAXONOMY[c] for c in CATEGORIES])
+    return _embed([TAXONOMY[c] for c in CATEGORIES])
 
 
 def choose_categories(queries: list[list[tuple[str, float]]]) -> list[CategoryChoice]:
@@ -79,7 +82,7 @@ def choose_categories(queries: list[list[tuple[str, float]]]) -> list[CategoryCh
     """
     descriptions = _description_vectors()
     texts = sorted({t for q in queries for t, _ in q if t})
-    vectors = dict(zip(texts, embed(texts), strict=True)) if texts else {}
+    vectors = dict(zip(texts, _embed(texts), strict=True)) if texts else {}
     choices = []
     for query in queries:
         weighted = [(vectors[t], w) for t, w in query if t]
