@@ -85,3 +85,7 @@ scrape-all: $(STAMP)
 
 bench-scrape: $(STAMP)
 	$(PY) -m benchmarks.scrape
+
+BENCHES += bench-labeler
+bench-labeler: $(STAMP)
+	$(PY) -m benchmarks.labeler
