@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test lint bench venv clean extract-tools
 
 venv: $(STAMP)
 
@@ -31,10 +31,17 @@ bench: $(STAMP)
 	@echo "benchmarks: $(BENCHES)"
 	@for b in $(BENCHES); do $(MAKE) --no-print-directory $$b || exit 1; done
 
-BENCHES := bench-blobs bench-tokenizer bench-generate
+BENCHES := bench-blobs bench-extract bench-tokenizer bench-generate
 
 bench-blobs: $(STAMP)
 	$(PY) -m benchmarks.blobs
+
+# Debian's assimp converts the ASCII FBX files Blender's importer refuses (blender_worker.loader).
+extract-tools:
+	command -v assimp >/dev/null || (apt-get update -qq && apt-get install -y -qq assimp-utils)
+
+bench-extract: $(STAMP) extract-tools
+	$(PY) -m benchmarks.extract --workers 2
 
 clean:
 	rm -rf $(VENV) var dist
