@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[all]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) extract-tools
 	$(PY) -m services.demo
 
-test: $(STAMP)
+test: $(STAMP) extract-tools
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
@@ -37,6 +37,7 @@ bench-blobs: $(STAMP)
 	$(PY) -m benchmarks.blobs
 
 # Debian's assimp converts the ASCII FBX files Blender's importer refuses (blender_worker.loader).
+# Debian's assimp converts ASCII FBX files, which Blender's importer refuses.
 extract-tools:
 	command -v assimp >/dev/null || (apt-get update -qq && apt-get install -y -qq assimp-utils)
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from kombu import pools
 from sqlalchemy import func, select
 
 from shared import queue
@@ -72,9 +73,11 @@ def distributed(
 
 
 def reconnect() -> None:
-    """Drop the app's cached connections and producers so the next send uses the new broker URL."""
-    if queue.app._pool is not None:
-        queue.app._pool.force_close_all()
+    """Drop the app's cached connections and producers so the next send uses the new broker URL.
+
+    kombu keeps producer pools in a process-wide registry keyed by connection, so that goes too.
+    """
+    pools.reset()
     queue.app._pool = None
     queue.app.amqp._producer_pool = None
 
@@ -143,8 +146,8 @@ def test_worker_retries_transient_errors_and_records_failures(distributed: dict)
     try:
         flaky_id = queue.submit("scrape.test_flaky", 2)
         broken_id = queue.submit("scrape.test_broken")
-        wait_for(lambda: job(flaky_id).state is JobState.SUCCEEDED, 60, "the flaky task to succeed")
-        wait_for(lambda: job(broken_id).state is JobState.FAILED, 30, "the broken task to fail")
+        wait_for(lambda: job(flaky_id).state is JobState.SUCCEEDED, 120, "the flaky task to succeed")
+        wait_for(lambda: job(broken_id).state is JobState.FAILED, 120, "the broken task to fail")
     finally:
         stop(worker)
     flaky_job = job(flaky_id)

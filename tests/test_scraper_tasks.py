@@ -43,7 +43,8 @@ def test_scrape_source_task_runs_a_crawl_step_and_records_the_job(tmp_path, capl
         source = session.scalars(select(Source).where(Source.name == "local")).one()
         assert source.cursor["position"] is None and source.kind == "local"
         assets = session.scalars(select(Asset)).all()
-        assert {a.source_id for a in assets} == {source.id} and {a.status for a in assets} == {"new"}
+        # Embedded mode: the blender worker's task runs right here on each new asset.
+        assert {a.source_id for a in assets} == {source.id} and {a.status for a in assets} == {"extracted"}
     step = queue.submit(
         "scrape.source", "local", 1, {"path": str(folder), "license": "CC0-1.0", "batch_files": 1}
     )
@@ -55,7 +56,22 @@ def test_scrape_source_task_runs_a_crawl_step_and_records_the_job(tmp_path, capl
             "rejected": {},
             "finished": False,
         }
-    # Embedded mode without the blender worker: nothing to run extraction here, said in the log.
+
+
+@pytest.mark.usefixtures("scraper_db")
+def test_embedded_mode_without_the_blender_worker_skips_extraction(tmp_path, caplog, monkeypatch):
+    """A scraper-only install (no bpy): new assets keep status "new", and the log says why."""
+    import services.scraper.tasks  # noqa: F401  registers the scrape tasks
+
+    monkeypatch.setattr(queue, "TASK_MODULES", ("services.scraper.tasks",))
+    if "extract.asset" in queue.app.tasks:
+        monkeypatch.delitem(queue.app.tasks, "extract.asset")
+    with caplog.at_level(logging.INFO, logger="services.scraper.ingest"):
+        queue.submit(
+            "scrape.source", "local", None, {"path": str(drop_folder(tmp_path)), "license": "CC0-1.0"}
+        )
+    with session_scope() as session:
+        assert {a.status for a in session.scalars(select(Asset))} == {"new"}
     assert "no extract.asset task in this process: extraction of 2 new assets skipped" in caplog.text
 
 

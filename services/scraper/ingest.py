@@ -88,9 +88,14 @@ def hand_to_extract(shas: list[str]) -> int:
                 "no %s task in this process: extraction of %d new assets skipped", EXTRACT_TASK, len(shas)
             )
             return 0
+    queued = 0
     for sha in shas:
-        submit(EXTRACT_TASK, sha)
-    return len(shas)
+        try:
+            submit(EXTRACT_TASK, sha)
+            queued += 1
+        except Exception:  # embedded mode runs the task here: one bad file must not stop the crawl
+            log.exception("extraction of %s failed; the asset keeps its status for a later pass", sha)
+    return queued
 
 
 @dataclass
