@@ -40,9 +40,8 @@ def main() -> None:
         get_settings.cache_clear()
         settings = get_settings()
         ensure_schema()
-        corpus = pipeline.corpus_dir()
-        rows = pipeline.sample_rows(pipeline.corpus_rows(corpus), 1, ("blend",))
-        keys = pipeline.register_rows(corpus, rows)
+        pipeline.ingest_corpus()
+        keys = pipeline.assets_at(pipeline.sample_paths(1, ("blend",)))
         ids = pipeline.extract_assets(keys)
         store = get_blob_store()
         with session_scope() as session:

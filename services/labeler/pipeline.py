@@ -1,15 +1,15 @@
 """The data flow end to end on whatever the settings point at (embedded default: SQLite, local
 blobs, in-process tasks): register corpus files as assets, extract, label, build datasets.
 
-Registration here is a minimal loop over ../shared/corpus/manifest.csv (the scraper's ``local``
-source does the full job); it records the same provenance: license, source repository, commit,
-path, and category/pack/asset name in Asset.meta.
+Registration is the scraper's ``local`` source over ../shared/corpus (every file, with the license
+and provenance from its manifest.csv, in a few seconds); extraction, the expensive step, then runs
+on a sample chosen by corpus path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -17,18 +17,12 @@ from typing import Any
 from sqlalchemy import select
 from tqdm import tqdm
 
-from services.labeler.dataset import KNOWN_ATTRIBUTIONS
-from shared.assets import Provenance, register_asset
-from shared.blobs import get_blob_store
+from services.scraper.crawl import Crawler
+from services.scraper.sources.local import default_corpus_dir
 from shared.db import session_scope
 from shared.db.models import Asset, Extraction, ExtractionStatus
 from shared.queue import submit
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def corpus_dir() -> Path:
-    return Path(os.environ.get("BMT_CORPUS_DIR", REPO.parent / "shared" / "corpus"))
+from shared.settings import get_settings
 
 
 def corpus_rows(corpus: Path) -> list[dict[str, str]]:
@@ -36,47 +30,32 @@ def corpus_rows(corpus: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def sample_rows(
-    rows: list[dict[str, str]], per_pack: int, formats: tuple[str, ...] = ("blend",)
-) -> list[dict[str, str]]:
+def sample_paths(per_pack: int, formats: tuple[str, ...] = ("blend",)) -> list[str]:
     """The first ``per_pack`` files (by path) of every pack, so that every pack, and with it every
     Smooth_/Flatshaded pair near the start of a pack, is represented."""
-    by_pack: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for row in sorted(rows, key=lambda r: r["path"]):
+    by_pack: dict[str, list[str]] = defaultdict(list)
+    for row in sorted(corpus_rows(default_corpus_dir()), key=lambda r: r["path"]):
         if row["format"] in formats:
-            by_pack[str(Path(row["path"]).parent)].append(row)
-    return [row for pack in sorted(by_pack) for row in by_pack[pack][:per_pack]]
+            by_pack[str(Path(row["path"]).parent)].append(row["path"])
+    return [path for pack in sorted(by_pack) for path in by_pack[pack][:per_pack]]
 
 
-def provenance_for(row: dict[str, str]) -> Provenance:
-    repo = row["source_repo"]
-    return Provenance(
-        license=row["license"].split(" ")[0],
-        source_url=f"https://github.com/{repo}/blob/{row['source_commit']}/{row['source_path']}",
-        source_commit=row["source_commit"],
-        source_path=row["source_path"],
-        attribution=KNOWN_ATTRIBUTIONS.get(repo),
-        title=row["asset_name"],
-        meta={
-            "category": row["category"],
-            "pack": row["pack"],
-            "asset_name": row["asset_name"],
-            "corpus_path": row["path"],
-        },
+def ingest_corpus(progress: bool = True) -> None:
+    """Register every corpus file (already registered ones are recognised and skipped)."""
+    crawler = Crawler(
+        get_settings(), "local", path=str(default_corpus_dir()), hand_off=False, progress=progress
     )
+    asyncio.run(crawler.run())
 
 
-def register_rows(corpus: Path, rows: list[dict[str, str]], progress: bool = True) -> list[str]:
-    """Register the rows' files; returns their sha256 keys in row order."""
-    store = get_blob_store()
-    keys = []
+def assets_at(paths: list[str]) -> list[str]:
+    """The sha256 keys of the registered corpus files at these corpus-relative paths, in order."""
     with session_scope() as session:
-        for row in tqdm(rows, desc="register", unit="file", disable=not progress):
-            asset, _ = register_asset(
-                session, store, corpus / row["path"], row["format"], provenance_for(row)
-            )
-            keys.append(asset.sha256)
-    return keys
+        by_path = {a.meta.get("local_path"): a.sha256 for a in session.scalars(select(Asset))}
+    missing = [p for p in paths if p not in by_path]
+    if missing:
+        raise LookupError(f"not registered: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    return [by_path[p] for p in paths]
 
 
 def extract_assets(keys: list[str], progress: bool = True) -> list[int]:
@@ -101,9 +80,8 @@ def label_extractions(extraction_ids: list[int], progress: bool = True) -> None:
 
 
 def run(per_pack: int, formats: tuple[str, ...] = ("blend", "glb"), progress: bool = True) -> dict[str, Any]:
-    corpus = corpus_dir()
-    rows = sample_rows(corpus_rows(corpus), per_pack, formats)
-    keys = register_rows(corpus, rows, progress)
-    extraction_ids = extract_assets(keys, progress)
+    ingest_corpus(progress)
+    paths = sample_paths(per_pack, formats)
+    extraction_ids = extract_assets(assets_at(paths), progress)
     label_extractions(extraction_ids, progress)
-    return {"files": len(rows), "extractions": len(extraction_ids)}
+    return {"files": len(paths), "extractions": len(extraction_ids)}
