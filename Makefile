@@ -70,7 +70,7 @@ eval-geometry: $(STAMP)
 # The Blender add-on as an installable extension zip: dist/<id>-<version>.zip.
 .PHONY: addon
 addon: $(STAMP)
-	$(PY) -m addon_tools.pack_addon
+	$(PY) -m tools.pack_addon
 
 BENCHES += bench-addon
 bench-addon: $(STAMP)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from addon_tools.pack_addon import pack
 from tests.addon_support import small_scene
+from tools.pack_addon import pack
 
 REPO = Path(__file__).resolve().parents[1]
 ADDON_DIR = REPO / "addon"

@@ -1,4 +1,4 @@
-"""Render an injected scene with Cycles on the CPU through addon_tools.render_preview, and check
+"""Render an injected scene with Cycles on the CPU through blender_worker.render_scene, and check
 the picture shows the object in its material's colour over the grey world."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from addon_tools.render_preview import main  # noqa: E402
+from blender_worker.render_scene import main  # noqa: E402
 from tests.addon_support import reset_blender, small_scene  # noqa: E402
 
 SIZE = 64

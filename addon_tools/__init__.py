@@ -1,1 +1,0 @@
-"""Developer tools around the Blender add-on (packing, previews); never shipped inside it."""
