@@ -357,48 +357,20 @@ def test_invalid_variations_are_left_out_and_said_so(enabled):
 
 def test_generate_against_the_real_gateway(enabled, geometry_checkpoint, tmp_path):
     """The add-on and the real gateway process (embedded inference) together: prompt in, mesh in the scene."""
-    import os
-    import subprocess
-    import sys
-
-    import httpx
-
-    from tests.conftest import REPO
-    from tools.servers import free_port
+    from tools.servers import gateway_process
 
     operators, prefs, state = enabled
-    port = free_port()
     env = {
-        **os.environ,
-        "BMT_GATEWAY_PORT": str(port),
         "BMT_DATA_DIR": str(tmp_path / "var"),
         "BMT_GEOMETRY_CHECKPOINT": str(geometry_checkpoint),
         "BMT_API_KEY": "k",
     }
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "services.gateway"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and gateway.poll() is None, "gateway did not start"
-                time.sleep(0.2)
-        prefs.gateway_url, prefs.api_key = f"http://127.0.0.1:{port}", "k"
+    with gateway_process(env) as url:
+        prefs.gateway_url, prefs.api_key = url, "k"
         state.prompt, state.face_budget, state.seed, state.variations = "a round table", 40, 11, 2
         state.use_materials = state.use_modifiers = False
         assert bpy.ops.bmt.generate() == {"FINISHED"}
         drive(operators, timeout_s=120)
-    finally:
-        gateway.terminate()
-        gateway.wait(timeout=10)
     assert state.error_text == "", state.error_text
     table = bpy.data.objects["A_Round_Table"]
     assert table.type == "MESH" and 1 <= len(table.data.polygons) <= 40
