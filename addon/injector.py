@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import bpy
-from mathutils import Matrix, Vector
+from mathutils import Matrix, Quaternion, Vector
 
 from .validate import Limits, ValidatedScene, validate_scene
 
@@ -190,6 +190,7 @@ class _Injector:
 
     def apply_scene_settings(self, scene) -> None:
         doc = self.doc
+        scene.name = doc["name"]
         scene.frame_start, scene.frame_end = doc["frame_start"], doc["frame_end"]
         scene.render.fps = max(1, round(doc["fps"]))
         scene.render.fps_base = scene.render.fps / doc["fps"]
@@ -385,7 +386,8 @@ class _Injector:
 
     def fcurve(self, fcurve, doc: dict, path: str) -> None:
         fcurve.extrapolation = doc["extrapolation"]
-        self.keyframes(fcurve, doc["keyframes"])
+        # Modifiers before keyframes: adding one (Cycles above all) recomputes the automatic
+        # handles, which would replace the handles the document gives.
         for k, mdoc in enumerate(doc["modifiers"]):
             mpath = f"{path}.modifiers[{k}]"
             kind = mdoc.get("type")
@@ -394,6 +396,7 @@ class _Injector:
                 continue
             modifier = fcurve.modifiers.new(kind)
             self.set_properties(modifier, {k: v for k, v in mdoc.items() if k != "type"}, mpath)
+        self.keyframes(fcurve, doc["keyframes"])
 
     def keyframes(self, fcurve, keys: list[dict]) -> None:
         keys = sorted(keys, key=lambda key: key["co"][0])  # Blender keeps points in frame order
@@ -536,6 +539,9 @@ class _Injector:
         obj.location = transform["location"]
         obj.rotation_euler = transform["rotation_euler"]
         obj.rotation_quaternion = transform["rotation_quaternion"]
+        if transform["rotation_mode"] == "AXIS_ANGLE":  # the format holds it as its quaternion
+            axis, angle = Quaternion(transform["rotation_quaternion"]).to_axis_angle()
+            obj.rotation_axis_angle = (angle, *axis)
         obj.scale = transform["scale"]
         if doc["material_slots"] and data is not None and hasattr(data, "materials"):
             for name in doc["material_slots"]:
@@ -694,25 +700,29 @@ class _Injector:
                 )
 
     def node_modifier_inputs(self, modifier, params: dict, path: str) -> None:
-        """Geometry-nodes inputs are ID properties keyed by the group's socket identifiers."""
+        """Geometry-nodes inputs are ID properties keyed by the group's socket identifiers; the
+        document holds them as the reader writes them, in ``params["inputs"]``."""
         group_name = params.pop("node_group", None)
-        if group_name is None:
-            return
+        inputs = params.pop("inputs", None) or {}
         group = self.lookup("node_groups", group_name, f"{path}.params.node_group")
         if group is None:
+            if inputs:
+                self.warn(f"{path}.params.inputs: no node group to take them; skipped")
             return
         modifier.node_group = group
+        if not isinstance(inputs, dict):
+            self.warn(f"{path}.params.inputs: expected an object keyed by input identifier; skipped")
+            return
         ids = self.interface_ids.get(group.name, {})
-        for key in [k for k in params if k in ids or k.startswith("Socket_")]:
-            value = params.pop(key)
-            identifier = ids.get(key, key)
+        for key, value in inputs.items():
+            identifier = _node_input_key(key, ids)
             if identifier not in modifier:
-                self.warn(f"{path}.params.{key}: the node group has no input {key!r}; skipped")
+                self.warn(f"{path}.params.inputs.{key}: the node group has no input {key!r}; skipped")
                 continue
             try:
                 modifier[identifier] = value
             except (TypeError, ValueError) as exc:
-                self.warn(f"{path}.params.{key}: {exc}; skipped")
+                self.warn(f"{path}.params.inputs.{key}: {exc}; skipped")
 
     def constraint(self, constraints, doc: dict, path: str) -> None:
         if doc["type"] not in _enum_items(bpy.types.Constraint, "type"):
@@ -830,6 +840,21 @@ def _is_alive(block) -> bool:
 
 def _socket(sockets, identifier: str):
     return next((s for s in sockets if s.identifier == identifier), None)
+
+
+# A geometry-nodes modifier keeps, beside each input, whether it reads an attribute and which one.
+NODE_INPUT_SUFFIXES = ("_use_attribute", "_attribute_name")
+
+
+def _node_input_key(key: str, ids: dict[str, str]) -> str:
+    """The modifier's ID-property key for a document key: the document's socket identifier
+    (possibly with an attribute suffix) mapped to the one Blender gave the socket."""
+    if key in ids:
+        return ids[key]
+    for suffix in NODE_INPUT_SUFFIXES:
+        if key.endswith(suffix) and key[: -len(suffix)] in ids:
+            return ids[key[: -len(suffix)]] + suffix
+    return key
 
 
 def _enum_items(struct, prop: str) -> set[str]:

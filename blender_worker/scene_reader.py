@@ -573,6 +573,9 @@ class _Reader:
                 image_node, normal_map = found
                 self.images[id_name(image_node.image)] = image_node.image
                 textures[key] = {"image": id_name(image_node.image)}
+                uv_layer = _uv_map_name(image_node)
+                if uv_layer is not None:
+                    textures[key]["uv_layer"] = uv_layer
                 if normal_map is not None and key == "normal":
                     pbr["normal_strength"] = _finite(normal_map.inputs["Strength"].default_value)
         if textures:
@@ -845,6 +848,20 @@ def _upstream_image(socket: bpy.types.NodeSocket, depth: int = 4) -> tuple[Any, 
             for node_input in node.inputs:
                 next_frontier.extend((link.from_node, normal_map) for link in node_input.links)
         frontier = next_frontier
+    return None
+
+
+def _uv_map_name(image_node: bpy.types.Node, depth: int = 3) -> str | None:
+    """The UV map an image texture reads: named by a UV Map node feeding its vector, perhaps
+    through a Mapping node; None for the default map (or texture coordinates of another kind)."""
+    socket = image_node.inputs.get("Vector")
+    for _ in range(depth):
+        if socket is None or not socket.is_linked:
+            return None
+        node = socket.links[0].from_node
+        if node.bl_idname == "ShaderNodeUVMap":
+            return node.uv_map or None
+        socket = node.inputs.get("Vector")
     return None
 
 
