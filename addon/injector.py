@@ -123,6 +123,11 @@ class _Injector:
         # node group -> document interface identifier -> identifier Blender gave the socket
         self.interface_ids: dict[str, dict[str, str]] = {}
         self.action_slots: dict[str, object] = {}
+        # Document names of datablocks made after the node trees, and what waits for them.
+        self.not_made_yet: dict[str, set[str]] = {kind: set() for kind in self.made}
+        for kind in ("materials", "actions", "objects"):
+            self.not_made_yet[kind] = {item["name"] for item in doc[kind]}
+        self.deferred: list = []
 
     # ---- bookkeeping --------------------------------------------------------------------------
 
@@ -162,13 +167,17 @@ class _Injector:
         doc = self.doc
         for image in doc["images"]:
             self.image(image)
-        for group in doc["node_groups"]:
-            self.new("node_groups", group["name"], group["type"])
+        groups = []
+        for i, group in enumerate(doc["node_groups"]):
+            try:
+                groups.append((self.new("node_groups", group["name"], group["type"]), group, f"node_groups[{i}]"))
+            except TypeError:  # e.g. NodeTreeUndefined: a group from a missing library or add-on
+                self.warn(f"node_groups[{i}].type: unknown node tree type {group['type']!r}; group skipped")
         # Interfaces first: a group node's sockets come from its group's interface.
-        for i, group in enumerate(doc["node_groups"]):
-            self.interface(self.made["node_groups"][group["name"]], group, f"node_groups[{i}]")
-        for i, group in enumerate(doc["node_groups"]):
-            self.nodes_and_links(self.made["node_groups"][group["name"]], group, f"node_groups[{i}]")
+        for tree, group, path in groups:
+            self.interface(tree, group, path)
+        for tree, group, path in groups:
+            self.nodes_and_links(tree, group, path)
         for i, material in enumerate(doc["materials"]):
             self.material(material, f"materials[{i}]")
         for i, action in enumerate(doc["actions"]):
@@ -187,6 +196,9 @@ class _Injector:
         # Then everything that refers to other objects.
         for i, obj in enumerate(doc["objects"]):
             self.relations(obj, f"objects[{i}]", offset)
+        self.not_made_yet = {kind: set() for kind in self.made}
+        for assign in self.deferred:
+            assign()
 
     def apply_scene_settings(self, scene) -> None:
         doc = self.doc
@@ -231,7 +243,10 @@ class _Injector:
                 self.set_value(item, "default_value", socket["default"], f"{spath}.default")
             for bound in ("min_value", "max_value"):
                 if socket[bound] is not None and hasattr(item, bound):
-                    setattr(item, bound, socket[bound])
+                    value = socket[bound]
+                    if item.bl_rna.properties[bound].type == "INT":
+                        value = round(value)  # the format holds every bound as a float
+                    self.set_value(item, bound, value, f"{spath}.{bound}")
 
     def nodes_and_links(self, tree, doc: dict, path: str) -> None:
         tree.nodes.clear()
@@ -248,7 +263,7 @@ class _Injector:
             nodes[ndoc["name"]] = node
             if ndoc["node_tree"] is not None:
                 if hasattr(node, "node_tree"):
-                    node.node_tree = self.made["node_groups"][ndoc["node_tree"]]
+                    node.node_tree = self.lookup("node_groups", ndoc["node_tree"], f"{npath}.node_tree")
                 else:
                     self.warn(f"{npath}.node_tree: a {ndoc['type']} node holds no node group; ignored")
             if ndoc["image"] is not None:
@@ -762,11 +777,7 @@ class _Injector:
             if value is not None and not isinstance(value, str):
                 self.warn(f"{path}: expected the name of a {struct.identifier}; skipped")
                 return
-            block = self.lookup(id_kind, value, path)
-            try:
-                setattr(target, key, block)
-            except (TypeError, ValueError, AttributeError) as exc:
-                self.warn(f"{path}: {exc}; skipped")
+            self.set_datablock(target, key, id_kind, value, path)
         elif isinstance(value, dict):
             nested = getattr(target, key)
             if nested is None:
@@ -811,13 +822,26 @@ class _Injector:
             kind = _id_kind(prop.fixed_type)
             if kind is None or not (value is None or isinstance(value, str)):
                 self.warn(f"{path}: cannot set a {prop.fixed_type.identifier} from data; skipped")
-                return
-            value = self.lookup(kind, value, path)
+            else:
+                self.set_datablock(target, key, kind, value, path)
+            return
         elif isinstance(value, list):
             value = _flatten(value) if value and isinstance(value[0], list) else tuple(value)
         try:
             setattr(target, key, value)
         except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+            self.warn(f"{path}: {exc}; skipped")
+
+    def set_datablock(self, target, key: str, kind: str, name: str | None, path: str) -> None:
+        """Point ``target.key`` at the scene's datablock ``name``. Node trees are built before the
+        materials and objects they may name (a Set Material or Object Info node): such a reference
+        is set once everything exists."""
+        if name in self.not_made_yet[kind]:
+            self.deferred.append(lambda: self.set_datablock(target, key, kind, name, path))
+            return
+        try:
+            setattr(target, key, self.lookup(kind, name, path))
+        except (TypeError, ValueError, AttributeError) as exc:
             self.warn(f"{path}: {exc}; skipped")
 
     def set_enum(self, target, key: str, value: str, path: str) -> None:

@@ -136,10 +136,8 @@ class _Reader:
             "frame_end": scene.frame_end,
             "fps": scene.render.fps / (scene.render.fps_base or 1.0),
             "objects": doc_objects,
-            "materials": [self._material(m) for _, m in sorted(self.materials.items())],
         }
-        # Materials and modifiers register node groups, which may nest further groups.
-        doc["node_groups"] = self._all_node_groups()
+        doc["materials"], doc["node_groups"] = self._materials_and_node_groups()
         doc["actions"] = self._actions()
         doc["images"] = [self._image(img) for _, img in sorted(self.images.items())]
         doc["libraries"] = self._libraries()
@@ -475,12 +473,22 @@ class _Reader:
         out["pbr"] = self._pbr(material.node_tree)
         return out
 
-    def _all_node_groups(self) -> list[dict[str, Any]]:
-        done: dict[str, dict[str, Any]] = {}
-        while pending := [name for name in self.node_groups if name not in done]:
-            for name in pending:
-                done[name] = self._node_tree(self.node_groups[name], name=name)
-        return [done[name] for name in sorted(done)]
+    def _materials_and_node_groups(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Material slots and modifiers register materials and node groups; materials name node
+        groups, which nest further groups and may name materials (Set Material): read until
+        nothing new turns up."""
+        materials: dict[str, dict[str, Any]] = {}
+        groups: dict[str, dict[str, Any]] = {}
+        while True:
+            new_materials = [name for name in self.materials if name not in materials]
+            new_groups = [name for name in self.node_groups if name not in groups]
+            if not new_materials and not new_groups:
+                break
+            for name in new_materials:
+                materials[name] = self._material(self.materials[name])
+            for name in new_groups:
+                groups[name] = self._node_tree(self.node_groups[name], name=name)
+        return [materials[name] for name in sorted(materials)], [groups[name] for name in sorted(groups)]
 
     def _node_tree(self, tree: bpy.types.NodeTree, *, name: str) -> dict[str, Any]:
         nodes = [self._node(node) for node in tree.nodes]
@@ -517,6 +525,8 @@ class _Reader:
             out["properties"] = properties
         out["inputs"] = [_socket(s) for s in node.inputs]
         out["outputs"] = [_socket(s) for s in node.outputs]
+        for socket in node.inputs:
+            self._keep_referenced(getattr(socket, "default_value", None))
         group = getattr(node, "node_tree", None)
         if isinstance(group, bpy.types.NodeTree):
             self.node_groups[id_name(group)] = group
@@ -526,6 +536,14 @@ class _Reader:
             self.images[id_name(image)] = image
             out["image"] = id_name(image)
         return out
+
+    def _keep_referenced(self, value: Any) -> None:
+        """A material or image named by a socket or a geometry-nodes input (a Set Material node)
+        joins the document, so that the name refers to something."""
+        if isinstance(value, bpy.types.Material):
+            self.materials[id_name(value)] = value
+        elif isinstance(value, bpy.types.Image):
+            self.images[id_name(value)] = value
 
     def _pbr(self, tree: bpy.types.NodeTree) -> dict[str, Any]:
         """The Principled BSDF feeding the active output (else any), else a simpler BSDF's colour."""
@@ -609,6 +627,8 @@ class _Reader:
             if modifier.node_group is not None:
                 self.node_groups[id_name(modifier.node_group)] = modifier.node_group
             params["inputs"] = {key: _param(modifier[key]) for key in modifier.keys()}  # noqa: SIM118 (ID properties, not a dict)
+            for key in modifier.keys():  # noqa: SIM118 (ID properties, not a dict)
+                self._keep_referenced(modifier[key])
         return {
             "name": modifier.name or modifier.type,
             "type": modifier.type,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import math
+import re
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -30,6 +32,8 @@ IGNORED = {
     "evaluated_mesh",  # derived data: the injector rebuilds it from the modifier stack
     "images",  # the add-on never opens paths from the network: images become sized placeholders
 }
+TRANSFORM_CHANNELS = ("location", "rotation_euler", "rotation_quaternion", "scale")
+SHAPE_KEY_VALUE = re.compile(r'key_blocks\["(.+)"\]\.value')
 GROUP_IO_NODES = ("NodeGroupInput", "NodeGroupOutput")
 # Beside each geometry-nodes input, the modifier keeps whether it reads an attribute, and which.
 NODE_INPUT_SUFFIXES = ("", "_use_attribute", "_attribute_name")
@@ -112,6 +116,8 @@ def as_reextracted(expected: dict, actual: dict) -> dict:
             # The injector builds a Principled node tree from the PBR summary, so the material
             # comes back as a node material: its PBR summary is what must survive, not its source.
             material.pop("source", None)
+    take_animated_values(expected, actual)
+    keep_copies_of_shared_meshes(expected, actual)
     for obj in expected.get("objects", []):
         mesh = obj.get("mesh")
         if mesh and mesh.get("normals") is not None:
@@ -123,6 +129,56 @@ def as_reextracted(expected: dict, actual: dict) -> dict:
                     length = math.hypot(*co)
                     mesh["normals"][v] = [c / length for c in co] if length else [0.0, 0.0, 1.0]
     return expected
+
+
+def take_animated_values(expected: dict, actual: dict) -> None:
+    """An animated property holds its curve's value at the current frame once Blender evaluates
+    the scene, and the format keeps the curves, not the frame the file was saved at: take the
+    re-extracted value for each transform channel and shape-key value that an action, an NLA strip
+    or a driver sets (the curves themselves are still compared)."""
+    actions = {a["name"]: a for a in expected.get("actions", [])}
+    found = {o["name"]: o for o in actual.get("objects", [])}
+    for obj in expected.get("objects", []):
+        made = found.get(obj["name"])
+        if made is None:
+            continue
+        for data_path, index in _animated_channels(obj.get("animation"), actions):
+            if data_path in TRANSFORM_CHANNELS and data_path in obj.get("transform", {}):
+                obj["transform"][data_path][index] = made["transform"][data_path][index]
+        mesh, made_mesh = obj.get("mesh"), made.get("mesh")
+        if not mesh or not made_mesh:
+            continue
+        made_keys = {k["name"]: k for k in made_mesh.get("shape_keys", [])}
+        for data_path, _ in _animated_channels(mesh.get("shape_key_animation"), actions):
+            match = SHAPE_KEY_VALUE.fullmatch(data_path)
+            for key in mesh.get("shape_keys", []):
+                if match and key["name"] == match[1] and key["name"] in made_keys:
+                    key["value"] = made_keys[key["name"]]["value"]
+
+
+def keep_copies_of_shared_meshes(expected: dict, actual: dict) -> None:
+    """The format stores a mesh inline on each object, so a mesh several objects share comes back
+    as one copy each, which Blender names "Name.001", "Name.002"... (their data is still compared)."""
+    objects = [o for o in expected.get("objects", []) if o.get("mesh")]
+    uses = Counter(o["mesh"]["name"] for o in objects)
+    found = {o["name"]: o for o in actual.get("objects", [])}
+    for obj in objects:
+        name = obj["mesh"]["name"]
+        made = (found.get(obj["name"]) or {}).get("mesh") or {}
+        if uses[name] > 1 and re.fullmatch(rf"{re.escape(name)}(\.\d{{3}})?", made.get("name", "")):
+            obj["mesh"]["name"] = made["name"]
+
+
+def _animated_channels(animation: dict | None, actions: dict[str, dict]) -> set[tuple[str, int]]:
+    if not animation:
+        return set()
+    names = [animation.get("action")]
+    names += [s.get("action") for t in animation.get("nla_tracks", []) for s in t.get("strips", [])]
+    channels = {(d["data_path"], d.get("index", 0)) for d in animation.get("drivers", [])}
+    for name in names:
+        for fcurve in actions.get(name, {}).get("fcurves", []):
+            channels.add((fcurve["data_path"], fcurve.get("index", 0)))
+    return channels
 
 
 def rename_interface_identifiers(expected: dict, actual: dict) -> None:
