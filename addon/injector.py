@@ -170,7 +170,9 @@ class _Injector:
         groups = []
         for i, group in enumerate(doc["node_groups"]):
             try:
-                groups.append((self.new("node_groups", group["name"], group["type"]), group, f"node_groups[{i}]"))
+                groups.append(
+                    (self.new("node_groups", group["name"], group["type"]), group, f"node_groups[{i}]")
+                )
             except TypeError:  # e.g. NodeTreeUndefined: a group from a missing library or add-on
                 self.warn(f"node_groups[{i}].type: unknown node tree type {group['type']!r}; group skipped")
         # Interfaces first: a group node's sockets come from its group's interface.
@@ -734,6 +736,8 @@ class _Injector:
             if identifier not in modifier:
                 self.warn(f"{path}.params.inputs.{key}: the node group has no input {key!r}; skipped")
                 continue
+            if isinstance(modifier[identifier], bool) and type(value) is int:
+                value = bool(value)  # older files keep the "use attribute" switches as integers
             try:
                 modifier[identifier] = value
             except (TypeError, ValueError) as exc:
@@ -801,6 +805,10 @@ class _Injector:
 
             def grow():
                 return items.new(0.0, 0.0)
+        elif kind == "CurveProfilePoints":
+
+            def grow():
+                return items.add(0.0, 0.0)
         elif len(value) != len(items):
             self.warn(f"{path}: {len(value)} entries for {len(items)} fixed items; skipped")
             return

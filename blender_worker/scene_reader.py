@@ -36,6 +36,9 @@ SKIPPED_PROPS = frozenset(
     {"rna_type", "is_override_data", "execution_time", "persistent_uid", "node_warnings", "panels", "bakes"}
 )
 SKIPPED_PREFIXES = ("open_", "show_", "bl_", "is_")
+# Derived or run-time state of particular structs: a bevel profile's sampled segments, the frame an
+# image node showed when the file was saved. Blender recomputes them.
+DERIVED_PROPS = frozenset({("CurveProfile", "segments"), ("ImageUser", "frame_current")})
 # Properties stored as the record's own fields rather than in its params.
 MODIFIER_FIELDS = frozenset({"name", "type", "show_viewport", "show_render"})
 CONSTRAINT_FIELDS = frozenset({"name", "type", "mute", "influence", "active", "enabled"})
@@ -626,9 +629,13 @@ class _Reader:
         if modifier.type == "NODES":
             if modifier.node_group is not None:
                 self.node_groups[id_name(modifier.node_group)] = modifier.node_group
-            params["inputs"] = {key: _param(modifier[key]) for key in modifier.keys()}  # noqa: SIM118 (ID properties, not a dict)
+            inputs = {}
             for key in modifier.keys():  # noqa: SIM118 (ID properties, not a dict)
-                self._keep_referenced(modifier[key])
+                value = modifier[key]
+                self._keep_referenced(value)
+                # Older files keep the "use attribute" switches as integers; Blender 5 as booleans.
+                inputs[key] = bool(value) if key.endswith("_use_attribute") else _param(value)
+            params["inputs"] = inputs
         return {
             "name": modifier.name or modifier.type,
             "type": modifier.type,
@@ -934,7 +941,7 @@ def _rna_properties(
     """Every authored RNA property of ``struct`` not in ``excluded``: writable values, datablock
     references by name, nested structs (colour ramps, curve mappings) and their collections."""
     out: dict[str, Any] = {}
-    skipped = set(skip)
+    skipped = set(skip) | {prop for kind, prop in DERIVED_PROPS if kind == struct.bl_rna.identifier}
     for prop in struct.bl_rna.properties:
         ident = prop.identifier
         if (
@@ -965,6 +972,8 @@ def _rna_properties(
         elif not prop.is_readonly:
             if kind == "ENUM" and prop.is_enum_flag:
                 out[ident] = sorted(value)
+            elif kind == "ENUM" and value == "":
+                continue  # a stored value this Blender has no item for: nothing to write back
             else:
                 out[ident] = _param(value)
     return out

@@ -31,8 +31,10 @@ IGNORED = {
     "warnings",  # about the extraction run itself
     "evaluated_mesh",  # derived data: the injector rebuilds it from the modifier stack
     "images",  # the add-on never opens paths from the network: images become sized placeholders
+    "libraries",  # linked libraries are recorded, never followed: the injector links nothing
 }
 TRANSFORM_CHANNELS = ("location", "rotation_euler", "rotation_quaternion", "scale")
+MODIFIER_PROPERTY = re.compile(r'modifiers\["(.+)"\]\.(\w+)')
 SHAPE_KEY_VALUE = re.compile(r'key_blocks\["(.+)"\]\.value')
 GROUP_IO_NODES = ("NodeGroupInput", "NodeGroupOutput")
 # Beside each geometry-nodes input, the modifier keeps whether it reads an attribute, and which.
@@ -94,7 +96,8 @@ def differences(expected: Any, actual: Any, path: str = "") -> list[str]:
         ):
             return [f"{path}: expected {expected!r}, got {actual!r}"]
         return []
-    return [] if expected == actual else [f"{path}: expected {expected!r:.80}, got {actual!r:.80}"]
+    same = expected == actual and isinstance(expected, bool) == isinstance(actual, bool)  # 0 is not False
+    return [] if same else [f"{path}: expected {expected!r:.80}, got {actual!r:.80}"]
 
 
 def _list_key(*lists: list) -> str | None:
@@ -127,24 +130,33 @@ def as_reextracted(expected: dict, actual: dict) -> dict:
             for v, co in enumerate(mesh["vertices"]):
                 if v not in used:
                     length = math.hypot(*co)
-                    mesh["normals"][v] = [c / length for c in co] if length else [0.0, 0.0, 1.0]
+                    mesh["normals"][v] = [c / length if length else 0.0 for c in co]
     return expected
 
 
 def take_animated_values(expected: dict, actual: dict) -> None:
     """An animated property holds its curve's value at the current frame once Blender evaluates
     the scene, and the format keeps the curves, not the frame the file was saved at: take the
-    re-extracted value for each transform channel and shape-key value that an action, an NLA strip
-    or a driver sets (the curves themselves are still compared)."""
+    re-extracted value for each transform channel, modifier parameter and shape-key value that an
+    action, an NLA strip or a driver sets (the curves themselves are still compared)."""
     actions = {a["name"]: a for a in expected.get("actions", [])}
     found = {o["name"]: o for o in actual.get("objects", [])}
     for obj in expected.get("objects", []):
         made = found.get(obj["name"])
         if made is None:
             continue
+        made_modifiers = {m["name"]: m for m in made.get("modifiers", [])}
         for data_path, index in _animated_channels(obj.get("animation"), actions):
             if data_path in TRANSFORM_CHANNELS and data_path in obj.get("transform", {}):
                 obj["transform"][data_path][index] = made["transform"][data_path][index]
+            elif match := MODIFIER_PROPERTY.fullmatch(data_path):
+                for modifier in obj.get("modifiers", []):
+                    if modifier["name"] == match[1] and match[1] in made_modifiers:
+                        params, made_params = modifier.get("params", {}), made_modifiers[match[1]]["params"]
+                        if isinstance(params.get(match[2]), list):
+                            params[match[2]][index] = made_params[match[2]][index]
+                        elif match[2] in params:
+                            params[match[2]] = made_params[match[2]]
         mesh, made_mesh = obj.get("mesh"), made.get("mesh")
         if not mesh or not made_mesh:
             continue
@@ -158,15 +170,21 @@ def take_animated_values(expected: dict, actual: dict) -> None:
 
 def keep_copies_of_shared_meshes(expected: dict, actual: dict) -> None:
     """The format stores a mesh inline on each object, so a mesh several objects share comes back
-    as one copy each, which Blender names "Name.001", "Name.002"... (their data is still compared)."""
+    as one copy each, which Blender names "Name.001", "Name.002"... taking the names of other
+    meshes of that family too (their data is still compared)."""
     objects = [o for o in expected.get("objects", []) if o.get("mesh")]
     uses = Counter(o["mesh"]["name"] for o in objects)
+    shared_families = {_name_family(name) for name, count in uses.items() if count > 1}
     found = {o["name"]: o for o in actual.get("objects", [])}
     for obj in objects:
-        name = obj["mesh"]["name"]
+        family = _name_family(obj["mesh"]["name"])
         made = (found.get(obj["name"]) or {}).get("mesh") or {}
-        if uses[name] > 1 and re.fullmatch(rf"{re.escape(name)}(\.\d{{3}})?", made.get("name", "")):
+        if family in shared_families and _name_family(made.get("name", "")) == family:
             obj["mesh"]["name"] = made["name"]
+
+
+def _name_family(name: str) -> str:
+    return re.sub(r"\.\d{3}$", "", name)
 
 
 def _animated_channels(animation: dict | None, actions: dict[str, dict]) -> set[tuple[str, int]]:
@@ -284,9 +302,20 @@ def test_extract_of_inject_gives_the_document_back():
     "relative",
     [
         "blend/zeyu_free_blender_models/blend_chair.blend",
+        "blend/zeyu_free_blender_models/blend_sink.blend",  # Bevel, Boolean, Solidify
+        "blend/zeyu_free_blender_models/blend_security_camera.blend",  # a Bevel custom profile
         "blend/quaternius/Characters_and_Animals/Alien_Animated_-_April_2019/Alien.blend",
+        "blend/quaternius/Vehicles/Basic_Car_Pack_-_Jan_2017/SimpleCarHigh.blend",  # Mirror
+        "blend/quaternius/Characters_and_Animals/Knight_Character_Animated_-_Jul_2018/Sword.blend",  # geometry nodes
         "blend/gltf_blender_io/pbr_node_glTF2_Principled.blend",
         "blend/gltf_blender_io/scenes_06_parent-inverse-anim.blend",
+        "blend/gltf_blender_io/scenes_07_nla-anim.blend",
+        "blend/gltf_blender_io/scenes_22_simple_GN.blend",  # a Set Material node naming a material
+        "blend/gltf_blender_io/scenes_25_drivers.blend",
+        "blend/gltf_blender_io/scenes_25_mesh_instances_apply_modifier.blend",  # shared meshes
+        "blend/gltf_blender_io/scenes_28_shapekeys_anim.blend",  # saved at frame 13
+        "blend/gltf_blender_io/scenes_34_additional_anim.blend",  # an animated modifier parameter
+        "blend/gltf_blender_io/scenes_RobotExpressive.blend",
     ],
 )
 def test_corpus_file_is_stable_through_inject_and_extract(relative: str):
