@@ -32,7 +32,7 @@ IGNORED = {
     "libraries",  # linked libraries are recorded, never followed: the injector links nothing
 }
 TRANSFORM_CHANNELS = ("location", "rotation_euler", "rotation_quaternion", "scale")
-MODIFIER_PROPERTY = re.compile(r'modifiers\["(.+)"\]\.(\w+)')
+STACK_PROPERTY = re.compile(r'(modifiers|constraints)\["(.+)"\]\.(\w+)')
 SHAPE_KEY_VALUE = re.compile(r'key_blocks\["(.+)"\]\.value')
 GROUP_IO_NODES = ("NodeGroupInput", "NodeGroupOutput")
 # Beside each geometry-nodes input, the modifier keeps whether it reads an attribute, and which.
@@ -163,26 +163,27 @@ def as_reextracted(expected: dict, actual: dict) -> dict:
 def take_animated_values(expected: dict, actual: dict) -> None:
     """An animated property holds its curve's value at the current frame once Blender evaluates
     the scene, and the format keeps the curves, not the frame the file was saved at: take the
-    re-extracted value for each transform channel, modifier parameter and shape-key value that an
-    action, an NLA strip or a driver sets (the curves themselves are still compared)."""
+    re-extracted value for each transform channel, modifier or constraint parameter and shape-key
+    value that an action, an NLA strip or a driver sets (the curves themselves are still compared)."""
     actions = {a["name"]: a for a in expected.get("actions", [])}
     found = {o["name"]: o for o in actual.get("objects", [])}
     for obj in expected.get("objects", []):
         made = found.get(obj["name"])
         if made is None:
             continue
-        made_modifiers = {m["name"]: m for m in made.get("modifiers", [])}
         for data_path, index in _animated_channels(obj.get("animation"), actions):
             if data_path in TRANSFORM_CHANNELS and data_path in obj.get("transform", {}):
                 obj["transform"][data_path][index] = made["transform"][data_path][index]
-            elif match := MODIFIER_PROPERTY.fullmatch(data_path):
-                for modifier in obj.get("modifiers", []):
-                    if modifier["name"] == match[1] and match[1] in made_modifiers:
-                        params, made_params = modifier.get("params", {}), made_modifiers[match[1]]["params"]
-                        if isinstance(params.get(match[2]), list):
-                            params[match[2]][index] = made_params[match[2]][index]
-                        elif match[2] in params:
-                            params[match[2]] = made_params[match[2]]
+            elif match := STACK_PROPERTY.fullmatch(data_path):
+                stack, name, prop = match.groups()
+                record = next((r for r in obj.get(stack, []) if r["name"] == name), {})
+                made_record = next((r for r in made.get(stack, []) if r["name"] == name), {})
+                params, made_params = record.get("params", {}), made_record.get("params", {})
+                if prop in params and prop in made_params:
+                    if isinstance(params[prop], list):
+                        params[prop][index] = made_params[prop][index]
+                    else:
+                        params[prop] = made_params[prop]
         mesh, made_mesh = obj.get("mesh"), made.get("mesh")
         if not mesh or not made_mesh:
             continue
