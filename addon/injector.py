@@ -833,8 +833,13 @@ class _Injector:
             else:
                 self.set_datablock(target, key, kind, value, path)
             return
+        elif isinstance(value, list) and value and isinstance(value[0], list):
+            # Matrices arrive as rows; a nested sequence would be read column by column.
+            value = (
+                Matrix(value) if prop is not None and prop.subtype == "MATRIX" else tuple(map(tuple, value))
+            )
         elif isinstance(value, list):
-            value = _flatten(value) if value and isinstance(value[0], list) else tuple(value)
+            value = tuple(value)
         try:
             setattr(target, key, value)
         except (TypeError, ValueError, AttributeError, OverflowError) as exc:
@@ -900,11 +905,6 @@ def _id_kind(struct) -> str | None:
             return ID_TYPES[struct.identifier]
         struct = struct.base
     return None
-
-
-def _flatten(rows: list) -> tuple:
-    """Matrices arrive as rows; RNA takes a flat sequence in the same order."""
-    return tuple(c for row in rows for c in (row if isinstance(row, list) else [row]))
 
 
 def _matches_vertex_normals(mesh, normals: list, tolerance: float = 1e-4) -> bool:

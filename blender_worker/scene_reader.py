@@ -388,13 +388,27 @@ class _Reader:
     def _degenerate_faces(
         self, mesh: bpy.types.Mesh, faces: list[list[int]], starts: np.ndarray, totals: np.ndarray, nl: int
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Masks dropping faces that repeat a vertex (found in real files; the format forbids them)."""
-        bad = [i for i, face in enumerate(faces) if len(set(face)) != len(face) or len(face) < 3]
+        """Masks dropping faces that repeat a vertex, and faces over the same vertices as an earlier
+        one (both found in real files; the format forbids the first, Blender's validation removes
+        the second)."""
+        seen: set[frozenset[int]] = set()
+        degenerate, duplicate = [], []
+        for i, face in enumerate(faces):
+            corners = frozenset(face)
+            if len(corners) != len(face) or len(face) < 3:
+                degenerate.append(i)
+            elif corners in seen:
+                duplicate.append(i)
+            seen.add(corners)
+        bad = degenerate + duplicate
         if not bad:
             return None, None
-        self.warnings.append(
-            f"mesh {id_name(mesh)!r}: dropped {len(bad)} degenerate faces (repeated vertices)"
-        )
+        if degenerate:
+            self.warnings.append(
+                f"mesh {id_name(mesh)!r}: dropped {len(degenerate)} degenerate faces (repeated vertices)"
+            )
+        if duplicate:
+            self.warnings.append(f"mesh {id_name(mesh)!r}: dropped {len(duplicate)} duplicate faces")
         face_keep = np.ones(len(faces), bool)
         face_keep[bad] = False
         corner_keep = np.ones(nl, bool)
@@ -609,8 +623,9 @@ class _Reader:
             "name": id_name(image),
             "filepath": image.filepath,
             "packed": packed,
-            "colorspace": image.colorspace_settings.name,
         }
+        if image.colorspace_settings.name:  # empty for a colour space this Blender does not know
+            out["colorspace"] = image.colorspace_settings.name
         if image.source == "GENERATED":
             out["size"] = [image.generated_width, image.generated_height]
         elif image.source in ("FILE", "SEQUENCE", "TILED") and not packed:
