@@ -600,3 +600,15 @@ def test_axis_angle_rotation_is_set_from_its_quaternion():
 def test_scene_settings_include_the_scene_name():
     inject_scene(rich_scene(), apply_scene_settings=True)
     assert bpy.context.scene.name == "Rich"
+
+
+def test_matrix_parameters_are_set_row_by_row():
+    doc = rich_scene()
+    rows = [[1, 0, 0, 2], [0, 1, 0, 3], [0, 0, 1, 4], [0, 0, 0, 1]]
+    doc["objects"][2]["constraints"] = [
+        {"name": "Hold", "type": "CHILD_OF", "params": {"target": "Cam", "inverse_matrix": rows}}
+    ]
+    result = inject_scene(doc)
+    constraint = result.objects[2].constraints["Hold"]
+    assert [list(row) for row in constraint.inverse_matrix] == rows
+    assert result.warnings == RICH_WARNINGS

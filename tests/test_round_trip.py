@@ -349,6 +349,10 @@ def test_extract_of_inject_gives_the_document_back():
         "blend/quaternius/Characters_and_Animals/Alien_Animated_-_April_2019/Alien.blend",
         "blend/quaternius/Vehicles/Basic_Car_Pack_-_Jan_2017/SimpleCarHigh.blend",  # Mirror
         "blend/quaternius/Characters_and_Animals/Knight_Character_Animated_-_Jul_2018/Sword.blend",  # geometry nodes
+        "blend/quaternius/Characters_and_Animals/Cowboy_Pack_Patreon_Exclusive/Cowboy.blend",  # Child Of inverse
+        "blend/quaternius/Characters_and_Animals/Animal_Pack_Vol.2_-_Jul_2017/Cat.blend",  # weights above 1
+        "blend/quaternius/Vehicles/Tank_Pack_-_June_2019/Tank.blend",  # bone rolls of -pi
+        "blend/quaternius/Nature/MoreNature_-_Mar_2016/SmallTreeWithLeave.blend",  # duplicate faces
         "blend/gltf_blender_io/pbr_node_glTF2_Principled.blend",
         "blend/gltf_blender_io/scenes_06_parent-inverse-anim.blend",
         "blend/gltf_blender_io/scenes_07_nla-anim.blend",
