@@ -30,6 +30,8 @@ from .validate import Limits, ValidatedScene, validate_scene
 MAX_EVALUATED_FACES = 4_000_000
 # Longest side of a placeholder image; 256 x 256 RGBA is 256 KiB.
 PLACEHOLDER_MAX_SIDE = 256
+# A geometry-nodes modifier keeps, beside each input, whether it reads an attribute and which one.
+NODE_INPUT_SUFFIXES = ("_use_attribute", "_attribute_name")
 ROTATION_MODES = ("QUATERNION", "XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX", "AXIS_ANGLE")
 # PBR summary field -> Principled BSDF input identifier (Blender 4.x/5.x names).
 PRINCIPLED_INPUTS = {
@@ -877,10 +879,6 @@ def _is_alive(block) -> bool:
 
 def _socket(sockets, identifier: str):
     return next((s for s in sockets if s.identifier == identifier), None)
-
-
-# A geometry-nodes modifier keeps, beside each input, whether it reads an attribute and which one.
-NODE_INPUT_SUFFIXES = ("_use_attribute", "_attribute_name")
 
 
 def _node_input_key(key: str, ids: dict[str, str]) -> str:
