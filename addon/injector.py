@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import bpy
-from mathutils import Matrix, Vector
+from mathutils import Matrix, Quaternion, Vector
 
 from .validate import Limits, ValidatedScene, validate_scene
 
@@ -30,6 +30,8 @@ from .validate import Limits, ValidatedScene, validate_scene
 MAX_EVALUATED_FACES = 4_000_000
 # Longest side of a placeholder image; 256 x 256 RGBA is 256 KiB.
 PLACEHOLDER_MAX_SIDE = 256
+# A geometry-nodes modifier keeps, beside each input, whether it reads an attribute and which one.
+NODE_INPUT_SUFFIXES = ("_use_attribute", "_attribute_name")
 ROTATION_MODES = ("QUATERNION", "XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX", "AXIS_ANGLE")
 # PBR summary field -> Principled BSDF input identifier (Blender 4.x/5.x names).
 PRINCIPLED_INPUTS = {
@@ -123,6 +125,11 @@ class _Injector:
         # node group -> document interface identifier -> identifier Blender gave the socket
         self.interface_ids: dict[str, dict[str, str]] = {}
         self.action_slots: dict[str, object] = {}
+        # Document names of datablocks made after the node trees, and what waits for them.
+        self.not_made_yet: dict[str, set[str]] = {kind: set() for kind in self.made}
+        for kind in ("materials", "actions", "objects"):
+            self.not_made_yet[kind] = {item["name"] for item in doc[kind]}
+        self.deferred: list = []
 
     # ---- bookkeeping --------------------------------------------------------------------------
 
@@ -162,13 +169,19 @@ class _Injector:
         doc = self.doc
         for image in doc["images"]:
             self.image(image)
-        for group in doc["node_groups"]:
-            self.new("node_groups", group["name"], group["type"])
+        groups = []
+        for i, group in enumerate(doc["node_groups"]):
+            try:
+                groups.append(
+                    (self.new("node_groups", group["name"], group["type"]), group, f"node_groups[{i}]")
+                )
+            except TypeError:  # e.g. NodeTreeUndefined: a group from a missing library or add-on
+                self.warn(f"node_groups[{i}].type: unknown node tree type {group['type']!r}; group skipped")
         # Interfaces first: a group node's sockets come from its group's interface.
-        for i, group in enumerate(doc["node_groups"]):
-            self.interface(self.made["node_groups"][group["name"]], group, f"node_groups[{i}]")
-        for i, group in enumerate(doc["node_groups"]):
-            self.nodes_and_links(self.made["node_groups"][group["name"]], group, f"node_groups[{i}]")
+        for tree, group, path in groups:
+            self.interface(tree, group, path)
+        for tree, group, path in groups:
+            self.nodes_and_links(tree, group, path)
         for i, material in enumerate(doc["materials"]):
             self.material(material, f"materials[{i}]")
         for i, action in enumerate(doc["actions"]):
@@ -187,9 +200,13 @@ class _Injector:
         # Then everything that refers to other objects.
         for i, obj in enumerate(doc["objects"]):
             self.relations(obj, f"objects[{i}]", offset)
+        self.not_made_yet = {kind: set() for kind in self.made}
+        for assign in self.deferred:
+            assign()
 
     def apply_scene_settings(self, scene) -> None:
         doc = self.doc
+        scene.name = doc["name"]
         scene.frame_start, scene.frame_end = doc["frame_start"], doc["frame_end"]
         scene.render.fps = max(1, round(doc["fps"]))
         scene.render.fps_base = scene.render.fps / doc["fps"]
@@ -230,7 +247,10 @@ class _Injector:
                 self.set_value(item, "default_value", socket["default"], f"{spath}.default")
             for bound in ("min_value", "max_value"):
                 if socket[bound] is not None and hasattr(item, bound):
-                    setattr(item, bound, socket[bound])
+                    value = socket[bound]
+                    if item.bl_rna.properties[bound].type == "INT":
+                        value = round(value)  # the format holds every bound as a float
+                    self.set_value(item, bound, value, f"{spath}.{bound}")
 
     def nodes_and_links(self, tree, doc: dict, path: str) -> None:
         tree.nodes.clear()
@@ -247,7 +267,7 @@ class _Injector:
             nodes[ndoc["name"]] = node
             if ndoc["node_tree"] is not None:
                 if hasattr(node, "node_tree"):
-                    node.node_tree = self.made["node_groups"][ndoc["node_tree"]]
+                    node.node_tree = self.lookup("node_groups", ndoc["node_tree"], f"{npath}.node_tree")
                 else:
                     self.warn(f"{npath}.node_tree: a {ndoc['type']} node holds no node group; ignored")
             if ndoc["image"] is not None:
@@ -385,7 +405,8 @@ class _Injector:
 
     def fcurve(self, fcurve, doc: dict, path: str) -> None:
         fcurve.extrapolation = doc["extrapolation"]
-        self.keyframes(fcurve, doc["keyframes"])
+        # Modifiers before keyframes: adding one (Cycles above all) recomputes the automatic
+        # handles, which would replace the handles the document gives.
         for k, mdoc in enumerate(doc["modifiers"]):
             mpath = f"{path}.modifiers[{k}]"
             kind = mdoc.get("type")
@@ -394,6 +415,7 @@ class _Injector:
                 continue
             modifier = fcurve.modifiers.new(kind)
             self.set_properties(modifier, {k: v for k, v in mdoc.items() if k != "type"}, mpath)
+        self.keyframes(fcurve, doc["keyframes"])
 
     def keyframes(self, fcurve, keys: list[dict]) -> None:
         keys = sorted(keys, key=lambda key: key["co"][0])  # Blender keeps points in frame order
@@ -536,6 +558,9 @@ class _Injector:
         obj.location = transform["location"]
         obj.rotation_euler = transform["rotation_euler"]
         obj.rotation_quaternion = transform["rotation_quaternion"]
+        if transform["rotation_mode"] == "AXIS_ANGLE":  # the format holds it as its quaternion
+            axis, angle = Quaternion(transform["rotation_quaternion"]).to_axis_angle()
+            obj.rotation_axis_angle = (angle, *axis)
         obj.scale = transform["scale"]
         if doc["material_slots"] and data is not None and hasattr(data, "materials"):
             for name in doc["material_slots"]:
@@ -694,25 +719,31 @@ class _Injector:
                 )
 
     def node_modifier_inputs(self, modifier, params: dict, path: str) -> None:
-        """Geometry-nodes inputs are ID properties keyed by the group's socket identifiers."""
+        """Geometry-nodes inputs are ID properties keyed by the group's socket identifiers; the
+        document holds them as the reader writes them, in ``params["inputs"]``."""
         group_name = params.pop("node_group", None)
-        if group_name is None:
-            return
+        inputs = params.pop("inputs", None) or {}
         group = self.lookup("node_groups", group_name, f"{path}.params.node_group")
         if group is None:
+            if inputs:
+                self.warn(f"{path}.params.inputs: no node group to take them; skipped")
             return
         modifier.node_group = group
+        if not isinstance(inputs, dict):
+            self.warn(f"{path}.params.inputs: expected an object keyed by input identifier; skipped")
+            return
         ids = self.interface_ids.get(group.name, {})
-        for key in [k for k in params if k in ids or k.startswith("Socket_")]:
-            value = params.pop(key)
-            identifier = ids.get(key, key)
+        for key, value in inputs.items():
+            identifier = _node_input_key(key, ids)
             if identifier not in modifier:
-                self.warn(f"{path}.params.{key}: the node group has no input {key!r}; skipped")
+                self.warn(f"{path}.params.inputs.{key}: the node group has no input {key!r}; skipped")
                 continue
+            if isinstance(modifier[identifier], bool) and type(value) is int:
+                value = bool(value)  # older files keep the "use attribute" switches as integers
             try:
                 modifier[identifier] = value
             except (TypeError, ValueError) as exc:
-                self.warn(f"{path}.params.{key}: {exc}; skipped")
+                self.warn(f"{path}.params.inputs.{key}: {exc}; skipped")
 
     def constraint(self, constraints, doc: dict, path: str) -> None:
         if doc["type"] not in _enum_items(bpy.types.Constraint, "type"):
@@ -752,11 +783,7 @@ class _Injector:
             if value is not None and not isinstance(value, str):
                 self.warn(f"{path}: expected the name of a {struct.identifier}; skipped")
                 return
-            block = self.lookup(id_kind, value, path)
-            try:
-                setattr(target, key, block)
-            except (TypeError, ValueError, AttributeError) as exc:
-                self.warn(f"{path}: {exc}; skipped")
+            self.set_datablock(target, key, id_kind, value, path)
         elif isinstance(value, dict):
             nested = getattr(target, key)
             if nested is None:
@@ -780,6 +807,10 @@ class _Injector:
 
             def grow():
                 return items.new(0.0, 0.0)
+        elif kind == "CurveProfilePoints":
+
+            def grow():
+                return items.add(0.0, 0.0)
         elif len(value) != len(items):
             self.warn(f"{path}: {len(value)} entries for {len(items)} fixed items; skipped")
             return
@@ -801,13 +832,31 @@ class _Injector:
             kind = _id_kind(prop.fixed_type)
             if kind is None or not (value is None or isinstance(value, str)):
                 self.warn(f"{path}: cannot set a {prop.fixed_type.identifier} from data; skipped")
-                return
-            value = self.lookup(kind, value, path)
+            else:
+                self.set_datablock(target, key, kind, value, path)
+            return
+        elif isinstance(value, list) and value and isinstance(value[0], list):
+            # Matrices arrive as rows; a nested sequence would be read column by column.
+            value = (
+                Matrix(value) if prop is not None and prop.subtype == "MATRIX" else tuple(map(tuple, value))
+            )
         elif isinstance(value, list):
-            value = _flatten(value) if value and isinstance(value[0], list) else tuple(value)
+            value = tuple(value)
         try:
             setattr(target, key, value)
         except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+            self.warn(f"{path}: {exc}; skipped")
+
+    def set_datablock(self, target, key: str, kind: str, name: str | None, path: str) -> None:
+        """Point ``target.key`` at the scene's datablock ``name``. Node trees are built before the
+        materials and objects they may name (a Set Material or Object Info node): such a reference
+        is set once everything exists."""
+        if name in self.not_made_yet[kind]:
+            self.deferred.append(lambda: self.set_datablock(target, key, kind, name, path))
+            return
+        try:
+            setattr(target, key, self.lookup(kind, name, path))
+        except (TypeError, ValueError, AttributeError) as exc:
             self.warn(f"{path}: {exc}; skipped")
 
     def set_enum(self, target, key: str, value: str, path: str) -> None:
@@ -832,6 +881,17 @@ def _socket(sockets, identifier: str):
     return next((s for s in sockets if s.identifier == identifier), None)
 
 
+def _node_input_key(key: str, ids: dict[str, str]) -> str:
+    """The modifier's ID-property key for a document key: the document's socket identifier
+    (possibly with an attribute suffix) mapped to the one Blender gave the socket."""
+    if key in ids:
+        return ids[key]
+    for suffix in NODE_INPUT_SUFFIXES:
+        if key.endswith(suffix) and key[: -len(suffix)] in ids:
+            return ids[key[: -len(suffix)]] + suffix
+    return key
+
+
 def _enum_items(struct, prop: str) -> set[str]:
     return {item.identifier for item in struct.bl_rna.properties[prop].enum_items}
 
@@ -843,11 +903,6 @@ def _id_kind(struct) -> str | None:
             return ID_TYPES[struct.identifier]
         struct = struct.base
     return None
-
-
-def _flatten(rows: list) -> tuple:
-    """Matrices arrive as rows; RNA takes a flat sequence in the same order."""
-    return tuple(c for row in rows for c in (row if isinstance(row, list) else [row]))
 
 
 def _matches_vertex_normals(mesh, normals: list, tolerance: float = 1e-4) -> bool:

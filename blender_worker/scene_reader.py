@@ -36,6 +36,9 @@ SKIPPED_PROPS = frozenset(
     {"rna_type", "is_override_data", "execution_time", "persistent_uid", "node_warnings", "panels", "bakes"}
 )
 SKIPPED_PREFIXES = ("open_", "show_", "bl_", "is_")
+# Derived or run-time state of particular structs: a bevel profile's sampled segments, the frame an
+# image node showed when the file was saved. Blender recomputes them.
+DERIVED_PROPS = frozenset({("CurveProfile", "segments"), ("ImageUser", "frame_current")})
 # Properties stored as the record's own fields rather than in its params.
 MODIFIER_FIELDS = frozenset({"name", "type", "show_viewport", "show_render"})
 CONSTRAINT_FIELDS = frozenset({"name", "type", "mute", "influence", "active", "enabled"})
@@ -136,10 +139,8 @@ class _Reader:
             "frame_end": scene.frame_end,
             "fps": scene.render.fps / (scene.render.fps_base or 1.0),
             "objects": doc_objects,
-            "materials": [self._material(m) for _, m in sorted(self.materials.items())],
         }
-        # Materials and modifiers register node groups, which may nest further groups.
-        doc["node_groups"] = self._all_node_groups()
+        doc["materials"], doc["node_groups"] = self._materials_and_node_groups()
         doc["actions"] = self._actions()
         doc["images"] = [self._image(img) for _, img in sorted(self.images.items())]
         doc["libraries"] = self._libraries()
@@ -387,13 +388,27 @@ class _Reader:
     def _degenerate_faces(
         self, mesh: bpy.types.Mesh, faces: list[list[int]], starts: np.ndarray, totals: np.ndarray, nl: int
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Masks dropping faces that repeat a vertex (found in real files; the format forbids them)."""
-        bad = [i for i, face in enumerate(faces) if len(set(face)) != len(face) or len(face) < 3]
+        """Masks dropping faces that repeat a vertex, and faces over the same vertices as an earlier
+        one (both found in real files; the format forbids the first, Blender's validation removes
+        the second)."""
+        seen: set[frozenset[int]] = set()
+        degenerate, duplicate = [], []
+        for i, face in enumerate(faces):
+            corners = frozenset(face)
+            if len(corners) != len(face) or len(face) < 3:
+                degenerate.append(i)
+            elif corners in seen:
+                duplicate.append(i)
+            seen.add(corners)
+        bad = degenerate + duplicate
         if not bad:
             return None, None
-        self.warnings.append(
-            f"mesh {id_name(mesh)!r}: dropped {len(bad)} degenerate faces (repeated vertices)"
-        )
+        if degenerate:
+            self.warnings.append(
+                f"mesh {id_name(mesh)!r}: dropped {len(degenerate)} degenerate faces (repeated vertices)"
+            )
+        if duplicate:
+            self.warnings.append(f"mesh {id_name(mesh)!r}: dropped {len(duplicate)} duplicate faces")
         face_keep = np.ones(len(faces), bool)
         face_keep[bad] = False
         corner_keep = np.ones(nl, bool)
@@ -475,12 +490,22 @@ class _Reader:
         out["pbr"] = self._pbr(material.node_tree)
         return out
 
-    def _all_node_groups(self) -> list[dict[str, Any]]:
-        done: dict[str, dict[str, Any]] = {}
-        while pending := [name for name in self.node_groups if name not in done]:
-            for name in pending:
-                done[name] = self._node_tree(self.node_groups[name], name=name)
-        return [done[name] for name in sorted(done)]
+    def _materials_and_node_groups(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Material slots and modifiers register materials and node groups; materials name node
+        groups, which nest further groups and may name materials (Set Material): read until
+        nothing new turns up."""
+        materials: dict[str, dict[str, Any]] = {}
+        groups: dict[str, dict[str, Any]] = {}
+        while True:
+            new_materials = [name for name in self.materials if name not in materials]
+            new_groups = [name for name in self.node_groups if name not in groups]
+            if not new_materials and not new_groups:
+                break
+            for name in new_materials:
+                materials[name] = self._material(self.materials[name])
+            for name in new_groups:
+                groups[name] = self._node_tree(self.node_groups[name], name=name)
+        return [materials[name] for name in sorted(materials)], [groups[name] for name in sorted(groups)]
 
     def _node_tree(self, tree: bpy.types.NodeTree, *, name: str) -> dict[str, Any]:
         nodes = [self._node(node) for node in tree.nodes]
@@ -517,6 +542,8 @@ class _Reader:
             out["properties"] = properties
         out["inputs"] = [_socket(s) for s in node.inputs]
         out["outputs"] = [_socket(s) for s in node.outputs]
+        for socket in node.inputs:
+            self._keep_referenced(getattr(socket, "default_value", None))
         group = getattr(node, "node_tree", None)
         if isinstance(group, bpy.types.NodeTree):
             self.node_groups[id_name(group)] = group
@@ -526,6 +553,14 @@ class _Reader:
             self.images[id_name(image)] = image
             out["image"] = id_name(image)
         return out
+
+    def _keep_referenced(self, value: Any) -> None:
+        """A material or image named by a socket or a geometry-nodes input (a Set Material node)
+        joins the document, so that the name refers to something."""
+        if isinstance(value, bpy.types.Material):
+            self.materials[id_name(value)] = value
+        elif isinstance(value, bpy.types.Image):
+            self.images[id_name(value)] = value
 
     def _pbr(self, tree: bpy.types.NodeTree) -> dict[str, Any]:
         """The Principled BSDF feeding the active output (else any), else a simpler BSDF's colour."""
@@ -573,6 +608,9 @@ class _Reader:
                 image_node, normal_map = found
                 self.images[id_name(image_node.image)] = image_node.image
                 textures[key] = {"image": id_name(image_node.image)}
+                uv_layer = _uv_map_name(image_node)
+                if uv_layer is not None:
+                    textures[key]["uv_layer"] = uv_layer
                 if normal_map is not None and key == "normal":
                     pbr["normal_strength"] = _finite(normal_map.inputs["Strength"].default_value)
         if textures:
@@ -585,8 +623,9 @@ class _Reader:
             "name": id_name(image),
             "filepath": image.filepath,
             "packed": packed,
-            "colorspace": image.colorspace_settings.name,
         }
+        if image.colorspace_settings.name:  # empty for a colour space this Blender does not know
+            out["colorspace"] = image.colorspace_settings.name
         if image.source == "GENERATED":
             out["size"] = [image.generated_width, image.generated_height]
         elif image.source in ("FILE", "SEQUENCE", "TILED") and not packed:
@@ -605,7 +644,13 @@ class _Reader:
         if modifier.type == "NODES":
             if modifier.node_group is not None:
                 self.node_groups[id_name(modifier.node_group)] = modifier.node_group
-            params["inputs"] = {key: _param(modifier[key]) for key in modifier.keys()}  # noqa: SIM118 (ID properties, not a dict)
+            inputs = {}
+            for key in modifier.keys():  # noqa: SIM118 (ID properties, not a dict)
+                value = modifier[key]
+                self._keep_referenced(value)
+                # Older files keep the "use attribute" switches as integers; Blender 5 as booleans.
+                inputs[key] = bool(value) if key.endswith("_use_attribute") else _param(value)
+            params["inputs"] = inputs
         return {
             "name": modifier.name or modifier.type,
             "type": modifier.type,
@@ -848,6 +893,20 @@ def _upstream_image(socket: bpy.types.NodeSocket, depth: int = 4) -> tuple[Any, 
     return None
 
 
+def _uv_map_name(image_node: bpy.types.Node, depth: int = 3) -> str | None:
+    """The UV map an image texture reads: named by a UV Map node feeding its vector, perhaps
+    through a Mapping node; None for the default map (or texture coordinates of another kind)."""
+    socket = image_node.inputs.get("Vector")
+    for _ in range(depth):
+        if socket is None or not socket.is_linked:
+            return None
+        node = socket.links[0].from_node
+        if node.bl_idname == "ShaderNodeUVMap":
+            return node.uv_map or None
+        socket = node.inputs.get("Vector")
+    return None
+
+
 def _interface_socket(item: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "name": item.name,
@@ -897,7 +956,7 @@ def _rna_properties(
     """Every authored RNA property of ``struct`` not in ``excluded``: writable values, datablock
     references by name, nested structs (colour ramps, curve mappings) and their collections."""
     out: dict[str, Any] = {}
-    skipped = set(skip)
+    skipped = set(skip) | {prop for kind, prop in DERIVED_PROPS if kind == struct.bl_rna.identifier}
     for prop in struct.bl_rna.properties:
         ident = prop.identifier
         if (
@@ -928,6 +987,8 @@ def _rna_properties(
         elif not prop.is_readonly:
             if kind == "ENUM" and prop.is_enum_flag:
                 out[ident] = sorted(value)
+            elif kind == "ENUM" and value == "":
+                continue  # a stored value this Blender has no item for: nothing to write back
             else:
                 out[ident] = _param(value)
     return out

@@ -137,7 +137,11 @@ def _rich_scene() -> dict:
                             "offset_object": "Target",
                         },
                     },
-                    {"name": "Lift", "type": "NODES", "params": {"node_group": "Lift", "Input_Height": 2.5}},
+                    {
+                        "name": "Lift",
+                        "type": "NODES",
+                        "params": {"node_group": "Lift", "inputs": {"Input_Height": 2.5}},
+                    },
                     {"name": "Bogus", "type": "NOT_A_MODIFIER", "params": {}},
                     {"name": "Displace", "type": "DISPLACE", "params": {"strength": 0.3, "no_such_param": 1}},
                 ],

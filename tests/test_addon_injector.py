@@ -51,16 +51,20 @@ def slot_type(owner) -> str | None:
     return owner.action_slot.target_id_type if hasattr(owner, "action_slot") else None
 
 
+# What the injector reports for rich_scene(): each deliberately invalid part, nothing else.
+RICH_WARNINGS = [
+    "materials[1].node_tree.nodes[4].properties.made_up_property: ShaderNodeTexImage has no parameter "
+    "'made_up_property'; skipped",
+    "materials[1].node_tree.nodes[8].type: unknown node type 'ShaderNodeDoesNotExist'; node skipped",
+    "materials[1].node_tree.links[6]: joins a skipped node; link skipped",
+    "objects[1].modifiers[5].type: unknown modifier type 'NOT_A_MODIFIER'; skipped",
+    "objects[1].modifiers[6].params.no_such_param: DisplaceModifier has no parameter 'no_such_param'; skipped",
+]
+
+
 def test_warnings_name_each_skipped_part(rich):
     result, _ = rich
-    assert result.warnings == [
-        "materials[1].node_tree.nodes[4].properties.made_up_property: ShaderNodeTexImage has no parameter "
-        "'made_up_property'; skipped",
-        "materials[1].node_tree.nodes[8].type: unknown node type 'ShaderNodeDoesNotExist'; node skipped",
-        "materials[1].node_tree.links[6]: joins a skipped node; link skipped",
-        "objects[1].modifiers[5].type: unknown modifier type 'NOT_A_MODIFIER'; skipped",
-        "objects[1].modifiers[6].params.no_such_param: DisplaceModifier has no parameter 'no_such_param'; skipped",
-    ]
+    assert result.warnings == RICH_WARNINGS
 
 
 def test_mesh_reads_back(rich):
@@ -504,3 +508,107 @@ def test_references_never_reach_the_users_own_datablocks():
         "objects[1].animation.drivers[0].variables[0].targets.id_name: no Object named 'Outsider' in this scene; "
         "left empty" in result.warnings
     )
+
+
+def test_unknown_node_tree_type_is_reported_and_the_rest_is_made():
+    doc = rich_scene()
+    doc["node_groups"][0]["type"] = "NodeTreeUndefined"  # how a group of a missing library reads
+    result = inject_scene(doc)
+    assert "node_groups[0].type: unknown node tree type 'NodeTreeUndefined'; group skipped" in result.warnings
+    assert (
+        "materials[1].node_tree.nodes[2].node_tree: no NodeTree named 'Grain' in this scene; left empty"
+        in (result.warnings)
+    )
+    assert bpy.data.materials["Wood"].node_tree.nodes["Group"].node_tree is None
+    assert "Grain" not in bpy.data.node_groups and "Scale" in bpy.data.node_groups
+
+
+def test_node_trees_may_name_materials_and_objects_made_after_them():
+    doc = rich_scene()
+    lift = doc["node_groups"][2]
+    lift["nodes"] += [
+        {
+            "name": "Paint",
+            "type": "GeometryNodeSetMaterial",
+            "inputs": [{"identifier": "Material", "default": "Red"}],
+        },
+        {
+            "name": "Info",
+            "type": "GeometryNodeObjectInfo",
+            "inputs": [{"identifier": "Object", "default": "Target"}],
+        },
+    ]
+    result = inject_scene(doc)
+    nodes = bpy.data.node_groups["Lift"].nodes
+    assert nodes["Paint"].inputs["Material"].default_value == bpy.data.materials["Red"]
+    assert nodes["Info"].inputs["Object"].default_value == result.objects[2]
+    assert result.warnings == RICH_WARNINGS
+
+
+def test_geometry_node_inputs_take_integer_switches_and_integer_bounds():
+    doc = rich_scene()
+    lift = doc["node_groups"][2]
+    lift["interface"].append(
+        {
+            "name": "Count",
+            "identifier": "Input_Count",
+            "in_out": "INPUT",
+            "socket_type": "NodeSocketInt",
+            "min_value": 1.0,
+            "max_value": 8.0,
+        }
+    )
+    doc["objects"][1]["modifiers"][4]["params"]["inputs"] |= {
+        "Input_Height_use_attribute": 1,
+        "Input_Count": 3,
+    }
+    result = inject_scene(doc)
+    group = bpy.data.node_groups["Lift"]
+    count = group.interface.items_tree["Count"]
+    assert (count.min_value, count.max_value) == (1, 8)
+    modifier = result.objects[1].modifiers["Lift"]
+    height_id = group.interface.items_tree["Height"].identifier
+    assert modifier[f"{height_id}_use_attribute"] is True and modifier[count.identifier] == 3
+    assert result.warnings == RICH_WARNINGS
+
+
+def test_handles_given_with_a_cycles_modifier_are_kept():
+    doc = rich_scene()
+    curve = doc["actions"][1]["fcurves"][0]  # Wave: two automatic-handle keys
+    curve["modifiers"] = [{"type": "CYCLES"}]
+    curve["keyframes"] = [
+        {"co": [1, 1.0], "handle_left": [-2, 0.9], "handle_right": [4, 1.1]},
+        {"co": [11, 1.5], "handle_left": [8, 1.4], "handle_right": [14, 1.6]},
+    ]
+    inject_scene(doc)
+    action = bpy.data.actions["Wave"]
+    points = action.layers[0].strips[0].channelbag(action.slots[0]).fcurves[0].keyframe_points
+    assert [tuple(p.handle_left) for p in points] == [(-2, pytest.approx(0.9)), (8, pytest.approx(1.4))]
+    assert [tuple(p.handle_right) for p in points] == [(4, pytest.approx(1.1)), (14, pytest.approx(1.6))]
+
+
+def test_axis_angle_rotation_is_set_from_its_quaternion():
+    doc = rich_scene()
+    doc["objects"][2]["transform"] |= {
+        "rotation_mode": "AXIS_ANGLE",
+        "rotation_quaternion": [0.9238795, 0, 0, 0.3826834],
+    }
+    target = inject_scene(doc).objects[2]
+    assert tuple(target.rotation_axis_angle) == pytest.approx((0.785398, 0.0, 0.0, 1.0), abs=1e-5)
+
+
+def test_scene_settings_include_the_scene_name():
+    inject_scene(rich_scene(), apply_scene_settings=True)
+    assert bpy.context.scene.name == "Rich"
+
+
+def test_matrix_parameters_are_set_row_by_row():
+    doc = rich_scene()
+    rows = [[1, 0, 0, 2], [0, 1, 0, 3], [0, 0, 1, 4], [0, 0, 0, 1]]
+    doc["objects"][2]["constraints"] = [
+        {"name": "Hold", "type": "CHILD_OF", "params": {"target": "Cam", "inverse_matrix": rows}}
+    ]
+    result = inject_scene(doc)
+    constraint = result.objects[2].constraints["Hold"]
+    assert [list(row) for row in constraint.inverse_matrix] == rows
+    assert result.warnings == RICH_WARNINGS
