@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from services.scraper.crawl import Crawler
 from services.scraper.sources.local import default_corpus_dir
+from shared.blobs import sha256_file
 from shared.db import session_scope
 from shared.db.models import Asset, Extraction, ExtractionStatus
 from shared.queue import submit
@@ -49,13 +50,18 @@ def ingest_corpus(progress: bool = True) -> None:
 
 
 def assets_at(paths: list[str]) -> list[str]:
-    """The sha256 keys of the registered corpus files at these corpus-relative paths, in order."""
+    """The sha256 keys of registered corpus files at these corpus-relative paths, in order.
+
+    Keyed by content, not by recorded path: identical files in two places are one asset.
+    """
+    corpus = default_corpus_dir()
+    keys = [sha256_file(corpus / path) for path in paths]
     with session_scope() as session:
-        by_path = {a.meta.get("local_path"): a.sha256 for a in session.scalars(select(Asset))}
-    missing = [p for p in paths if p not in by_path]
+        known = set(session.scalars(select(Asset.sha256).where(Asset.sha256.in_(set(keys)))))
+    missing = [path for path, key in zip(paths, keys, strict=True) if key not in known]
     if missing:
         raise LookupError(f"not registered: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-    return [by_path[p] for p in paths]
+    return keys
 
 
 def extract_assets(keys: list[str], progress: bool = True) -> list[int]:
