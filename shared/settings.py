@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     queue_url: str = Field(
         "memory://", description="memory:// runs tasks in-process; redis://host:6379/0 uses Celery workers."
     )
+    queue_key_prefix: str = Field(
+        "",
+        description="Prefix of every Redis key the queue writes, so several deployments can share one Redis.",
+    )
     result_url: str = Field("", description="Celery result backend; default: queue_url when it is Redis.")
     inference_url: str = Field(
         "local", description="local loads models in-process with torch; grpc://host:8001 calls Triton."

@@ -5,7 +5,6 @@ an S3-protocol server on loopback (moto, standing in for MinIO, which cannot be 
 from __future__ import annotations
 
 import os
-import random
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,13 +52,16 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A Redis database number for one test, emptied before and after."""
-    url = f"{REDIS_URL}/{random.randint(1, 15)}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
+def redis_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The Redis server, with every queue key under a prefix of this test's own (other test runs may
+    share the server), removed afterwards."""
+    prefix = f"bmt-test-{uuid.uuid4().hex[:12]}:"
+    monkeypatch.setenv("BMT_QUEUE_KEY_PREFIX", prefix)
+    url = f"{REDIS_URL}/0"
     yield url
-    client.flushdb()
+    client = redis.Redis.from_url(url)
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
 
 
 @pytest.fixture(scope="session")

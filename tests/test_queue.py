@@ -53,22 +53,19 @@ def distributed(
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
     ensure_schema()
-    previous = dict(queue.app.conf)
-    fresh = queue.make_app(get_settings()).conf
-    queue.app.conf.update(
-        broker_url=fresh.broker_url,
-        result_backend=fresh.result_backend,
-        task_always_eager=False,
-        broker_transport_options=fresh.broker_transport_options,
+    keys = (
+        "broker_url",
+        "result_backend",
+        "task_always_eager",
+        "broker_transport_options",
+        "result_backend_transport_options",
     )
+    previous = {key: queue.app.conf[key] for key in keys}
+    fresh = queue.make_app(get_settings()).conf
+    queue.app.conf.update({key: fresh[key] for key in keys})
     reconnect()
     yield env
-    queue.app.conf.update(
-        broker_url=previous["broker_url"],
-        result_backend=previous["result_backend"],
-        task_always_eager=previous["task_always_eager"],
-        broker_transport_options=previous["broker_transport_options"],
-    )
+    queue.app.conf.update(previous)
     reconnect()
 
 

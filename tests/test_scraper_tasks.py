@@ -100,7 +100,8 @@ def test_new_assets_are_sent_to_the_extract_queue_by_name(tmp_path):
         shas = set(session.scalars(select(Asset.sha256)))
         jobs = session.scalars(select(Job).where(Job.kind == "extract.asset")).all()
     assert {j.args["args"][0] for j in jobs} == shas and {j.state for j in jobs} == {JobState.QUEUED}
-    messages = redis.Redis.from_url(get_settings().queue_url).lrange("extract", 0, -1)
+    settings = get_settings()
+    messages = redis.Redis.from_url(settings.queue_url).lrange(f"{settings.queue_key_prefix}extract", 0, -1)
     sent = [json.loads(m) for m in messages]
     assert sorted(m["headers"]["task"] for m in sent) == ["extract.asset", "extract.asset"]
     assert {m["headers"]["id"] for m in sent} == {j.id for j in jobs}
