@@ -9,6 +9,7 @@ second); the child runs each file under the time and memory limits and is replac
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -23,7 +24,9 @@ from blender_worker.summary import object_rows
 from shared.blobs import get_blob_store
 from shared.db import session_scope
 from shared.db.models import Asset, AssetStatus, Extraction, ExtractionStatus, SceneObject
-from shared.queue import TrackedTask, app
+from shared.queue import TrackedTask, app, submit
+
+log = logging.getLogger(__name__)
 
 # Bump when the documents this code writes change, so that assets are extracted again.
 EXTRACTOR_VERSION = "1.0"
@@ -34,7 +37,20 @@ _child: ChildProcess | None = None
 @app.task(name="extract.asset", base=TrackedTask, bind=True)
 def extract_asset(self: TrackedTask, sha256: str, preview: bool = True) -> dict[str, Any]:
     self.progress(0.05, "extracting")
-    return extract_and_record(sha256, preview=preview)
+    result = extract_and_record(sha256, preview=preview)
+    if result["status"] == "ok" and result["created"]:
+        hand_to_labeller(result["extraction_id"])
+    return result
+
+
+def hand_to_labeller(extraction_id: int) -> None:
+    """The next arrow of the data flow: label the new scene (by task name; in-process when embedded)."""
+    try:
+        submit("label.extraction", extraction_id)
+    except Exception:  # embedded mode labels right here: a labelling failure must not undo the extraction
+        log.exception(
+            "labelling extraction %s failed; `python -m services.labeler label` retries it", extraction_id
+        )
 
 
 def extract_and_record(sha256: str, *, preview: bool = True) -> dict[str, Any]:

@@ -50,6 +50,10 @@ def test_extract_asset_stores_document_preview_and_object_rows() -> None:
         assert (cube.modifier_count, cube.vertex_count) == (1, 56)  # the evaluated (bevelled) mesh
         assert cube.bbox_min == [-1.0, -1.0, -1.0] and cube.bbox_max == [1.0, 1.0, 1.0]
         assert session.scalar(select(Asset)).status == AssetStatus.EXTRACTED
+        # The new scene went straight on to the labeller (in-process on the embedded default).
+        labelled = session.scalars(select(Job).where(Job.kind == "label.extraction")).one()
+        assert labelled.state == "succeeded" and labelled.args["args"] == [extraction.id]
+        assert cube.labels and cube.category
 
     again = queue.submit("extract.asset", sha)
     with session_scope() as session:

@@ -88,6 +88,5 @@ def label_extractions(extraction_ids: list[int], progress: bool = True) -> None:
 def run(per_pack: int, formats: tuple[str, ...] = ("blend", "glb"), progress: bool = True) -> dict[str, Any]:
     ingest_corpus(progress)
     paths = sample_paths(per_pack, formats)
-    extraction_ids = extract_assets(assets_at(paths), progress)
-    label_extractions(extraction_ids, progress)
+    extraction_ids = extract_assets(assets_at(paths), progress)  # each new scene is labelled as it lands
     return {"files": len(paths), "extractions": len(extraction_ids)}
