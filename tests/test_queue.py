@@ -111,9 +111,14 @@ def start_worker(env: dict, queues: str = "scrape") -> subprocess.Popen:
 
 
 def stop(worker: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop the worker's whole process group; a worker that ignores SIGTERM for 30 s gets SIGKILL."""
     if worker.poll() is None:
         os.killpg(worker.pid, sig)
-    worker.wait(timeout=30)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=30)
 
 
 def test_routing_by_task_name():
