@@ -27,7 +27,7 @@ QUEUES = ("scrape", "extract", "label", "dataset", "train")
 
 # Modules that define tasks, imported by every worker. They must import heavy libraries (bpy,
 # torch) inside the task functions, so that any worker can load every module.
-TASK_MODULES: tuple[str, ...] = ()
+TASK_MODULES: tuple[str, ...] = ("services.trainer.tasks",)
 
 
 class TransientError(Exception):

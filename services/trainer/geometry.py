@@ -26,7 +26,13 @@ import torch
 from tqdm import tqdm
 
 from shared.ml.geometry_data import dataset_version, iter_split
-from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, save_checkpoint, to_tensor
+from shared.ml.geometry_model import (
+    GeometryModel,
+    GeometryModelConfig,
+    load_weights,
+    save_checkpoint,
+    to_tensor,
+)
 from shared.ml.mesh_tokenizer import TokenizerError, encode, quantize_mesh
 from shared.ml.synthetic_meshes import synthetic_items
 from shared.ml.text_embedding import embed
@@ -182,7 +188,7 @@ def train(config: TrainConfig, progress=None) -> dict:
     step = 0
     rng = np.random.default_rng([config.seed, rank])
     if state is not None:
-        model.load_state_dict(state["state_dict"])
+        load_weights(model, state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
         rng.bit_generator.state = state["rng"][rank] if rank < len(state["rng"]) else rng.bit_generator.state
@@ -277,3 +283,18 @@ def evaluate_loss(
         text, inputs, targets = source.batch(rng, config.batch_size, False, config)
         out.append(float(model(text.to(device), inputs.to(device), targets.to(device))[1]))
     return float(np.mean(out))
+
+
+def export_model(run_dir: str | Path, out: str | Path) -> dict:
+    """Saves a run's weights in fp16 with its run record (no optimizer state); returns the record."""
+    from shared.ml.geometry_model import load_model
+
+    model, ckpt = load_model(Path(run_dir) / "checkpoint.pt")
+    run = (
+        json.loads((Path(run_dir) / "run.json").read_text())
+        if (Path(run_dir) / "run.json").is_file()
+        else ckpt["run"]
+    )
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, model, {"step": ckpt["step"], "run": run}, half=True)
+    return {"out": str(out), "step": ckpt["step"], "bytes": Path(out).stat().st_size}
