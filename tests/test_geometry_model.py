@@ -78,6 +78,14 @@ def test_augmentation_scales_rotates_about_z_and_jitters():
     assert not np.allclose(
         augment(verts, rng, scale_range=(1, 1), jitter=0.01), augment(verts, rng, (1, 1), 0.0)
     )
+    turned = augment(verts, rng, scale_range=(1, 1), jitter=0.0)  # default: 90-degree steps
+    assert np.allclose(np.abs(turned[:2, :2]).sum(1), 1.0) and np.allclose(np.round(turned), turned)
+    angles = {
+        round(float(np.arctan2(*augment(verts, rng, (1, 1), 0.0, "any")[0, 1::-1])), 3) for _ in range(8)
+    }
+    assert len(angles) == 8
+    with pytest.raises(ValueError, match="rotation"):
+        augment(verts, rng, rotation="tilt")
 
 
 def test_training_reduces_loss_and_resume_continues_from_the_same_step(tmp_path, monkeypatch):

@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     geo.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
     geo.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch CPU threads")
     geo.add_argument("--seed", type=int, default=0)
+    geo.add_argument(
+        "--rotation", choices=["right", "any"], default="right", help="Z turns: 90-degree steps or any"
+    )
     export = sub.add_parser("export", help="write a run's checkpoint as a small fp16 model file for serving")
     export.add_argument("--run-dir", default="runs/geometry-tiny")
     export.add_argument("--out", default="models/geometry/tiny/model.pt")
@@ -48,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         threads=args.threads,
         seed=args.seed,
         resume=args.resume,
+        rotation=args.rotation,
     )
     record = train(config)
     print(json.dumps(record["result"], indent=2))

@@ -58,6 +58,7 @@ class TrainConfig:
     resume: bool = False
     scale_range: tuple[float, float] = (0.75, 1.25)
     jitter: float = 0.002
+    rotation: str = "right"
     model_overrides: dict = field(default_factory=dict)  # e.g. a smaller model for tests
 
 
@@ -89,11 +90,21 @@ def code_version() -> dict:
 
 
 def augment(
-    vertices: np.ndarray, rng: np.random.Generator, scale_range=(0.75, 1.25), jitter=0.002
+    vertices: np.ndarray,
+    rng: np.random.Generator,
+    scale_range=(0.75, 1.25),
+    jitter=0.002,
+    rotation: str = "right",
 ) -> np.ndarray:
-    """Per-axis scale, a random rotation about Z (Blender's up axis), then small per-vertex noise."""
+    """Per-axis scale, a random rotation about Z (Blender's up axis), then small per-vertex noise.
+
+    rotation "right" turns by a multiple of 90 degrees, which keeps the axis-aligned structure of
+    modelled objects (and of the references they are scored against); "any" picks any angle.
+    """
+    if rotation not in ("right", "any"):
+        raise ValueError(f"rotation must be 'right' or 'any', not {rotation!r}")
     v = vertices * rng.uniform(*scale_range, size=3)
-    a = rng.uniform(0, 2 * np.pi)
+    a = rng.uniform(0, 2 * np.pi) if rotation == "any" else rng.integers(4) * np.pi / 2
     rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
     v = v @ rot.T
     extent = float(np.ptp(v, axis=0).max()) or 1.0
@@ -126,7 +137,11 @@ class TokenSource:
         item = self.items[rng.integers(len(self.items))]
         verts = np.asarray(item["mesh"]["vertices"], dtype=np.float64)
         for _ in range(4):  # an augmented copy that no longer fits is redrawn
-            v = augment(verts, rng, train.scale_range, train.jitter) if augment_mesh else verts
+            v = (
+                augment(verts, rng, train.scale_range, train.jitter, train.rotation)
+                if augment_mesh
+                else verts
+            )
             try:
                 tokens = encode(quantize_mesh(v, item["mesh"]["faces"], self.tokenizer), self.tokenizer)
             except TokenizerError:

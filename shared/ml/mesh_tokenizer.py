@@ -314,6 +314,7 @@ class MeshGrammar:
             self.pending_block = token - v.block0
         else:
             block = self.block if self.pending_block is None else self.pending_block
+            assert block is not None  # allowed_token refuses an OFFSET without a block
             self.pending_block = None
             self._place(self._vertex_at(v.join(block, token - v.offset0)))
 
@@ -381,7 +382,7 @@ def encode(mesh: QuantizedMesh, config: TokenizerConfig | None = None) -> list[i
     faces = mesh.faces
     if any(len(f) > config.max_face_size for f in faces):
         raise TokenizerError("a face is larger than max_face_size: quantize_mesh with the same config")
-    points = [tuple(int(x) for x in p) for p in mesh.vertices]
+    points = [(int(p[0]), int(p[1]), int(p[2])) for p in mesh.vertices]
     edge_faces: dict[tuple[int, int], list[int]] = {}
     for fi, f in enumerate(faces):
         for i, a in enumerate(f):
