@@ -207,7 +207,10 @@ def train(config: TrainConfig, progress=None) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
         rng.bit_generator.state = state["rng"][rank] if rank < len(state["rng"]) else rng.bit_generator.state
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    net = model
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)  # type: ignore[assignment]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     record = {
         "specialist": "geometry",
