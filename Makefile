@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test lint bench venv clean dataset extract-tools
 
 venv: $(STAMP)
 
@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[all]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) extract-tools
 	$(PY) -m services.demo
 
-test: $(STAMP)
+test: $(STAMP) extract-tools
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
@@ -31,13 +31,26 @@ bench: $(STAMP)
 	@echo "benchmarks: $(BENCHES)"
 	@for b in $(BENCHES); do $(MAKE) --no-print-directory $$b || exit 1; done
 
-BENCHES := bench-blobs bench-tokenizer bench-generate
+BENCHES := bench-blobs bench-extract bench-tokenizer bench-generate
 
 bench-blobs: $(STAMP)
 	$(PY) -m benchmarks.blobs
 
+# Debian's assimp converts the ASCII FBX files Blender's importer refuses (blender_worker.loader).
+# Debian's assimp converts ASCII FBX files, which Blender's importer refuses.
+extract-tools:
+	command -v assimp >/dev/null || (apt-get update -qq && apt-get install -y -qq assimp-utils)
+
+bench-extract: $(STAMP) extract-tools
+	$(PY) -m benchmarks.extract --workers 2
+
 clean:
 	rm -rf $(VENV) var dist
+
+# Labels, quality filter, dedup and datasets on a corpus sample (5 files of every .blend and .glb
+# pack, about 340 files), embedded default under var/: reports and plots in var/datasets/sample/*/.
+dataset: $(STAMP)
+	$(PY) -m services.labeler run --per-pack 5 --name sample
 
 # Geometry (issue 7). GEOMETRY_MESHES: a folder of extracted scene documents or a geometry dataset
 # manifest; empty uses synthetic primitives. GEOMETRY_CHECKPOINT: the model to evaluate/benchmark.
@@ -53,3 +66,27 @@ bench-generate: $(STAMP)
 
 eval-geometry: $(STAMP)
 	$(PY) -m services.trainer.evaluate geometry --checkpoint $(GEOMETRY_CHECKPOINT) $(if $(GEOMETRY_DATASET),--dataset $(GEOMETRY_DATASET))
+
+# The Blender add-on as an installable extension zip: dist/<id>-<version>.zip.
+.PHONY: addon
+addon: $(STAMP)
+	$(PY) -m tools.pack_addon
+
+BENCHES += bench-addon
+bench-addon: $(STAMP)
+	$(PY) -m benchmarks.addon_inject
+
+# --- scraper (services/scraper) ---
+.PHONY: scrape-all bench-scrape
+BENCHES += bench-scrape
+
+# Every source in turn: local always; web sources only with BMT_SCRAPER_CRAWL_WEB=true and their tokens.
+scrape-all: $(STAMP)
+	$(PY) -m services.scraper all
+
+bench-scrape: $(STAMP)
+	$(PY) -m benchmarks.scrape
+
+BENCHES += bench-labeler
+bench-labeler: $(STAMP)
+	$(PY) -m benchmarks.labeler

@@ -27,7 +27,12 @@ QUEUES = ("scrape", "extract", "label", "dataset", "train")
 
 # Modules that define tasks, imported by every worker. They must import heavy libraries (bpy,
 # torch) inside the task functions, so that any worker can load every module.
-TASK_MODULES: tuple[str, ...] = ("services.trainer.tasks",)
+TASK_MODULES: tuple[str, ...] = (
+    "services.scraper.tasks",
+    "blender_worker.tasks",
+    "services.labeler.tasks",
+    "services.trainer.tasks",
+)
 
 
 class TransientError(Exception):
@@ -56,7 +61,9 @@ def make_app(settings: Settings) -> Celery:
             "visibility_timeout": settings.visibility_timeout_s,
             "unacked_restore_interval": settings.redelivery_sweep_s,
             "unacked_restore_throttle": 1,
+            "global_keyprefix": settings.queue_key_prefix,
         },
+        result_backend_transport_options={"global_keyprefix": settings.queue_key_prefix},
         broker_connection_retry_on_startup=True,
         task_serializer="json",
         result_serializer="json",

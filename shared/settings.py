@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     queue_url: str = Field(
         "memory://", description="memory:// runs tasks in-process; redis://host:6379/0 uses Celery workers."
     )
+    queue_key_prefix: str = Field(
+        "",
+        description="Prefix of every Redis key the queue writes, so several deployments can share one Redis.",
+    )
     result_url: str = Field("", description="Celery result backend; default: queue_url when it is Redis.")
     inference_url: str = Field(
         "local", description="local loads models in-process with torch; grpc://host:8001 calls Triton."
@@ -56,10 +60,131 @@ class Settings(BaseSettings):
     scene_max_faces: int = Field(2_000_000, description="Cap on faces summed over a scene's meshes.")
     scene_max_nodes: int = Field(20_000, description="Cap on shader/geometry nodes summed over a scene.")
     scene_max_keyframes: int = Field(1_000_000, description="Cap on keyframes summed over a scene.")
+    geometry_checkpoint: Path = Field(
+        Path("models/geometry/tiny/model.pt"),
+        description="Geometry model checkpoint served in-process or by Triton.",
+    )
+    generation_max_prompt_chars: int = Field(500, description="Longer prompts are refused (413).")
+    generation_max_face_budget: int = Field(800, description="Largest face budget a request may ask for.")
+    generation_max_variations: int = Field(4, description="Most variations one request may ask for.")
     gateway_host: str = Field("127.0.0.1", description="Address the gateway listens on.")
     gateway_port: int = Field(8000, description="Port the gateway listens on.")
     api_key: str = Field("", description="When set, the gateway requires it in the X-API-Key header.")
     log_level: str = Field("INFO", description="Python logging level for every service.")
+
+    # ---- labeller: quality filter, deduplication and dataset builder (services/labeler) ----
+    # An object failing any quality threshold is kept in the database with its reason but left
+    # out of every geometry, modifier and material dataset.
+    quality_min_faces: int = Field(
+        4, description="Quality: meshes with fewer faces are rejected (too_few_faces)."
+    )
+    quality_max_faces: int = Field(
+        20_000, description="Quality: meshes with more faces are rejected (too_many_faces)."
+    )
+    quality_max_zero_area_share: float = Field(
+        0.10, description="Quality: largest share of faces with (near) zero area (zero_area_faces)."
+    )
+    quality_zero_area_epsilon: float = Field(
+        1e-10, description="Quality: a face whose area / bbox diagonal^2 is below this counts as zero-area."
+    )
+    quality_max_non_manifold_share: float = Field(
+        0.10, description="Quality: largest share of edges used by more than two faces (non_manifold)."
+    )
+    quality_max_loose_share: float = Field(
+        0.20,
+        description="Quality: largest share of vertices in no face, or of edges in no face (loose_geometry).",
+    )
+    quality_min_size: float = Field(
+        1e-3, description="Quality: smallest bounding-box diagonal in Blender units (scale_outlier)."
+    )
+    quality_max_size: float = Field(
+        1e4, description="Quality: largest bounding-box diagonal in Blender units (scale_outlier)."
+    )
+    label_low_poly_faces: int = Field(
+        1_000, description="Labels: meshes with at most this many faces are captioned low-poly."
+    )
+    dedup_quantization_bits: int = Field(
+        10, description="Exact dedup: bits per coordinate after normalising to the unit box."
+    )
+    dedup_near_threshold: float = Field(
+        0.04, description="Near dedup: shape-descriptor distance below which two meshes are one cluster."
+    )
+    dataset_split_fractions: tuple[float, float, float] = Field(
+        (0.8, 0.1, 0.1), description="Dataset: target train/val/test shares (by items, whole packs)."
+    )
+    dataset_shard_items: int = Field(256, description="Dataset: items per tar shard.")
+
+    # --- Scraper (services/scraper): politeness, sources, caps, licenses ---
+    scraper_user_agent: str = Field(
+        "BlenderModelTraining-scraper/0.1 (+{contact})",
+        description="User-Agent sent by every scraper request; {contact} is replaced by scraper_contact_url.",
+    )
+    scraper_contact_url: str = Field(
+        "https://github.com/blender-model-training/blender-model-training",
+        description="Where site operators can reach the people running the scraper (named in the User-Agent).",
+    )
+    scraper_crawl_web: bool = Field(
+        False,
+        description="Let `scrape all` (make scrape-all) crawl the public web sources; off: only local "
+        "runs there (a source named on the command line always runs).",
+    )
+    scraper_rate_per_host: float = Field(1.0, description="Most requests per second sent to one host.")
+    scraper_concurrency_per_host: int = Field(2, description="Most requests in flight to one host at once.")
+    scraper_max_retries: int = Field(
+        4, description="Retries on 429/5xx/connection errors, with exponential backoff."
+    )
+    scraper_backoff_base_s: float = Field(1.0, description="First retry delay; doubles each retry.")
+    scraper_max_retry_after_s: float = Field(
+        300.0, description="Longest Retry-After the scraper waits for; longer ones fail the request."
+    )
+    scraper_timeout_s: float = Field(120.0, description="Total time limit of one HTTP request.")
+    scraper_max_file_bytes: int = Field(
+        512 * 1024**2, description="Downloads and archive members larger than this are rejected."
+    )
+    scraper_archive_max_total_bytes: int = Field(
+        2 * 1024**3, description="Cap on the total uncompressed size of one archive's members."
+    )
+    scraper_archive_max_files: int = Field(10_000, description="Cap on the number of members in one archive.")
+    scraper_archive_max_ratio: float = Field(
+        200.0,
+        description="Archives whose uncompressed/compressed size ratio exceeds this are rejected as bombs.",
+    )
+    scraper_license_allowlist: list[str] = Field(
+        ["CC0-1.0", "CC-BY-4.0", "CC-BY-3.0", "MIT", "Apache-2.0", "BSD-2-Clause", "BSD-3-Clause"],
+        description="SPDX identifiers accepted; anything else (NC, ND, unknown) is rejected with the reason.",
+    )
+    scraper_github_api_url: str = Field("https://api.github.com", description="GitHub REST API base URL.")
+    scraper_github_raw_url: str = Field(
+        "https://raw.githubusercontent.com", description="Base URL of raw files at a commit."
+    )
+    scraper_github_media_url: str = Field(
+        "https://media.githubusercontent.com/media",
+        description="Base URL of git-lfs files at a commit (used when a raw URL answers with an LFS pointer).",
+    )
+    scraper_github_token: str = Field(
+        "", description="GitHub token (search needs one); empty: source skipped."
+    )
+    scraper_blendswap_url: str = Field("https://www.blendswap.com", description="BlendSwap site base URL.")
+    scraper_blenderartists_url: str = Field(
+        "https://blenderartists.org", description="Blender Artists (Discourse) base URL."
+    )
+    scraper_sketchfab_api_url: str = Field(
+        "https://api.sketchfab.com", description="Sketchfab Data API base URL."
+    )
+    scraper_sketchfab_token: str = Field(
+        "", description="Sketchfab API token (Authorization: Token ...); empty: source skipped."
+    )
+    scraper_demofiles_url: str = Field(
+        "https://www.blender.org/download/demo-files/", description="Blender's official demo files page."
+    )
+    scraper_youtube_api_url: str = Field(
+        "https://www.googleapis.com/youtube/v3", description="YouTube Data API v3 base URL."
+    )
+    scraper_youtube_transcript_url: str = Field(
+        "https://video.google.com/timedtext",
+        description="Timedtext-style transcript endpoint (?v=ID&lang=L).",
+    )
+    scraper_youtube_api_key: str = Field("", description="YouTube Data API key; empty: source skipped.")
 
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:

@@ -5,7 +5,6 @@ an S3-protocol server on loopback (moto, standing in for MinIO, which cannot be 
 from __future__ import annotations
 
 import os
-import random
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,13 +52,16 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A Redis database number for one test, emptied before and after."""
-    url = f"{REDIS_URL}/{random.randint(1, 15)}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
+def redis_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The Redis server, with every queue key under a prefix of this test's own (other test runs may
+    share the server), removed afterwards."""
+    prefix = f"bmt-test-{uuid.uuid4().hex[:12]}:"
+    monkeypatch.setenv("BMT_QUEUE_KEY_PREFIX", prefix)
+    url = f"{REDIS_URL}/0"
     yield url
-    client.flushdb()
+    client = redis.Redis.from_url(url)
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
 
 
 @pytest.fixture(scope="session")
@@ -68,3 +70,19 @@ def s3_endpoint() -> Iterator[str]:
     server, endpoint = start_s3_server()
     yield endpoint
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def geometry_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained small geometry model: serving must work whatever the weights (the grammar keeps
+    every sample a valid mesh), and it loads in a fraction of a second."""
+    import torch
+
+    from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("geometry") / "geometry.pt"
+    save_checkpoint(
+        path, GeometryModel(GeometryModelConfig(d_model=64, n_layers=2, n_heads=2, max_tokens=256))
+    )
+    return path

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-
 import httpx
 import pytest
 from fastapi.testclient import TestClient
@@ -14,35 +9,13 @@ from fastapi.testclient import TestClient
 from services.gateway.app import create_app
 from shared.db import ensure_schema, session_scope
 from shared.db.models import Job, JobState
-from tests.conftest import REPO
-from tools.servers import free_port
+from tools.servers import gateway_process
 
 
 def test_gateway_process_serves_health_and_readiness(tmp_path):
-    port = free_port()
-    env = {**os.environ, "BMT_GATEWAY_PORT": str(port), "BMT_DATA_DIR": str(tmp_path / "var")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.gateway"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        assert response.json() == {"status": "ready"}
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with gateway_process({"BMT_DATA_DIR": str(tmp_path / "var")}) as url:
+        assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
 
 
 def test_readiness_names_the_part_that_is_down(monkeypatch):

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from kombu import pools
 from sqlalchemy import func, select
 
 from shared import queue
@@ -52,29 +53,28 @@ def distributed(
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
     ensure_schema()
-    previous = dict(queue.app.conf)
-    fresh = queue.make_app(get_settings()).conf
-    queue.app.conf.update(
-        broker_url=fresh.broker_url,
-        result_backend=fresh.result_backend,
-        task_always_eager=False,
-        broker_transport_options=fresh.broker_transport_options,
+    keys = (
+        "broker_url",
+        "result_backend",
+        "task_always_eager",
+        "broker_transport_options",
+        "result_backend_transport_options",
     )
+    previous = {key: queue.app.conf[key] for key in keys}
+    fresh = queue.make_app(get_settings()).conf
+    queue.app.conf.update({key: fresh[key] for key in keys})
     reconnect()
     yield env
-    queue.app.conf.update(
-        broker_url=previous["broker_url"],
-        result_backend=previous["result_backend"],
-        task_always_eager=previous["task_always_eager"],
-        broker_transport_options=previous["broker_transport_options"],
-    )
+    queue.app.conf.update(previous)
     reconnect()
 
 
 def reconnect() -> None:
-    """Drop the app's cached connections and producers so the next send uses the new broker URL."""
-    if queue.app._pool is not None:
-        queue.app._pool.force_close_all()
+    """Drop the app's cached connections and producers so the next send uses the new broker URL.
+
+    kombu keeps producer pools in a process-wide registry keyed by connection, so that goes too.
+    """
+    pools.reset()
     queue.app._pool = None
     queue.app.amqp._producer_pool = None
 
@@ -143,8 +143,8 @@ def test_worker_retries_transient_errors_and_records_failures(distributed: dict)
     try:
         flaky_id = queue.submit("scrape.test_flaky", 2)
         broken_id = queue.submit("scrape.test_broken")
-        wait_for(lambda: job(flaky_id).state is JobState.SUCCEEDED, 60, "the flaky task to succeed")
-        wait_for(lambda: job(broken_id).state is JobState.FAILED, 30, "the broken task to fail")
+        wait_for(lambda: job(flaky_id).state is JobState.SUCCEEDED, 120, "the flaky task to succeed")
+        wait_for(lambda: job(broken_id).state is JobState.FAILED, 120, "the broken task to fail")
     finally:
         stop(worker)
     flaky_job = job(flaky_id)

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
+import httpx
 from moto.server import ThreadedMotoServer
 
 
@@ -21,3 +29,31 @@ def start_s3_server() -> tuple[ThreadedMotoServer, str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     return server, f"127.0.0.1:{port}"
+
+
+@contextmanager
+def gateway_process(env: dict[str, str], timeout_s: float = 60) -> Iterator[str]:
+    """``python -m services.gateway`` as a child process with extra environment; yields its base URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.gateway"],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, **env, "BMT_GATEWAY_PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                httpx.get(f"{url}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"the gateway did not start (exit code {process.poll()})") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

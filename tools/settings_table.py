@@ -5,7 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from shared.settings import ENV_PREFIX, Settings
+from pydantic_settings import BaseSettings
+
+from blender_worker.settings import ExtractSettings
+from shared.settings import Settings
+
+SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (Settings, ExtractSettings)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- settings:start -->", "<!-- settings:end -->"
@@ -13,9 +18,11 @@ START, END = "<!-- settings:start -->", "<!-- settings:end -->"
 
 def table() -> str:
     rows = ["| variable | default | meaning |", "|---|---|---|"]
-    for name, field in Settings.model_fields.items():
-        default = field.default if field.default not in ("", None) else "(derived)"
-        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | `{default}` | {field.description} |")
+    for cls in SETTINGS_CLASSES:
+        prefix = cls.model_config.get("env_prefix", "")
+        for name, field in cls.model_fields.items():
+            default = field.default if field.default not in ("", None) else "(derived)"
+            rows.append(f"| `{prefix}{name.upper()}` | `{default}` | {field.description} |")
     return "\n".join(rows)
 
 

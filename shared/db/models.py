@@ -239,6 +239,8 @@ class Generation(Base, Timestamped):
     prompt: Mapped[str] = mapped_column(Text)
     options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[RunStatus] = mapped_column(_enum(RunStatus), default=RunStatus.QUEUED)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str | None] = mapped_column(Text)
     latency_ms: Mapped[float | None] = mapped_column(Float)
     result_key: Mapped[str | None] = mapped_column(String(64), doc="Blob key of the result scene(s).")
     error: Mapped[str | None] = mapped_column(Text)

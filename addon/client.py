@@ -1,0 +1,221 @@
+"""Talk to the generation gateway from a background thread, with urllib only.
+
+Nothing in this module touches bpy: the thread only fills a ``JobState`` that the UI thread reads
+from a timer. Errors become one sentence a Blender user can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+MAX_RESPONSE_BYTES = 512 * 1024 * 1024
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class GatewayError(Exception):
+    """A problem talking to the gateway, worded for the person in front of Blender."""
+
+
+class GatewayClient:
+    def __init__(self, base_url: str, api_key: str = "", timeout_s: float = 30.0):
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout_s = timeout_s
+
+    def create(self, request: dict) -> str:
+        reply = self._call("POST", "/v1/generations", request)
+        if not isinstance(reply.get("id"), str):
+            raise GatewayError("The gateway accepted the request but sent no generation id.")
+        return reply["id"]
+
+    def status(self, generation_id: str) -> dict:
+        return self._call("GET", f"/v1/generations/{generation_id}")
+
+    def cancel(self, generation_id: str) -> None:
+        self._call("DELETE", f"/v1/generations/{generation_id}")
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+        url = self.base_url + path
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if self.api_key:
+            headers["X-API-Key"] = self.api_key
+        request = urllib.request.Request(url, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                raw = response.read(MAX_RESPONSE_BYTES + 1)
+        except urllib.error.HTTPError as exc:
+            raise GatewayError(_http_error_message(exc)) from None
+        except urllib.error.URLError as exc:
+            raise GatewayError(
+                f"Could not reach the generation gateway at {self.base_url} ({exc.reason})."
+            ) from None
+        except TimeoutError:
+            raise GatewayError(
+                f"The gateway at {self.base_url} did not answer within {self.timeout_s:g} seconds."
+            ) from None
+        except OSError as exc:
+            raise GatewayError(f"The connection to {self.base_url} failed ({exc}).") from None
+        if len(raw) > MAX_RESPONSE_BYTES:
+            raise GatewayError("The gateway sent a reply larger than 512 MB; it was not read.")
+        try:
+            reply = json.loads(raw)
+        except ValueError:
+            raise GatewayError("The gateway sent a reply that is not JSON.") from None
+        if not isinstance(reply, dict):
+            raise GatewayError("The gateway sent an unexpected reply (not a JSON object).")
+        return reply
+
+
+def _http_error_message(exc: urllib.error.HTTPError) -> str:
+    try:
+        detail = json.loads(exc.read(65536)).get("detail")
+    except (ValueError, AttributeError, OSError):
+        detail = None
+    detail = f" ({detail})" if isinstance(detail, str) and detail else ""
+    if exc.code == 401:
+        return "The gateway refused the API key. Check it in the add-on preferences." + detail
+    if exc.code == 404:
+        return "The gateway does not know this generation (it may have restarted)." + detail
+    if exc.code == 413:
+        return "The request is too large for the gateway: lower the face budget or variations." + detail
+    if exc.code == 422:
+        return "The gateway rejected the request as invalid" + (detail or ".")
+    return f"The gateway answered with an error (HTTP {exc.code})" + (detail or ".")
+
+
+@dataclass
+class JobState:
+    status: str = "submitting"  # then queued, running, succeeded, failed, cancelled
+    progress: float = 0.0
+    message: str = "Sending the request..."
+    error: str | None = None
+    scenes: list = field(default_factory=list)
+    generation_id: str | None = None
+    warning: str | None = None  # a success with something left out
+
+
+class GenerationJob:
+    """One generation: POST, then poll until done; ``cancel()`` sends DELETE and stops polling."""
+
+    def __init__(
+        self,
+        client: GatewayClient,
+        request: dict,
+        check_scene: Callable[[object], dict],
+        poll_interval_s: float = 0.5,
+        give_up_after_s: float = 600.0,
+    ):
+        self.client = client
+        self.request = request
+        # Runs here, off Blender's UI thread: validating a large document takes a while.
+        self.check_scene = check_scene
+        self.poll_interval_s = poll_interval_s
+        self.give_up_after_s = give_up_after_s
+        self._state = JobState()
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bmt-generation", daemon=True)
+
+    def start(self) -> GenerationJob:
+        self._thread.start()
+        return self
+
+    def snapshot(self) -> JobState:
+        with self._lock:
+            s = self._state
+            return JobState(s.status, s.progress, s.message, s.error, s.scenes, s.generation_id, s.warning)
+
+    def cancel(self) -> None:
+        """Stop now from the UI's point of view; the thread tells the gateway in the background."""
+        self._update(status="cancelled", message="Cancelled.")
+        self._cancel.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _update(self, **changes) -> None:
+        with self._lock:
+            if self._state.status in TERMINAL and changes.get("status") not in (None, "cancelled"):
+                return  # a late reply never overwrites a cancel
+            for key, value in changes.items():
+                setattr(self._state, key, value)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.give_up_after_s
+        try:
+            generation_id = self.client.create(self.request)
+            with self._lock:
+                self._state.generation_id = generation_id
+            while not self._cancel.is_set():
+                reply = self.client.status(generation_id)
+                if self._cancel.is_set():
+                    break
+                if self._apply(reply):
+                    return
+                if time.monotonic() > deadline:
+                    self._update(
+                        status="failed",
+                        error=f"No result after {self.give_up_after_s:g} seconds; the request was cancelled.",
+                    )
+                    self._cancel.set()
+                    break
+                self._cancel.wait(self.poll_interval_s)
+            self.client.cancel(generation_id)
+        except GatewayError as exc:
+            if not self._cancel.is_set():
+                self._update(status="failed", error=str(exc))
+        except Exception as exc:  # a bug must end the job visibly, not leave the UI waiting
+            self._update(status="failed", error=f"Unexpected problem: {type(exc).__name__}: {exc}")
+
+    def _apply(self, reply: dict) -> bool:
+        """Record one status reply; True when the generation is over."""
+        status = reply.get("status")
+        if status not in ("queued", "running", *TERMINAL):
+            raise GatewayError(f"The gateway sent an unknown status {status!r}.")
+        progress = reply.get("progress")
+        progress = min(1.0, max(0.0, float(progress))) if isinstance(progress, int | float) else 0.0
+        message = reply.get("message") if isinstance(reply.get("message"), str) else ""
+        if status == "succeeded":
+            scenes = reply.get("scenes")
+            if not isinstance(scenes, list) or not scenes:
+                raise GatewayError("The generation finished but the gateway sent no scenes.")
+            valid, problems = [], []
+            for scene in scenes:
+                try:
+                    valid.append(self.check_scene(scene))
+                except ValueError as exc:
+                    problems.extend(getattr(exc, "errors", [str(exc)])[:3])
+            if not valid:
+                raise GatewayError(
+                    "The result is not a valid scene, nothing was added: " + "; ".join(problems[:3])
+                )
+            left_out = len(scenes) - len(valid)
+            warning = (
+                f"{left_out} of {len(scenes)} variations were invalid and left out: "
+                + "; ".join(problems[:3])
+                if left_out
+                else None
+            )
+            self._update(
+                status=status, progress=1.0, message=message or "Done.", scenes=valid, warning=warning
+            )
+        elif status == "failed":
+            error = reply.get("error") if isinstance(reply.get("error"), str) else "no reason given"
+            self._update(
+                status=status, progress=progress, message=message, error=f"The generation failed: {error}"
+            )
+        elif status == "cancelled":
+            self._update(status=status, message="Cancelled on the gateway.")
+        else:
+            self._update(status=status, progress=progress, message=message or status.capitalize() + "...")
+        return status in TERMINAL

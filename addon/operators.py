@@ -1,0 +1,243 @@
+"""Generate, Cancel and Insert operators, and the timer that follows a running generation.
+
+The network work happens in client.GenerationJob's thread. ``poll_generation`` runs on Blender's
+UI thread from bpy.app.timers: it copies the job's progress into the panel's state and, once the
+gateway returns scenes, inserts the first variation through the Insert operator, which makes the
+insertion one undo step. Insert is also how "insert again" works for the recent results.
+"""
+
+import itertools
+import textwrap
+
+import bpy
+from bpy.props import IntProperty
+
+from .client import GatewayClient, GenerationJob
+from .injector import InjectionError, inject_scene
+from .properties import preferences
+from .validate import validate_scene
+
+POLL_INTERVAL_S = 0.25
+MAX_RECENT = 10
+SPECIALISTS = ("geometry", "materials", "modifiers", "animation")
+
+# Session memory: documents are too large for properties; they are kept until Blender quits.
+_documents: dict[str, dict] = {}
+_keys = itertools.count(1)
+_job: GenerationJob | None = None
+
+
+def build_request(state) -> dict:
+    return {
+        "prompt": state.prompt.strip(),
+        "specialists": [name for name in SPECIALISTS if getattr(state, f"use_{name}")],
+        "face_budget": state.face_budget,
+        "seed": None if state.seed < 0 else state.seed,
+        "variations": state.variations,
+    }
+
+
+class BMT_OT_generate(bpy.types.Operator):
+    """Send the prompt to the generation gateway; the result appears at the 3D cursor"""
+
+    bl_idname = "bmt.generate"
+    bl_label = "Generate"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        state = context.window_manager.bmt
+        return not state.is_running and bool(state.prompt.strip())
+
+    def execute(self, context):
+        global _job
+        state = context.window_manager.bmt
+        request = build_request(state)
+        if not request["specialists"]:
+            return self._refuse(state, "Choose at least one of geometry, materials, modifiers, animation.")
+        prefs = preferences(context)
+        if prefs is None:
+            return self._refuse(state, "The add-on's preferences are missing; enable it again.")
+        if not prefs.gateway_url.strip():
+            return self._refuse(state, "Set the gateway URL in the add-on preferences first.")
+        client = GatewayClient(prefs.gateway_url.strip(), prefs.api_key, prefs.request_timeout)
+        _job = GenerationJob(
+            client, request, validate_scene, give_up_after_s=prefs.generation_timeout
+        ).start()
+        state.is_running = True
+        state.progress = 0.0
+        state.status_text = "Sending the request..."
+        state.error_text = ""
+        if not bpy.app.timers.is_registered(poll_generation):
+            bpy.app.timers.register(poll_generation, first_interval=POLL_INTERVAL_S)
+        return {"FINISHED"}
+
+    def _refuse(self, state, message: str):
+        state.error_text = message
+        self.report({"ERROR"}, message)
+        return {"CANCELLED"}
+
+
+class BMT_OT_cancel(bpy.types.Operator):
+    """Stop the running generation"""
+
+    bl_idname = "bmt.cancel"
+    bl_label = "Cancel"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        return context.window_manager.bmt.is_running
+
+    def execute(self, context):
+        stop_job()
+        state = context.window_manager.bmt
+        state.is_running = False
+        state.status_text = "Cancelled."
+        _redraw(context.window_manager)
+        return {"FINISHED"}
+
+
+class BMT_OT_insert_result(bpy.types.Operator):
+    """Create this result in the scene at the 3D cursor"""
+
+    bl_idname = "bmt.insert_result"
+    bl_label = "Insert"
+    bl_options = {"REGISTER", "UNDO"}
+
+    index: IntProperty(name="Result", default=0, min=0)
+
+    @classmethod
+    def poll(cls, context):
+        return context.mode == "OBJECT"
+
+    def execute(self, context):
+        state = context.window_manager.bmt
+        if self.index >= len(state.results):
+            self.report({"ERROR"}, "That result is no longer available.")
+            return {"CANCELLED"}
+        entry = state.results[self.index]
+        document = _documents.get(entry.key)
+        if document is None:
+            self.report({"ERROR"}, "That result is no longer available.")
+            return {"CANCELLED"}
+        try:
+            result = inject_scene(
+                document, collection=context.collection, offset=context.scene.cursor.location.copy()
+            )
+        except InjectionError as exc:
+            return self._fail(state, f"The result could not be created, nothing was added: {exc}")
+        self._select(context.view_layer, result.objects)
+        state.error_text = ""
+        summary = f"Inserted {entry.label}: {len(result.objects)} objects"
+        if result.warnings:
+            summary += f", {len(result.warnings)} parts skipped (see the Info log)"
+            for warning in result.warnings:
+                self.report({"WARNING"}, warning)
+        state.status_text = summary
+        self.report({"INFO"}, summary)
+        return {"FINISHED"}
+
+    def _fail(self, state, message: str):
+        state.error_text = message
+        self.report({"ERROR"}, message)
+        return {"CANCELLED"}
+
+    @staticmethod
+    def _select(view_layer, objects) -> None:
+        """Select what was inserted, as Blender does after adding an object."""
+        view_layer.update()  # newly linked objects join the view layer on update
+        for obj in view_layer.objects.selected:
+            obj.select_set(False)
+        visible = [obj for obj in objects if view_layer.objects.get(obj.name) is not None]
+        for obj in visible:
+            obj.select_set(True)
+        if visible:
+            view_layer.objects.active = visible[0]
+
+
+def poll_generation():
+    """Timer body: mirror the job into the panel; insert the first result when it arrives."""
+    wm = bpy.context.window_manager
+    state = wm.bmt
+    job = _job
+    if job is None or not state.is_running:
+        return None
+    snap = job.snapshot()
+    state.progress = snap.progress
+    state.status_text = snap.message
+    _redraw(wm)
+    if snap.status not in ("succeeded", "failed", "cancelled"):
+        return POLL_INTERVAL_S
+    state.is_running = False
+    if snap.status == "failed":
+        state.error_text = snap.error or "The generation failed."
+    elif snap.status == "succeeded":
+        remember_results(state, snap.scenes)
+        _insert_from_timer(wm, 0)  # newest first: index 0 is the first variation
+        if snap.warning:
+            state.error_text = snap.warning
+    return None
+
+
+def remember_results(state, scenes: list) -> None:
+    """Add the variations to the top of the recent list, in order; drop the oldest past the cap."""
+    prompt = state.prompt.strip()
+    entries = []
+    for n, document in enumerate(scenes):
+        key = str(next(_keys))
+        _documents[key] = document
+        count = len(document["objects"])
+        label = textwrap.shorten(prompt, 32, placeholder="...")
+        entries.append((key, f"{label} #{n + 1}" if len(scenes) > 1 else label, count))
+    for key, label, count in reversed(entries):
+        item = state.results.add()
+        item.key, item.label, item.object_count = key, label, count
+        state.results.move(len(state.results) - 1, 0)
+    while len(state.results) > MAX_RECENT:
+        _documents.pop(state.results[-1].key, None)
+        state.results.remove(len(state.results) - 1)
+
+
+def _insert_from_timer(wm, index: int) -> None:
+    """Timers run without a window in the context; give the operator one so it has a scene."""
+    window = wm.windows[0] if len(wm.windows) else None
+    try:
+        if window is None:
+            bpy.ops.bmt.insert_result(index=index)
+        else:
+            with bpy.context.temp_override(window=window):
+                bpy.ops.bmt.insert_result(index=index)
+    except RuntimeError:
+        pass  # the operator refused; its message is already in the panel and the Info log
+
+
+def stop_job() -> None:
+    global _job
+    if _job is not None:
+        _job.cancel()
+        _job = None
+    if bpy.app.timers.is_registered(poll_generation):
+        bpy.app.timers.unregister(poll_generation)
+
+
+def _redraw(wm) -> None:
+    for window in wm.windows:
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+
+
+CLASSES = (BMT_OT_generate, BMT_OT_cancel, BMT_OT_insert_result)
+
+
+def register():
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister():
+    stop_job()
+    _documents.clear()
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

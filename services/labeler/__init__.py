@@ -1,0 +1,1 @@
+"""Labels, quality filter, deduplication and versioned datasets (issue 6)."""

@@ -1,0 +1,111 @@
+"""Labeller command line.
+
+    python -m services.labeler run [--per-pack N] [--formats blend,glb] [--name NAME] [--seed S]
+    python -m services.labeler label [--all]                                 label extracted scenes
+    python -m services.labeler quality                                       rejection report
+    python -m services.labeler dataset --name NAME [--specialist S|all] [--seed S]
+
+Reports and plots go to <data_dir>/datasets/<name>/<specialist>/ and <data_dir>/quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from sqlalchemy import select
+
+from services.labeler import pipeline
+from services.labeler.dataset import SPECIALISTS, DatasetBuildError, build_dataset, load_records
+from services.labeler.report import quality_report, quality_table, write_dataset_report
+from shared.blobs import get_blob_store
+from shared.db import ensure_schema, session_scope
+from shared.db.models import Extraction, ExtractionStatus, SceneObject
+from shared.settings import get_settings
+
+
+def cmd_label(args: argparse.Namespace) -> None:
+    with session_scope() as session:
+        query = select(Extraction.id).where(Extraction.status == ExtractionStatus.OK).order_by(Extraction.id)
+        if not args.all:  # only scenes with objects never labelled
+            query = query.where(Extraction.objects.any(SceneObject.category.is_(None)))
+        ids = list(session.scalars(query))
+    pipeline.label_extractions(ids)
+    print(f"labelled {len(ids)} extracted scenes")
+
+
+def cmd_quality(args: argparse.Namespace) -> dict:
+    with session_scope() as session:
+        report = quality_report(load_records(session))
+    path = get_settings().data_dir / "quality.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1))
+    print(quality_table(report))
+    print(f"report: {path}")
+    return report
+
+
+def cmd_dataset(args: argparse.Namespace) -> None:
+    specialists = SPECIALISTS if args.specialist == "all" else (args.specialist,)
+    settings = get_settings()
+    store = get_blob_store()
+    print(f"{'specialist':<10} {'version':<17} {'train':>6} {'val':>5} {'test':>5} {'dups':>5}  manifest")
+    for specialist in specialists:
+        with session_scope() as session:
+            try:
+                result = build_dataset(
+                    session, store, settings, name=args.name, specialist=specialist, seed=args.seed
+                )
+            except DatasetBuildError as exc:
+                print(f"{specialist:<10} skipped: {exc}")
+                continue
+        out = settings.data_dir / "datasets" / args.name / specialist
+        write_dataset_report(result, out)
+        n = {s: v["items"] for s, v in result.manifest["splits"].items()}
+        dups = result.manifest["stats"]["duplicates_dropped"]
+        print(
+            f"{specialist:<10} {result.version:<17} {n['train']:>6} {n['val']:>5} {n['test']:>5} {dups:>5}  "
+            f"{result.manifest_key} ({out})"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.labeler", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="register, extract and label a corpus sample, then build every dataset")
+    run.add_argument("--per-pack", type=int, default=5, help="files taken from each corpus pack folder")
+    run.add_argument(
+        "--formats", default="blend,glb", help="corpus formats to take (fbx needs Debian's assimp-utils)"
+    )
+    label = sub.add_parser("label", help="label extracted scenes (label.extraction)")
+    label.add_argument("--all", action="store_true", help="also relabel scenes labelled before")
+    sub.add_parser("quality", help="print and write the quality filter's rejections")
+    dataset = sub.add_parser("dataset", help="build dataset versions (dataset.build)")
+    for p in (run, dataset):
+        p.add_argument("--name", required=p is dataset, default="sample", help="dataset name")
+        p.add_argument("--specialist", choices=(*SPECIALISTS, "all"), default="all")
+        p.add_argument("--seed", type=int, default=0, help="seed of the split assignment")
+    args = parser.parse_args(argv)
+
+    ensure_schema()
+    if args.command == "run":
+        started = time.perf_counter()
+        done = pipeline.run(args.per_pack, tuple(args.formats.split(",")))
+        print(
+            f"{done['files']} corpus files, {done['extractions']} extracted ({time.perf_counter() - started:.0f} s)"
+        )
+        cmd_quality(args)
+        cmd_dataset(args)
+    elif args.command == "label":
+        cmd_label(args)
+    elif args.command == "quality":
+        cmd_quality(args)
+    else:
+        cmd_dataset(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Run Triton with this project's models: python -m services.serving [--checkpoint PATH] [ports]."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from pathlib import Path
+
+from services.serving.triton import GEOMETRY_MODEL, start_triton, write_model_repository
+from shared.settings import get_settings
+
+
+def main() -> None:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--checkpoint", type=Path, default=settings.geometry_checkpoint)
+    parser.add_argument("--http-port", type=int, default=8010)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--instances", type=int, default=1, help="model instances (parallel generations)")
+    args = parser.parse_args()
+    work = settings.data_dir / "triton"
+    repository = write_model_repository(work / "models", args.checkpoint, args.instances)
+    server = start_triton(
+        repository, work, [GEOMETRY_MODEL], args.http_port, args.grpc_port, args.metrics_port
+    )
+    server.wait_ready(GEOMETRY_MODEL)
+    print(
+        f"triton ready: grpc 127.0.0.1:{args.grpc_port}, http {args.http_port}, metrics {args.metrics_port}"
+    )
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    try:
+        server.process.wait()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Build a Triton model repository and run the Triton server bundled with nvidia-pytriton.
+
+That server ships only the python backend, which is what the models use: each model's
+``model.py`` loads the same code the embedded mode runs in-process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+MODEL_TEMPLATES = Path(__file__).resolve().parent / "triton_models"
+GEOMETRY_MODEL = "geometry"
+
+GEOMETRY_CONFIG = """\
+name: "geometry"
+backend: "python"
+max_batch_size: 0
+input [
+  {{ name: "PROMPT", data_type: TYPE_STRING, dims: [ 1 ] }},
+  {{ name: "FACE_BUDGET", data_type: TYPE_INT32, dims: [ 1 ] }},
+  {{ name: "SEED", data_type: TYPE_INT64, dims: [ 1 ] }},
+  {{ name: "TEMPERATURE", data_type: TYPE_FP32, dims: [ 1 ] }}
+]
+output [
+  {{ name: "MESH_JSON", data_type: TYPE_STRING, dims: [ 1 ] }}
+]
+instance_group [ {{ count: {instances}, kind: KIND_CPU }} ]
+parameters: {{ key: "checkpoint", value: {{ string_value: "{checkpoint}" }} }}
+parameters: {{ key: "project_root", value: {{ string_value: "{project_root}" }} }}
+"""
+
+
+def _pytriton_dir() -> Path:
+    import pytriton
+
+    return Path(pytriton.__file__).resolve().parent / "tritonserver"
+
+
+def write_model_repository(root: Path, geometry_checkpoint: Path, instances: int = 1) -> Path:
+    """A repository with the geometry model, version 1, loading ``geometry_checkpoint``."""
+    model_dir = root / GEOMETRY_MODEL
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    shutil.copy(MODEL_TEMPLATES / GEOMETRY_MODEL / "model.py", model_dir / "1" / "model.py")
+    (model_dir / "config.pbtxt").write_text(
+        GEOMETRY_CONFIG.format(
+            instances=instances, checkpoint=Path(geometry_checkpoint).resolve(), project_root=PROJECT_ROOT
+        )
+    )
+    return root
+
+
+def write_backend_dir(root: Path) -> Path:
+    """The python backend plus the stub built for this Python, in the layout tritonserver expects."""
+    source = _pytriton_dir()
+    backend = root / "python"
+    backend.mkdir(parents=True, exist_ok=True)
+    for item in (source / "backends" / "python").iterdir():
+        if item.is_file():
+            shutil.copy(item, backend / item.name)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    shutil.copy(source / "python_backend_stubs" / version / "triton_python_backend_stub", backend)
+    return root
+
+
+@dataclass
+class TritonServer:
+    process: subprocess.Popen
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def wait_ready(self, model: str, timeout: float = 120) -> None:
+        """Wait for one model (Triton's global readiness stays false if any model failed)."""
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.http_port}/v2/models/{model}/ready"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tritonserver exited with code {self.process.returncode}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"model {model!r} not ready after {timeout}s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_triton(
+    repository: Path,
+    work_dir: Path,
+    models: list[str],
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    log_file: Path | None = None,
+) -> TritonServer:
+    backends = write_backend_dir(work_dir / "backends")
+    env = dict(os.environ)
+    # The stub finds Python through PATH and must link this interpreter's libpython, not Debian's.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    libs = [sysconfig.get_config_var("LIBDIR"), str(_pytriton_dir().parent.parent / "nvidia_pytriton.libs")]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, env.get("LD_LIBRARY_PATH", "")])
+    command = [
+        str(_pytriton_dir() / "bin" / "tritonserver"),
+        f"--model-repository={repository}",
+        f"--backend-directory={backends}",
+        f"--http-port={http_port}",
+        f"--grpc-port={grpc_port}",
+        f"--metrics-port={metrics_port}",
+        "--model-control-mode=explicit",
+        *[f"--load-model={m}" for m in models],
+        "--disable-auto-complete-config",
+        "--allow-gpu-metrics=false",
+        "--pinned-memory-pool-byte-size=0",
+        "--cuda-memory-pool-byte-size=0:0",
+    ]
+    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - owned by the process
+    process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return TritonServer(process, http_port, grpc_port, metrics_port)
