@@ -27,7 +27,12 @@ QUEUES = ("scrape", "extract", "label", "dataset", "train")
 
 # Modules that define tasks, imported by every worker. They must import heavy libraries (bpy,
 # torch) inside the task functions, so that any worker can load every module.
-TASK_MODULES: tuple[str, ...] = ("services.scraper.tasks", "blender_worker.tasks", "services.labeler.tasks")
+TASK_MODULES: tuple[str, ...] = (
+    "services.scraper.tasks",
+    "blender_worker.tasks",
+    "services.labeler.tasks",
+    "services.trainer.tasks",
+)
 
 
 class TransientError(Exception):

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import tarfile
 
 import numpy as np
 import pytest
 import torch
 
-from services.trainer.geometry import TrainConfig, augment, train
+from services.trainer.geometry import TrainConfig, augment, export_model, train
 from shared.ml.geometry_data import DatasetError, dataset_version, iter_split, open_dataset
 from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, load_model, sample_token
 from shared.ml.mesh_tokenizer import TokenizerConfig, decode
 from shared.ml.synthetic_meshes import synthetic_items
+from tests.geometry_helpers import write_dataset
 
 SMALL = {"d_model": 64, "n_layers": 2, "n_heads": 2, "max_tokens": 384, "prefix_tokens": 2}
 
@@ -53,8 +51,7 @@ def test_min_faces_holds_back_eos():
     _, mesh = model.generate(
         torch.randn(384), face_budget=6, min_faces=6, generator=torch.Generator().manual_seed(1)
     )
-    # The canonical form may drop an exact duplicate face, but never more than the budget exists.
-    assert 5 <= len(mesh.faces) <= 6
+    assert len(mesh.faces) == 6  # and none dropped as a duplicate: the grammar forbids repeats
 
 
 def test_sampling_respects_the_allowed_mask_and_top_p():
@@ -80,6 +77,14 @@ def test_augmentation_scales_rotates_about_z_and_jitters():
     assert not np.allclose(
         augment(verts, rng, scale_range=(1, 1), jitter=0.01), augment(verts, rng, (1, 1), 0.0)
     )
+    turned = augment(verts, rng, scale_range=(1, 1), jitter=0.0)  # default: 90-degree steps
+    assert np.allclose(np.abs(turned[:2, :2]).sum(1), 1.0) and np.allclose(np.round(turned), turned)
+    angles = {
+        round(float(np.arctan2(*augment(verts, rng, (1, 1), 0.0, "any")[0, 1::-1])), 3) for _ in range(8)
+    }
+    assert len(angles) == 8
+    with pytest.raises(ValueError, match="rotation"):
+        augment(verts, rng, rotation="tilt")
 
 
 def test_training_reduces_loss_and_resume_continues_from_the_same_step(tmp_path, monkeypatch):
@@ -108,36 +113,17 @@ def test_training_reduces_loss_and_resume_continues_from_the_same_step(tmp_path,
     assert second["result"]["steps"] == 36 and second["result"]["steps_this_session"] == 6
     model, saved = load_model(tmp_path / "run" / "checkpoint.pt")
     assert saved["step"] == 36 and model.config.d_model == 64
+    exported = export_model(tmp_path / "run", tmp_path / "model.pt")
+    assert exported["bytes"] < (tmp_path / "run" / "checkpoint.pt").stat().st_size / 2  # fp16, no optimizer
+    small, card = load_model(tmp_path / "model.pt")
+    assert card["step"] == 36 and card["run"]["result"]["steps"] == 36
+    text, tokens = torch.randn(1, 384), torch.tensor([[1, 5, 9]])
+    assert torch.allclose(small(text, tokens)[0], model(text, tokens)[0], atol=0.05)
 
 
 def test_resume_without_a_checkpoint_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(TrainConfig(run_dir=str(tmp_path / "none"), resume=True, model_overrides=SMALL))
-
-
-def write_dataset(folder, splits: dict[str, list[dict]]) -> None:
-    """A geometry dataset as issue 6 specifies it: deterministic tar shards named by sha256 and a manifest."""
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest = {
-        "name": "test-geometry",
-        "version": "1",
-        "specialist": "geometry",
-        "seed": 0,
-        "splits": {},
-        "items": [],
-    }
-    for split, items in splits.items():
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for item in sorted(items, key=lambda it: it["id"]):
-                data = json.dumps(item, sort_keys=True).encode()
-                info = tarfile.TarInfo(f"{item['id']}.json")
-                info.size, info.mtime = len(data), 0
-                tar.addfile(info, io.BytesIO(data))
-        sha = hashlib.sha256(buf.getvalue()).hexdigest()
-        (folder / f"{sha}.tar").write_bytes(buf.getvalue())
-        manifest["splits"][split] = {"shards": [sha], "items": len(items)}
-    (folder / "manifest.json").write_text(json.dumps(manifest, sort_keys=True))
 
 
 def test_dataset_reader_reads_splits_and_refuses_bad_references(tmp_path):
@@ -163,3 +149,21 @@ def test_config_round_trips_through_a_dict():
     assert GeometryModelConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="unknown preset"):
         GeometryModelConfig.preset("huge")
+
+
+def test_train_geometry_task_records_the_run_and_is_idempotent():
+    from shared.db import ensure_schema, session_scope
+    from shared.db.models import Job, RunStatus, TrainingRun
+    from shared.queue import submit
+
+    ensure_schema()
+    first = submit("train.geometry", preset="tiny", max_steps=2, max_minutes=5)
+    with session_scope() as session:
+        result = session.get(Job, first).result
+        runs = session.query(TrainingRun).all()
+        assert len(runs) == 1 and runs[0].status == RunStatus.SUCCEEDED
+        assert runs[0].checkpoint_key == result["checkpoint_key"] and runs[0].metrics["steps"] == 2
+    again = submit("train.geometry", preset="tiny", max_steps=2, max_minutes=5)
+    with session_scope() as session:
+        assert session.get(Job, again).result["run_dir"] == result["run_dir"]
+        assert session.query(TrainingRun).count() == 1  # the finished run was not trained again

@@ -130,6 +130,15 @@ def test_grammar_rejects_invalid_sequences():
         decode([BOS, v.new(3), v.block0, v.offset0, v.offset0])  # same vertex twice in a face
     with pytest.raises(TokenizerError, match="not allowed"):
         decode([BOS, v.cont(0, 4, 0)])  # no anchor face
+    triangle = [v.block0, v.offset0, v.offset0 + 1, v.offset0 + 2]
+    grammar = MeshGrammar()
+    for token in [v.new(3), *triangle, v.new(3), v.ref(2), v.ref(1)]:  # vertices 0 and 1 again
+        grammar.feed(token)
+    # Closing with vertex 2 would repeat face (0, 1, 2), by reference or by coordinates.
+    assert not grammar.allowed_token(v.ref(0)) and not grammar.allowed_token(v.offset0 + 2)
+    assert grammar.allowed_token(v.offset0 + 3)
+    other_winding = decode([BOS, v.new(3), *triangle, v.new(3), v.ref(1), v.ref(1), v.ref(0), EOS])
+    assert other_winding.faces == [(0, 1, 2), (0, 2, 1)]  # the same corners wound the other way
     tokens = encode(quantize_mesh(*box()))
     with pytest.raises(TokenizerError, match="before EOS"):
         decode(tokens[:-1])
@@ -151,6 +160,7 @@ def test_grammar_budgets_always_leave_a_way_to_finish():
         assert 1 <= len(grammar.faces) <= grammar.face_budget
         assert grammar.used <= grammar.max_tokens
         assert all(len(set(f)) == len(f) >= 3 for f in grammar.faces)
+        assert len(grammar.mesh().faces) == len(grammar.faces)  # no face repeated
 
 
 def test_token_descriptions_cover_every_range():

@@ -1,11 +1,15 @@
-"""Trainer CLI: ``python -m services.trainer geometry --preset tiny [--dataset MANIFEST] [--resume]``."""
+"""Trainer CLI.
+
+python -m services.trainer geometry --preset tiny [--dataset MANIFEST] [--resume]
+python -m services.trainer export --run-dir runs/geometry-tiny --out models/geometry/tiny/model.pt
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from services.trainer.geometry import TrainConfig, train
+from services.trainer.geometry import TrainConfig, export_model, train
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,7 +29,16 @@ def main(argv: list[str] | None = None) -> None:
     geo.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
     geo.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch CPU threads")
     geo.add_argument("--seed", type=int, default=0)
+    geo.add_argument(
+        "--rotation", choices=["right", "any"], default="right", help="Z turns: 90-degree steps or any"
+    )
+    export = sub.add_parser("export", help="write a run's checkpoint as a small fp16 model file for serving")
+    export.add_argument("--run-dir", default="runs/geometry-tiny")
+    export.add_argument("--out", default="models/geometry/tiny/model.pt")
     args = parser.parse_args(argv)
+    if args.specialist == "export":
+        print(export_model(args.run_dir, args.out))
+        return
     config = TrainConfig(
         preset=args.preset,
         dataset=args.dataset,
@@ -38,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         threads=args.threads,
         seed=args.seed,
         resume=args.resume,
+        rotation=args.rotation,
     )
     record = train(config)
     print(json.dumps(record["result"], indent=2))

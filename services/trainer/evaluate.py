@@ -28,7 +28,15 @@ from mpl_toolkits.mplot3d.art3d import Poly3DCollection  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from services.trainer.geometry import load_items  # noqa: E402
-from services.trainer.geometry_metrics import Cloud, chamfer, fscore, sample_points, set_metrics, validity  # noqa: E402
+from services.trainer.geometry_metrics import (  # noqa: E402
+    Cloud,
+    NearestNeighbourIndex,
+    chamfer,
+    fscore,
+    sample_points,
+    set_metrics,
+    validity,
+)
 from shared.ml.geometry_model import load_model  # noqa: E402
 from shared.ml.mesh_tokenizer import QuantizedMesh, decode, quantize_mesh  # noqa: E402
 from shared.ml.text_embedding import embed  # noqa: E402
@@ -61,6 +69,7 @@ def evaluate_geometry(
         raise ValueError("evaluation needs a non-empty train and test split")
     train_meshes = [_quantized(it, tok_config) for it in train]
     train_clouds = [Cloud(sample_points(m, points, rng)) for m in tqdm(train_meshes, desc="train clouds")]
+    train_index = NearestNeighbourIndex(train_clouds)
     test_meshes = [_quantized(it, tok_config) for it in test]
     test_clouds = [Cloud(sample_points(m, points, rng)) for m in test_meshes]
     # Retrieval index: every training caption, pointing back at its item.
@@ -73,14 +82,11 @@ def evaluate_geometry(
         refs = [j for j, t in enumerate(test) if t["category"] == item["category"]]
         d = [chamfer(cloud, test_clouds[j]) for j in refs]
         nearest = refs[int(np.argmin(d))]
-        same = [j for j, t in enumerate(train) if t["category"] == item["category"]] or list(
-            range(len(train))
-        )
         return {
             **validity(mesh),
             "chamfer": float(min(d)),
             "fscore": fscore(cloud, test_clouds[nearest]),
-            "novelty": float(min(chamfer(cloud, train_clouds[j]) for j in same)),
+            "novelty": train_index.nearest(cloud)[1],
             "nearest_reference": nearest,
         }
 

@@ -26,7 +26,13 @@ import torch
 from tqdm import tqdm
 
 from shared.ml.geometry_data import dataset_version, iter_split
-from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, save_checkpoint, to_tensor
+from shared.ml.geometry_model import (
+    GeometryModel,
+    GeometryModelConfig,
+    load_weights,
+    save_checkpoint,
+    to_tensor,
+)
 from shared.ml.mesh_tokenizer import TokenizerError, encode, quantize_mesh
 from shared.ml.synthetic_meshes import synthetic_items
 from shared.ml.text_embedding import embed
@@ -52,6 +58,7 @@ class TrainConfig:
     resume: bool = False
     scale_range: tuple[float, float] = (0.75, 1.25)
     jitter: float = 0.002
+    rotation: str = "right"
     model_overrides: dict = field(default_factory=dict)  # e.g. a smaller model for tests
 
 
@@ -83,11 +90,21 @@ def code_version() -> dict:
 
 
 def augment(
-    vertices: np.ndarray, rng: np.random.Generator, scale_range=(0.75, 1.25), jitter=0.002
+    vertices: np.ndarray,
+    rng: np.random.Generator,
+    scale_range=(0.75, 1.25),
+    jitter=0.002,
+    rotation: str = "right",
 ) -> np.ndarray:
-    """Per-axis scale, a random rotation about Z (Blender's up axis), then small per-vertex noise."""
+    """Per-axis scale, a random rotation about Z (Blender's up axis), then small per-vertex noise.
+
+    rotation "right" turns by a multiple of 90 degrees, which keeps the axis-aligned structure of
+    modelled objects (and of the references they are scored against); "any" picks any angle.
+    """
+    if rotation not in ("right", "any"):
+        raise ValueError(f"rotation must be 'right' or 'any', not {rotation!r}")
     v = vertices * rng.uniform(*scale_range, size=3)
-    a = rng.uniform(0, 2 * np.pi)
+    a = rng.uniform(0, 2 * np.pi) if rotation == "any" else rng.integers(4) * np.pi / 2
     rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
     v = v @ rot.T
     extent = float(np.ptp(v, axis=0).max()) or 1.0
@@ -120,7 +137,11 @@ class TokenSource:
         item = self.items[rng.integers(len(self.items))]
         verts = np.asarray(item["mesh"]["vertices"], dtype=np.float64)
         for _ in range(4):  # an augmented copy that no longer fits is redrawn
-            v = augment(verts, rng, train.scale_range, train.jitter) if augment_mesh else verts
+            v = (
+                augment(verts, rng, train.scale_range, train.jitter, train.rotation)
+                if augment_mesh
+                else verts
+            )
             try:
                 tokens = encode(quantize_mesh(v, item["mesh"]["faces"], self.tokenizer), self.tokenizer)
             except TokenizerError:
@@ -182,11 +203,14 @@ def train(config: TrainConfig, progress=None) -> dict:
     step = 0
     rng = np.random.default_rng([config.seed, rank])
     if state is not None:
-        model.load_state_dict(state["state_dict"])
+        load_weights(model, state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
         rng.bit_generator.state = state["rng"][rank] if rank < len(state["rng"]) else rng.bit_generator.state
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    net = model
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)  # type: ignore[assignment]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     record = {
         "specialist": "geometry",
@@ -277,3 +301,18 @@ def evaluate_loss(
         text, inputs, targets = source.batch(rng, config.batch_size, False, config)
         out.append(float(model(text.to(device), inputs.to(device), targets.to(device))[1]))
     return float(np.mean(out))
+
+
+def export_model(run_dir: str | Path, out: str | Path) -> dict:
+    """Saves a run's weights in fp16 with its run record (no optimizer state); returns the record."""
+    from shared.ml.geometry_model import load_model
+
+    model, ckpt = load_model(Path(run_dir) / "checkpoint.pt")
+    run = (
+        json.loads((Path(run_dir) / "run.json").read_text())
+        if (Path(run_dir) / "run.json").is_file()
+        else ckpt["run"]
+    )
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, model, {"step": ckpt["step"], "run": run}, half=True)
+    return {"out": str(out), "step": ckpt["step"], "bytes": Path(out).stat().st_size}

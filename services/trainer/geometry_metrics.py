@@ -92,3 +92,24 @@ def validity(mesh: QuantizedMesh) -> dict[str, float]:
     edges = Counter(frozenset((f[i], f[(i + 1) % len(f)])) for f in mesh.faces for i in range(len(f)))
     manifold = sum(1 for n in edges.values() if n == 2) / max(1, len(edges))
     return {"faces": len(mesh.faces), "degenerate_faces": degenerate, "manifold_edge_share": manifold}
+
+
+class NearestNeighbourIndex:
+    """Chamfer distance to the nearest of many clouds: a coarse pass on 64-point subsamples picks
+    candidates, the exact distance decides among them."""
+
+    def __init__(self, clouds: list[Cloud], coarse_points: int = 64, candidates: int = 16):
+        self.clouds, self.candidates = clouds, candidates
+        self.coarse = np.stack([c.points[:coarse_points] for c in clouds]).astype(np.float32)
+        self.coarse_points = coarse_points
+
+    def nearest(self, cloud: Cloud) -> tuple[int, float]:
+        q = cloud.points[: self.coarse_points].astype(np.float32)
+        d = (
+            (self.coarse**2).sum(-1)[:, :, None]
+            + (q**2).sum(-1)[None, None, :]
+            - 2 * np.einsum("nid,jd->nij", self.coarse, q)
+        )
+        rough = d.min(2).mean(1) + d.min(1).mean(1)
+        best = min(np.argsort(rough)[: self.candidates], key=lambda j: chamfer(cloud, self.clouds[j]))
+        return int(best), chamfer(cloud, self.clouds[best])

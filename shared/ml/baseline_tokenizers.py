@@ -49,6 +49,7 @@ def amt_tokens(mesh: QuantizedMesh) -> int:
             count += (1 if last is not None else 0) + 9
             last = (tris[nxt][1], tris[nxt][2])
         else:  # only the vertex that is not on the shared edge
+            assert last is not None
             (third,) = set(tris[nxt]) - set(last)
             count += 3
             last = (last[1], third)

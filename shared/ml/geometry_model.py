@@ -199,29 +199,39 @@ class GeometryModel(nn.Module):
 
 def sample_token(logits, allowed, temperature: float, top_p: float, generator=None) -> int:
     """Samples from the allowed tokens only; temperature 0 is greedy."""
-    logits = logits.masked_fill(~allowed, float("-inf"))
+    candidates = allowed.nonzero().squeeze(1)
+    logits = logits[candidates]
     if temperature <= 0:
-        return int(logits.argmax())
+        return int(candidates[logits.argmax()])
     probs = torch.softmax(logits / temperature, -1)
     if top_p < 1.0:
         sorted_p, order = probs.sort(descending=True)
         keep = sorted_p.cumsum(-1) - sorted_p < top_p  # always keeps the most likely token
         probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
-    return int(torch.multinomial(probs, 1, generator=generator))
+    return int(candidates[torch.multinomial(probs, 1, generator=generator)])
 
 
 def save_checkpoint(path, model: GeometryModel, extra: dict | None = None, half: bool = False) -> None:
-    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    # head.weight is tok_emb.weight (tied): stored once, re-tied by load_weights.
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v)
+        for k, v in model.state_dict().items()
+        if k != "head.weight"
+    }
     torch.save({"model_config": model.config.to_dict(), "state_dict": state, **(extra or {})}, path)
+
+
+def load_weights(model: GeometryModel, state: dict) -> None:
+    """Loads save_checkpoint's weights (fp16 or fp32) into a model, re-tying the output head."""
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict({**state, "head.weight": state["tok_emb.weight"]})
 
 
 def load_model(path, device: str = "cpu") -> tuple[GeometryModel, dict]:
     """(model in eval mode, the whole checkpoint dict) from save_checkpoint's file."""
     ckpt = torch.load(path, map_location=device, weights_only=False)
     model = GeometryModel(GeometryModelConfig.from_dict(ckpt["model_config"]))
-    model.load_state_dict(
-        {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
-    )
+    load_weights(model, ckpt["state_dict"])
     return model.to(device).eval(), ckpt
 
 

@@ -40,8 +40,8 @@ The encoder is deterministic (Warnsdorff-style choice of the next face: the unvi
 with the fewest unvisited neighbours), so each canonical mesh has one token sequence.
 ``MeshGrammar`` is the decoder: fed token by token it rebuilds the mesh, and ``allowed()`` gives
 the tokens that keep the sequence valid (no dangling references, no repeated vertex in a face,
-EOS only between faces, a face budget and a token budget that leave room to finish), so
-constrained sampling always yields a mesh that decodes.
+no face repeated, EOS only between faces, a face budget and a token budget that leave room to
+finish), so constrained sampling always yields a mesh that decodes.
 """
 
 from __future__ import annotations
@@ -262,6 +262,7 @@ class MeshGrammar:
         self.faces: list[tuple[int, ...]] = []
         self.stack: list[int] = []
         self.recency: list[int] = []  # vertex ids, most recently used first
+        self.closers: dict[tuple[int, ...], set[int]] = {}  # forbids closing a face that exists
         self.used = 1  # BOS
         self.done = False
         self.face: list[int] = []
@@ -277,9 +278,14 @@ class MeshGrammar:
         self.block = self.vocab.split(self.points[v])[0]
         self.corners_left -= 1
         if self.corners_left == 0:
-            self.faces.append(tuple(self.face))
+            face = tuple(self.face)
+            self.faces.append(face)
             self.stack.append(len(self.faces) - 1)
             self.face = []
+            n = len(face)
+            for j in range(n):  # every rotation's first n-1 corners -> the corner that closes it
+                run = tuple(face[(j + k) % n] for k in range(n - 1))
+                self.closers.setdefault(run, set()).add(face[(j + n - 1) % n])
 
     def _vertex_at(self, point: tuple[int, int, int]) -> int:
         if point not in self.index:
@@ -314,6 +320,7 @@ class MeshGrammar:
             self.pending_block = token - v.block0
         else:
             block = self.block if self.pending_block is None else self.pending_block
+            assert block is not None  # allowed_token refuses an OFFSET without a block
             self.pending_block = None
             self._place(self._vertex_at(v.join(block, token - v.offset0)))
 
@@ -322,9 +329,15 @@ class MeshGrammar:
         """Room for the structure token, `explicit` spelt-out corners (2 tokens each) and EOS."""
         return self.max_tokens is None or self.used + 1 + 2 * explicit + 1 <= self.max_tokens
 
-    def _forbidden_offsets(self, block: int) -> list[int]:
+    def _forbidden_vertices(self) -> set[int]:
+        """Vertices the next corner may not be: those of the face so far and, for its last corner,
+        any that would repeat an existing face (same corners, same winding)."""
+        closing = self.closers.get(tuple(self.face), set()) if self.corners_left == 1 else set()
+        return set(self.face) | closing
+
+    def _forbidden_offsets(self, block: int, forbidden: set[int]) -> list[int]:
         out = []
-        for u in self.face:
+        for u in forbidden:
             b, o = self.vocab.split(self.points[u])
             if b == block:
                 out.append(o)
@@ -336,14 +349,19 @@ class MeshGrammar:
         if self.done:
             return mask
         if self.pending_block is not None or self.corners_left:
+            forbidden = self._forbidden_vertices()
             if self.pending_block is None:
                 refs = min(c.max_ref, len(self.recency) - len(self.face))
                 mask[v.ref0 : v.ref0 + refs] = True
+                for u in forbidden - set(self.face):
+                    rank = self.recency.index(u) - len(self.face)
+                    if rank < refs:
+                        mask[v.ref0 + rank] = False
                 mask[v.block0 : v.offset0] = True
             block = self.pending_block if self.pending_block is not None else self.block
             if block is not None:
                 mask[v.offset0 :] = True
-                for o in self._forbidden_offsets(block):
+                for o in self._forbidden_offsets(block, forbidden):
                     mask[v.offset0 + o] = False
             return mask
         if self.face_budget is not None and len(self.faces) >= self.face_budget:
@@ -381,7 +399,7 @@ def encode(mesh: QuantizedMesh, config: TokenizerConfig | None = None) -> list[i
     faces = mesh.faces
     if any(len(f) > config.max_face_size for f in faces):
         raise TokenizerError("a face is larger than max_face_size: quantize_mesh with the same config")
-    points = [tuple(int(x) for x in p) for p in mesh.vertices]
+    points = [(int(p[0]), int(p[1]), int(p[2])) for p in mesh.vertices]
     edge_faces: dict[tuple[int, int], list[int]] = {}
     for fi, f in enumerate(faces):
         for i, a in enumerate(f):
