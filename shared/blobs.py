@@ -167,7 +167,8 @@ class LocalBlobStore(BlobStore):
         final = self.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         # A hard link keeps the staged name valid for the caller's cleanup; os.replace is atomic.
-        linked = final.with_name(f".{key}.{os.getpid()}")
+        # The staged name is unique, so concurrent writers of the same blob never share a temp name.
+        linked = final.with_name(f".{key}.{staged.name}")
         os.link(staged, linked)
         os.replace(linked, final)
 

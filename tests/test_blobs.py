@@ -114,3 +114,16 @@ def test_bad_urls_are_explained():
         open_blob_store("ftp://x/y", LIMIT)
     with pytest.raises(ValueError, match="s3://ACCESS_KEY:SECRET_KEY@host:port/bucket"):
         open_blob_store("s3://host:9000/bucket", LIMIT)
+
+
+def test_concurrent_writers_of_the_same_blob(store: BlobStore):
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = os.urandom(256 << 10)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        keys = list(pool.map(lambda _: store.put_bytes(data), range(16)))
+    assert set(keys) == {hashlib.sha256(data).hexdigest()}
+    assert store.get_bytes(keys[0]) == data
+    if isinstance(store, LocalBlobStore):
+        assert list((store.root / ".staging").iterdir()) == []
+        assert [p.name for p in store.path(keys[0]).parent.iterdir()] == [keys[0]]
