@@ -208,6 +208,8 @@ class _Injector:
         doc = self.doc
         scene.name = doc["name"]
         scene.frame_start, scene.frame_end = doc["frame_start"], doc["frame_end"]
+        if doc["frame_current"] is not None:
+            scene.frame_set(doc["frame_current"])  # and evaluate the animation there
         scene.render.fps = max(1, round(doc["fps"]))
         scene.render.fps_base = scene.render.fps / doc["fps"]
         scene.unit_settings.system = doc["units"]["system"]
@@ -405,6 +407,7 @@ class _Injector:
 
     def fcurve(self, fcurve, doc: dict, path: str) -> None:
         fcurve.extrapolation = doc["extrapolation"]
+        fcurve.auto_smoothing = doc["auto_smoothing"]
         # Modifiers before keyframes: adding one (Cycles above all) recomputes the automatic
         # handles, which would replace the handles the document gives.
         for k, mdoc in enumerate(doc["modifiers"]):

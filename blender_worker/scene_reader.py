@@ -137,6 +137,7 @@ class _Reader:
             "units": self._units(scene),
             "frame_start": scene.frame_start,
             "frame_end": scene.frame_end,
+            "frame_current": scene.frame_current,
             "fps": scene.render.fps / (scene.render.fps_base or 1.0),
             "objects": doc_objects,
         }
@@ -826,6 +827,7 @@ def _fcurve(fcurve: bpy.types.FCurve) -> dict[str, Any]:
         "data_path": fcurve.data_path or "unknown",
         "index": max(0, fcurve.array_index),
         "extrapolation": fcurve.extrapolation,
+        "auto_smoothing": fcurve.auto_smoothing,
         "keyframes": _keyframes(fcurve),
     }
     if fcurve.group is not None:

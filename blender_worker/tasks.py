@@ -29,7 +29,7 @@ from shared.queue import TrackedTask, app, submit
 log = logging.getLogger(__name__)
 
 # Bump when the documents this code writes change, so that assets are extracted again.
-EXTRACTOR_VERSION = "1.0"
+EXTRACTOR_VERSION = "1.1"
 
 _child: ChildProcess | None = None
 

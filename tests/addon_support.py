@@ -542,6 +542,7 @@ def _rich_scene() -> dict:
                         "index": 0,
                         "group": "Object Transforms",
                         "extrapolation": "LINEAR",
+                        "auto_smoothing": "CONT_ACCEL",
                         "keyframes": [
                             {
                                 "co": [1, 0],

@@ -34,9 +34,6 @@ IGNORED = {
     "warnings",  # about the extraction run itself
     "libraries",  # linked libraries are recorded, never followed: the injector links nothing
 }
-TRANSFORM_CHANNELS = ("location", "rotation_euler", "rotation_quaternion", "scale")
-STACK_PROPERTY = re.compile(r'(modifiers|constraints)\["(.+)"\]\.(\w+)')
-SHAPE_KEY_VALUE = re.compile(r'key_blocks\["(.+)"\]\.value')
 GROUP_IO_NODES = ("NodeGroupInput", "NodeGroupOutput")
 # Beside each geometry-nodes input, the modifier keeps whether it reads an attribute, and which.
 NODE_INPUT_SUFFIXES = ("", "_use_attribute", "_attribute_name")
@@ -149,7 +146,6 @@ def as_reextracted(expected: dict, actual: dict) -> dict:
             # The injector builds a Principled node tree from the PBR summary, so the material
             # comes back as a node material: its PBR summary is what must survive, not its source.
             material.pop("source", None)
-    take_animated_values(expected, actual)
     keep_copies_of_shared_meshes(expected, actual)
     for obj in expected.get("objects", []):
         for group in obj.get("vertex_groups", []):
@@ -171,41 +167,6 @@ def as_reextracted(expected: dict, actual: dict) -> dict:
     return expected
 
 
-def take_animated_values(expected: dict, actual: dict) -> None:
-    """An animated property holds its curve's value at the current frame once Blender evaluates
-    the scene, and the format keeps the curves, not the frame the file was saved at: take the
-    re-extracted value for each transform channel, modifier or constraint parameter and shape-key
-    value that an action, an NLA strip or a driver sets (the curves themselves are still compared)."""
-    actions = {a["name"]: a for a in expected.get("actions", [])}
-    found = {o["name"]: o for o in actual.get("objects", [])}
-    for obj in expected.get("objects", []):
-        made = found.get(obj["name"])
-        if made is None:
-            continue
-        for data_path, index in _animated_channels(obj.get("animation"), actions):
-            if data_path in TRANSFORM_CHANNELS and data_path in obj.get("transform", {}):
-                obj["transform"][data_path][index] = made["transform"][data_path][index]
-            elif match := STACK_PROPERTY.fullmatch(data_path):
-                stack, name, prop = match.groups()
-                record = next((r for r in obj.get(stack, []) if r["name"] == name), {})
-                made_record = next((r for r in made.get(stack, []) if r["name"] == name), {})
-                params, made_params = record.get("params", {}), made_record.get("params", {})
-                if prop in params and prop in made_params:
-                    if isinstance(params[prop], list):
-                        params[prop][index] = made_params[prop][index]
-                    else:
-                        params[prop] = made_params[prop]
-        mesh, made_mesh = obj.get("mesh"), made.get("mesh")
-        if not mesh or not made_mesh:
-            continue
-        made_keys = {k["name"]: k for k in made_mesh.get("shape_keys", [])}
-        for data_path, _ in _animated_channels(mesh.get("shape_key_animation"), actions):
-            match = SHAPE_KEY_VALUE.fullmatch(data_path)
-            for key in mesh.get("shape_keys", []):
-                if match and key["name"] == match[1] and key["name"] in made_keys:
-                    key["value"] = made_keys[key["name"]]["value"]
-
-
 def keep_copies_of_shared_meshes(expected: dict, actual: dict) -> None:
     """The format stores a mesh inline on each object, so a mesh several objects share comes back
     as one copy each, which Blender names "Name.001", "Name.002"... taking the names of other
@@ -223,18 +184,6 @@ def keep_copies_of_shared_meshes(expected: dict, actual: dict) -> None:
 
 def _name_family(name: str) -> str:
     return re.sub(r"\.\d{3}$", "", name)
-
-
-def _animated_channels(animation: dict | None, actions: dict[str, dict]) -> set[tuple[str, int]]:
-    if not animation:
-        return set()
-    names = [animation.get("action")]
-    names += [s.get("action") for t in animation.get("nla_tracks", []) for s in t.get("strips", [])]
-    channels = {(d["data_path"], d.get("index", 0)) for d in animation.get("drivers", [])}
-    for name in names:
-        for fcurve in actions.get(name, {}).get("fcurves", []):
-            channels.add((fcurve["data_path"], fcurve.get("index", 0)))
-    return channels
 
 
 def _bone_pairs(bones: list[dict], actual: dict, object_name: str) -> list[tuple[dict, dict]]:

@@ -272,6 +272,9 @@ class FCurve(SceneModel):
     index: int = Field(0, ge=0)
     group: str | None = None
     extrapolation: Literal["CONSTANT", "LINEAR"] = "CONSTANT"
+    auto_smoothing: Literal["NONE", "CONT_ACCEL"] = Field(
+        "NONE", description="How Blender computes automatic handles (CONT_ACCEL: continuous acceleration)."
+    )
     keyframes: list[Keyframe] = Field(default_factory=list)
     modifiers: list[dict[str, ParamValue]] = Field(
         default_factory=list, description="F-curve modifiers as data."
@@ -400,6 +403,9 @@ class Scene(SceneModel):
     units: Units = Field(default_factory=Units)
     frame_start: int = 1
     frame_end: int = 250
+    frame_current: int | None = Field(
+        None, description="The frame the scene was saved at: animated values in the document are taken there."
+    )
     fps: float = Field(24.0, gt=0)
     objects: list[Object] = Field(default_factory=list)
     materials: list[Material] = Field(default_factory=list)
