@@ -4,6 +4,7 @@ with nvidia-pytriton, python backend, CPU) called over gRPC."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,41 @@ def test_triton_serves_the_geometry_model_over_grpc(checkpoint: Path, tmp_path: 
     body = generate(gateway, {"prompt": "a small table", "face_budget": 16, "seed": 3})
     assert body["status"] == "failed" and "Triton" in body["error"]
     assert gateway.get("/healthz").status_code == 200
+
+
+def test_serving_command_runs_triton_and_stops_cleanly_on_sigterm(checkpoint: Path, tmp_path: Path):
+    """`python -m services.serving` as a container runs it: ready, then SIGTERM shuts Triton down."""
+    import signal
+    import subprocess
+    import sys
+
+    from services.serving.triton import TritonServer
+    from tests.conftest import REPO
+
+    ports = [free_port() for _ in range(3)]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "services.serving",
+            "--checkpoint",
+            str(checkpoint),
+            "--grpc-port",
+            str(ports[0]),
+            "--http-port",
+            str(ports[1]),
+            "--metrics-port",
+            str(ports[2]),
+        ],
+        cwd=REPO,
+        env={**os.environ, "BMT_DATA_DIR": str(tmp_path / "var")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        TritonServer(process, ports[1], ports[0], ports[2]).wait_ready(GEOMETRY_MODEL, timeout=180)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()

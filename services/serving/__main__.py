@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 from pathlib import Path
 
 from services.serving.triton import GEOMETRY_MODEL, start_triton, write_model_repository
@@ -28,9 +29,11 @@ def main() -> None:
     print(
         f"triton ready: grpc 127.0.0.1:{args.grpc_port}, http {args.http_port}, metrics {args.metrics_port}"
     )
-    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    # Forward a stop request to Triton and let the wait below return once it has shut down
+    # (waiting inside the handler would re-enter Popen.wait and hang).
+    signal.signal(signal.SIGTERM, lambda *_: server.process.send_signal(signal.SIGTERM))
     try:
-        server.process.wait()
+        sys.exit(server.process.wait())
     except KeyboardInterrupt:
         server.stop()
 
