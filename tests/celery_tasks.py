@@ -6,11 +6,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from shared.assets import Provenance, register_asset
 from shared.blobs import get_blob_store
 from shared.db import session_scope
 from shared.db.models import Job
 from shared.queue import TrackedTask, TransientError, app
+from tests.asset_support import Provenance, register_asset
 
 
 @app.task(name="scrape.test_register_after_release", base=TrackedTask, bind=True)

@@ -9,10 +9,10 @@ import pytest
 from alembic import command
 from sqlalchemy import func, inspect, select
 
-from shared.assets import Provenance, register_asset
 from shared.blobs import LocalBlobStore
 from shared.db import alembic_config, ensure_schema, get_engine, session_scope
 from shared.db.models import Asset, Base
+from tests.asset_support import Provenance, register_asset
 
 TABLES = {
     "sources",

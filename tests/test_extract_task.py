@@ -8,11 +8,11 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from shared import queue
-from shared.assets import Provenance, register_asset
 from shared.blobs import get_blob_store
 from shared.db import ensure_schema, session_scope
 from shared.db.models import Asset, AssetStatus, Extraction, ExtractionStatus, Job, SceneObject
 from shared.scene import parse_scene
+from tests.asset_support import Provenance, register_asset
 from tests.extract_support import CORPUS
 
 TOY_CAR = CORPUS / "blend" / "zeyu_free_blender_models" / "blend_toy_car.blend"

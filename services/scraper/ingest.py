@@ -181,7 +181,7 @@ class Ingestor:
     def _store(self, prepared: list[Prepared]) -> dict[int, bool]:
         """Store the blobs and rows of files not yet known; returns id(item) -> stored as new.
 
-        Batched rather than per file (shared.assets.register_asset): one query finds the known
+        Batched rather than per file: one query finds the known
         hashes, so a duplicate is never copied into the blob store; new blobs are written in parallel
         (each put fsyncs, which releases the GIL); then all rows go in with one transaction. Blobs
         land before rows, so a crash leaves at worst an unreferenced blob, never a row without one.

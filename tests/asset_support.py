@@ -1,7 +1,7 @@
-"""The first arrow of the data flow: a file becomes a blob (sha256 key) and an asset row.
+"""Register one file as an asset (blob + row) for tests that need a stored asset to work on.
 
-Idempotent by content: registering the same bytes again stores nothing new and returns the
-existing row, also when two workers race on the same file.
+Production ingests through the scraper's batched path (services/scraper/ingest.py); this is the
+single-file version, idempotent by content also when two threads race on the same file.
 """
 
 from __future__ import annotations
