@@ -4,7 +4,8 @@
 
 Generates meshes of exactly --faces faces (EOS held back until then), grammar-constrained, with
 the KV cache and, as the in-run baseline, without it (the whole sequence re-run every step).
-Then measures training tokens/s of the same model on synthetic batches.
+Then measures training tokens/s of the same model (synthetic items, or --dataset's train split)
+with the trainer's length-bucketed batches against randomly drawn, padded ones.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from services.trainer.geometry import TokenSource, TrainConfig
-from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, load_model
-from shared.ml.synthetic_meshes import synthetic_items
+from services.trainer.geometry import TokenSource, TrainConfig, load_items
+from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, load_model, to_tensor
 from shared.ml.text_embedding import embed
 
 
@@ -58,14 +58,28 @@ def time_generation(
     return seconds / repeats, tokens / seconds, got
 
 
-def time_training(model: GeometryModel, steps: int, batch_size: int, device) -> float:
-    source = TokenSource(synthetic_items(64), model.config)
+def time_training(model: GeometryModel, source: TokenSource, steps: int, bucketed: bool, device) -> float:
+    """Target (non-padding) tokens per second of forward, backward and AdamW.
+
+    bucketed: the trainer's batches (similar lengths, TrainConfig.batch_tokens padded tokens);
+    otherwise the baseline, items drawn at random and padded to the longest, as many sequences
+    as the bucketed batches held on average.
+    """
+    config = TrainConfig()
     rng = np.random.default_rng(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model.train()
+    mean_size = float(np.mean([len(source.batch_indices(rng, config.batch_tokens)) for _ in range(200)]))
     tokens, seconds = 0, 0.0
     for step in range(steps + 1):
-        text, inputs, targets = source.batch(rng, batch_size, True, TrainConfig())
+        if bucketed:
+            text, inputs, targets = source.batch(rng, True, config)
+        else:
+            picks = rng.integers(len(source.items), size=max(1, round(mean_size)))
+            pairs = [source.sample(rng, True, config, int(i)) for i in picks]
+            text = torch.from_numpy(np.stack([p[0] for p in pairs]))
+            padded = to_tensor([p[1] for p in pairs])
+            inputs, targets = padded[:, :-1], padded[:, 1:]
         t0 = time.perf_counter()
         _, loss = model(text.to(device), inputs.to(device), targets.to(device))
         optimizer.zero_grad()
@@ -89,6 +103,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--train-steps", type=int, default=5)
+    parser.add_argument(
+        "--dataset",
+        help="geometry dataset (manifest) whose train split feeds the training timing; default synthetic",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -104,12 +122,21 @@ def main(argv: list[str] | None = None) -> None:
     for use_cache, repeats in ((True, args.repeats), (False, 1)):
         per_mesh, tps, got = time_generation(model, text, args.faces, use_cache, repeats)
         rows.append(("KV cache" if use_cache else "no cache (baseline)", per_mesh, tps, got))
-    train_tps = time_training(model, args.train_steps, 16, device)
+    source = TokenSource(load_items(args.dataset, "train"), model.config)
+    train_rows = [
+        (name, time_training(model, source, args.train_steps, bucketed, device))
+        for name, bucketed in (("length-bucketed", True), ("random (baseline)", False))
+    ]
     print(f"\n{'generation, batch 1':<24}{'s per mesh':>12}{'tokens/s':>10}{'faces':>7}")
     for name, per_mesh, tps, got in rows:
         print(f"{name:<24}{per_mesh:>12.2f}{tps:>10.0f}{got:>7}")
     print(f"speed-up from the KV cache: {rows[1][1] / rows[0][1]:.1f}x")
-    print(f"training (batch 16, synthetic, fwd+bwd+AdamW): {train_tps:.0f} tokens/s")
+    data = args.dataset or "synthetic primitives"
+    print(f"\ntraining on {data} (forward, backward, AdamW)")
+    print(f"{'batches':<24}{'tokens/s':>10}")
+    for name, tps in train_rows:
+        print(f"{name:<24}{tps:>10.0f}")
+    print(f"speed-up from length bucketing: {train_rows[0][1] / train_rows[1][1]:.1f}x")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from services.trainer.geometry import TrainConfig, augment, export_model, train
+from services.trainer.geometry import TokenSource, TrainConfig, augment, export_model, train
 from shared.ml.geometry_data import DatasetError, dataset_version, iter_split, open_dataset
 from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, load_model, sample_token
 from shared.ml.mesh_tokenizer import TokenizerConfig, decode
@@ -92,7 +92,7 @@ def test_training_reduces_loss_and_resume_continues_from_the_same_step(tmp_path,
     config = TrainConfig(
         run_dir=str(tmp_path / "run"),
         max_steps=30,
-        batch_size=8,
+        batch_tokens=2048,
         lr=3e-3,
         warmup_steps=5,
         checkpoint_every=15,
@@ -119,6 +119,25 @@ def test_training_reduces_loss_and_resume_continues_from_the_same_step(tmp_path,
     assert card["step"] == 36 and card["run"]["result"]["steps"] == 36
     text, tokens = torch.randn(1, 384), torch.tensor([[1, 5, 9]])
     assert torch.allclose(small(text, tokens)[0], model(text, tokens)[0], atol=0.05)
+
+
+def test_batches_hold_items_of_similar_length_within_the_token_budget(tmp_path):
+    items = synthetic_items(200)  # 10 to 200 tokens: stairs and many-sided cylinders are long
+    source = TokenSource(items, GeometryModelConfig.preset("tiny", **SMALL), tmp_path)
+    config = TrainConfig(batch_tokens=1024)
+    rng = np.random.default_rng(0)
+    spreads, sizes = [], []
+    for _ in range(40):
+        indices = source.batch_indices(rng, config.batch_tokens)
+        lengths = source.lengths[indices]
+        assert len(indices) * lengths.max() <= config.batch_tokens
+        spreads.append(lengths.max() - lengths.min())
+        sizes.append(len(indices))
+    full_range = source.lengths.max() - source.lengths.min()
+    assert np.median(spreads) < 0.25 * full_range
+    assert max(sizes) > 2 * min(sizes)  # short items come in bigger batches
+    text, inputs, targets = source.batch(rng, True, config)
+    assert text.shape == (inputs.shape[0], 384) and inputs.shape == targets.shape
 
 
 def test_resume_without_a_checkpoint_is_an_error(tmp_path):

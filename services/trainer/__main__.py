@@ -24,7 +24,9 @@ def main(argv: list[str] | None = None) -> None:
     geo.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint.pt")
     geo.add_argument("--max-steps", type=int, default=TrainConfig.max_steps)
     geo.add_argument("--max-minutes", type=float, default=TrainConfig.max_minutes)
-    geo.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    geo.add_argument(
+        "--batch-tokens", type=int, default=TrainConfig.batch_tokens, help="padded tokens per batch"
+    )
     geo.add_argument("--lr", type=float, default=TrainConfig.lr)
     geo.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
     geo.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch CPU threads")
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         run_dir=args.run_dir or f"runs/geometry-{args.preset}",
         max_steps=args.max_steps,
         max_minutes=args.max_minutes,
-        batch_size=args.batch_size,
+        batch_tokens=args.batch_tokens,
         lr=args.lr,
         checkpoint_every=args.checkpoint_every,
         threads=args.threads,

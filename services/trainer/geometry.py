@@ -48,7 +48,7 @@ class TrainConfig:
     run_dir: str = "runs/geometry-tiny"
     max_steps: int = 3000
     max_minutes: float = 20.0
-    batch_size: int = 16
+    batch_tokens: int = 8192  # padded tokens per batch; each batch holds items of similar length
     lr: float = 1e-3
     warmup_steps: int = 100
     weight_decay: float = 0.01
@@ -112,29 +112,40 @@ def augment(
 
 
 class TokenSource:
-    """Items with their caption embeddings; draws augmented, tokenized batches."""
+    """Items with their caption embeddings; draws augmented, tokenized batches.
+
+    A batch is a random item plus others of similar length (its neighbours in length order), as
+    many as fit ``batch_tokens`` once padded: real meshes range from tens to a thousand tokens, and
+    batches of mixed lengths spent most of their compute on padding.
+    """
 
     def __init__(self, items: list[dict], model_config: GeometryModelConfig, cache_dir: Path | None = None):
         self.config = model_config
         self.tokenizer = model_config.tokenizer
-        self.items, self.skipped = [], 0
+        self.items, self.skipped, lengths = [], 0, []
         for item in items:
             q = quantize_mesh(item["mesh"]["vertices"], item["mesh"]["faces"], self.tokenizer)
+            length = len(encode(q, self.tokenizer)) if q.faces else 0
             # Rotation can lengthen a sequence a little: keep a margin below the context.
-            if q.faces and len(encode(q, self.tokenizer)) <= 0.9 * model_config.max_tokens:
+            if q.faces and length <= 0.9 * model_config.max_tokens:
                 self.items.append(item)
+                lengths.append(length)
             else:
                 self.skipped += 1
         if not self.items:
             raise ValueError(f"no item fits max_tokens={model_config.max_tokens} ({self.skipped} skipped)")
+        self.lengths = np.array(lengths)
+        self.by_length = np.argsort(self.lengths, kind="stable")
+        self.rank = np.empty_like(self.by_length)
+        self.rank[self.by_length] = np.arange(len(self.by_length))
         captions = sorted({c for it in self.items for c in it["captions"]})
         vectors = embed(captions, cache_dir)
         self.caption_vectors = dict(zip(captions, vectors, strict=True))
 
     def sample(
-        self, rng: np.random.Generator, augment_mesh: bool, train: TrainConfig
+        self, rng: np.random.Generator, augment_mesh: bool, train: TrainConfig, index: int
     ) -> tuple[np.ndarray, list[int]]:
-        item = self.items[rng.integers(len(self.items))]
+        item = self.items[index]
         verts = np.asarray(item["mesh"]["vertices"], dtype=np.float64)
         for _ in range(4):  # an augmented copy that no longer fits is redrawn
             v = (
@@ -153,8 +164,21 @@ class TokenSource:
         caption = item["captions"][rng.integers(len(item["captions"]))]
         return self.caption_vectors[caption], tokens
 
-    def batch(self, rng, size: int, augment_mesh: bool, train: TrainConfig):
-        pairs = [self.sample(rng, augment_mesh, train) for _ in range(size)]
+    def batch_indices(self, rng: np.random.Generator, batch_tokens: int) -> np.ndarray:
+        def fitting(length: int) -> int:  # 10% headroom: augmentation changes lengths a little
+            return max(1, int(batch_tokens // (1.1 * (length + 1))))
+
+        anchor = int(rng.integers(len(self.items)))
+        window = max(2 * fitting(self.lengths[anchor]), len(self.items) // 50)
+        start = int(np.clip(self.rank[anchor] - window // 2, 0, max(0, len(self.items) - window)))
+        neighbours = self.by_length[start : start + window]
+        size = fitting(self.lengths[neighbours].max())
+        others = rng.choice(neighbours, size=size - 1, replace=len(neighbours) < size - 1)
+        return np.concatenate([[anchor], others]).astype(int)
+
+    def batch(self, rng, augment_mesh: bool, train: TrainConfig):
+        indices = self.batch_indices(rng, train.batch_tokens)
+        pairs = [self.sample(rng, augment_mesh, train, int(i)) for i in indices]
         text = torch.from_numpy(np.stack([p[0] for p in pairs]))
         tokens = to_tensor([p[1] for p in pairs])
         return text, tokens[:, :-1], tokens[:, 1:]
@@ -245,7 +269,7 @@ def train(config: TrainConfig, progress=None) -> dict:
     bar = tqdm(total=config.max_steps, initial=step, desc="geometry", unit="step", disable=rank != 0)
     while step < config.max_steps and time.monotonic() - started < 60 * config.max_minutes:
         net.train()
-        text, inputs, targets = train_source.batch(rng, config.batch_size, True, config)
+        text, inputs, targets = train_source.batch(rng, True, config)
         text, inputs, targets = text.to(device), inputs.to(device), targets.to(device)
         for group in optimizer.param_groups:
             group["lr"] = _lr(step, config)
@@ -298,7 +322,7 @@ def evaluate_loss(
     rng = np.random.default_rng(1234)
     out = []
     for _ in range(batches):
-        text, inputs, targets = source.batch(rng, config.batch_size, False, config)
+        text, inputs, targets = source.batch(rng, False, config)
         out.append(float(model(text.to(device), inputs.to(device), targets.to(device))[1]))
     return float(np.mean(out))
 
