@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench venv clean dataset extract-tools
+.PHONY: demo test lint bench venv clean dataset dataset-full extract-tools
 
 venv: $(STAMP)
 
@@ -51,6 +51,10 @@ clean:
 # pack, about 340 files), embedded default under var/: reports and plots in var/datasets/sample/*/.
 dataset: $(STAMP)
 	$(PY) -m services.labeler run --per-pack 5 --name sample
+
+# Every corpus file (blend, glb and fbx; about 8 minutes): the dataset the geometry checkpoint is trained on.
+dataset-full: $(STAMP) extract-tools
+	$(PY) -m services.labeler run --per-pack 0 --formats blend,glb,fbx --name full
 
 # Geometry (issue 7). GEOMETRY_MESHES: a folder of extracted scene documents or a geometry dataset
 # manifest; empty uses synthetic primitives. GEOMETRY_CHECKPOINT: the model to evaluate/benchmark.

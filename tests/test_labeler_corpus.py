@@ -320,3 +320,10 @@ def test_label_and_build_on_postgresql(postgres_url: str, monkeypatch: pytest.Mo
     result = _build("geometry")
     assert result.manifest["items"] and result.created
     assert _build("geometry").manifest_key == result.manifest_key
+
+
+def test_sample_paths_take_the_first_files_of_each_pack_or_all_of_them():
+    kits = pipeline.sample_paths(1, ("fbx",))
+    assert [Path(p).parent.name for p in kits] == ["Castle_Kit", "Furniture_Pack", "Space_Kit"]
+    everything = pipeline.sample_paths(0, ("fbx",))
+    assert len(everything) == 256 and set(kits) <= set(everything)  # corpus README: 256 Kenney .fbx

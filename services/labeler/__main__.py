@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.labeler", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="register, extract and label a corpus sample, then build every dataset")
-    run.add_argument("--per-pack", type=int, default=5, help="files taken from each corpus pack folder")
+    run.add_argument(
+        "--per-pack", type=int, default=5, help="files taken from each corpus pack folder; 0 takes all"
+    )
     run.add_argument(
         "--formats", default="blend,glb", help="corpus formats to take (fbx needs Debian's assimp-utils)"
     )

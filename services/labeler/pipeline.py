@@ -32,13 +32,13 @@ def corpus_rows(corpus: Path) -> list[dict[str, str]]:
 
 
 def sample_paths(per_pack: int, formats: tuple[str, ...] = ("blend",)) -> list[str]:
-    """The first ``per_pack`` files (by path) of every pack, so that every pack, and with it every
-    Smooth_/Flatshaded pair near the start of a pack, is represented."""
+    """The first ``per_pack`` files (by path) of every pack (0: all of them), so that every pack,
+    and with it every Smooth_/Flatshaded pair near the start of a pack, is represented."""
     by_pack: dict[str, list[str]] = defaultdict(list)
     for row in sorted(corpus_rows(default_corpus_dir()), key=lambda r: r["path"]):
         if row["format"] in formats:
             by_pack[str(Path(row["path"]).parent)].append(row["path"])
-    return [path for pack in sorted(by_pack) for path in by_pack[pack][:per_pack]]
+    return [path for pack in sorted(by_pack) for path in by_pack[pack][: per_pack or None]]
 
 
 def ingest_corpus(progress: bool = True) -> None:

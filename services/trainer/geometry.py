@@ -125,9 +125,11 @@ class TokenSource:
         self.items, self.skipped, lengths = [], 0, []
         for item in items:
             q = quantize_mesh(item["mesh"]["vertices"], item["mesh"]["faces"], self.tokenizer)
-            length = len(encode(q, self.tokenizer)) if q.faces else 0
+            # Every face costs at least two tokens: dense meshes are skipped without encoding them.
+            fits = 0 < 2 * len(q.faces) + 2 <= 0.9 * model_config.max_tokens
+            length = len(encode(q, self.tokenizer)) if fits else 0
             # Rotation can lengthen a sequence a little: keep a margin below the context.
-            if q.faces and length <= 0.9 * model_config.max_tokens:
+            if fits and length <= 0.9 * model_config.max_tokens:
                 self.items.append(item)
                 lengths.append(length)
             else:
