@@ -23,11 +23,10 @@ from pathlib import Path
 
 import httpx
 import uvicorn
-from sqlalchemy import select
 
 from services.labeler.__main__ import main as labeler_main
-from shared.db import ensure_schema, session_scope
-from shared.db.models import Dataset
+from shared.db import ensure_schema
+from shared.ml.geometry_data import dataset_by_name
 from shared.settings import get_settings
 from tools.servers import free_port
 
@@ -36,18 +35,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 def banner(text: str) -> None:
     print(f"\n=== {text} ===", flush=True)
-
-
-def geometry_dataset(name: str) -> str:
-    with session_scope() as session:
-        dataset = session.scalars(
-            select(Dataset)
-            .where(Dataset.name == name, Dataset.specialist == "geometry")
-            .order_by(Dataset.id.desc())
-        ).first()
-        if dataset is None:
-            raise RuntimeError(f"no geometry dataset named {name!r} was built")
-        return dataset.manifest_key
 
 
 def train_briefly(manifest_key: str, run_dir: Path, minutes: float) -> dict:
@@ -117,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
 
     banner("1. ingest, extract, label, filter, deduplicate, build datasets")
     labeler_main(["run", "--per-pack", str(args.per_pack), "--formats", "blend", "--name", "demo"])
-    manifest_key = geometry_dataset("demo")
+    manifest_key = dataset_by_name("demo")
 
     banner(f"2. train the geometry model for {args.train_minutes:g} minutes on dataset {manifest_key[:12]}")
     result = train_briefly(manifest_key, out / "geometry-run", args.train_minutes)

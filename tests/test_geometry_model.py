@@ -150,7 +150,7 @@ def test_dataset_reader_reads_splits_and_refuses_bad_references(tmp_path):
     write_dataset(tmp_path / "ds", {"train": items[:4], "test": items[4:]})
     assert [it["id"] for it in iter_split(tmp_path / "ds", "test")] == sorted(it["id"] for it in items[4:])
     assert dataset_version(tmp_path / "ds" / "manifest.json")["items"] == {"train": 4, "val": 0, "test": 2}
-    with pytest.raises(DatasetError, match="neither"):
+    with pytest.raises(DatasetError, match="no manifest file or folder"):
         open_dataset(tmp_path / "missing")
     with pytest.raises(DatasetError, match="unknown split"):
         list(iter_split(tmp_path / "ds", "dev"))
@@ -161,6 +161,31 @@ def test_dataset_reader_reads_splits_and_refuses_bad_references(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"specialist": "material", "splits": {}}))
     with pytest.raises(DatasetError, match="not a geometry"):
         open_dataset(tmp_path / "other.json")
+
+
+def test_a_dataset_in_the_blob_store_is_found_by_name_newest_first(tmp_path):
+    from shared.blobs import get_blob_store
+    from shared.db import ensure_schema, session_scope
+    from shared.db.models import Dataset
+
+    with pytest.raises(DatasetError, match="metadata database cannot be read"):
+        open_dataset("mine")  # no schema yet
+    ensure_schema()
+    store = get_blob_store()
+    items = synthetic_items(6)
+    for version, test_items in (("1", items[4:5]), ("2", items[4:])):
+        write_dataset(tmp_path / version, {"train": items[:4], "test": test_items})
+        for shard in (tmp_path / version).glob("*.tar"):
+            store.put_file(shard)
+        key = store.put_file(tmp_path / version / "manifest.json")
+        with session_scope() as session:
+            session.add(
+                Dataset(name="mine", version=version, specialist="geometry", seed=0, manifest_key=key)
+            )
+    assert len(list(iter_split("mine", "test"))) == 2  # version 2, the newest
+    assert dataset_version("mine")["items"]["train"] == 4
+    with pytest.raises(DatasetError, match="nor the name"):
+        open_dataset("theirs")
 
 
 def test_config_round_trips_through_a_dict():

@@ -50,7 +50,7 @@ def evaluate_geometry(
     checkpoint: str,
     dataset: str | None = None,
     out: str = "runs/geometry-eval",
-    max_prompts: int = 64,
+    max_prompts: int | None = None,
     samples_per_prompt: int = 1,
     points: int = 1024,
     face_budget: int = 400,
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     geo.add_argument("--checkpoint", default="models/geometry/tiny/model.pt")
     geo.add_argument("--dataset", help="manifest sha256, file or folder; default: synthetic primitives")
     geo.add_argument("--out", default="runs/geometry-eval")
-    geo.add_argument("--prompts", type=int, default=64)
+    geo.add_argument("--prompts", type=int, help="at most this many test prompts (default: every test item)")
     geo.add_argument("--samples-per-prompt", type=int, default=1)
     geo.add_argument("--temperature", type=float, default=0.8)
     geo.add_argument("--top-p", type=float, default=0.95)

@@ -1,7 +1,8 @@
 """Reading geometry items: dataset versions (manifest + tar shards) and extracted scene documents.
 
 Pure Python. A dataset is named by a manifest: the sha256 of a manifest blob in the blob store
-(``shared.blobs``), a manifest JSON file, or a folder holding ``manifest.json``. For local files,
+(``shared.blobs``), a manifest JSON file, a folder holding ``manifest.json``, or the name a dataset
+was built under (the newest of that name in the metadata database). For local files,
 shards are looked up beside the manifest (or in ``shards/``) as ``<sha256>`` or ``<sha256>.tar``,
 and verified against their hash.
 """
@@ -54,19 +55,43 @@ def open_dataset(ref: str | Path) -> tuple[dict, Callable[[str], bytes]]:
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path} is not a JSON manifest: {exc}") from exc
         reader = _local_reader(path.parent)
-    elif _SHA256.match(text):
-        from shared.blobs import get_blob_store  # lands with the foundation; only needed for blob refs
+    elif "/" in text or text.endswith(".json"):
+        raise DatasetError(f"dataset {text!r}: no manifest file or folder there")
+    else:
+        from shared.blobs import get_blob_store  # only needed for datasets in the blob store
 
         store = get_blob_store()
-        manifest = json.loads(store.get_bytes(text))
+        manifest = json.loads(store.get_bytes(text if _SHA256.match(text) else dataset_by_name(text)))
         reader = store.get_bytes
-    else:
-        raise DatasetError(f"dataset {text!r} is neither a manifest file/folder nor a manifest sha256")
     if manifest.get("specialist") != "geometry" or "splits" not in manifest:
         raise DatasetError(
             f"{text}: not a geometry dataset manifest (specialist={manifest.get('specialist')!r})"
         )
     return manifest, reader
+
+
+def dataset_by_name(name: str) -> str:
+    """The manifest sha256 of the newest geometry dataset built under this name (metadata database)."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from shared.db import session_scope
+    from shared.db.models import Dataset
+
+    try:
+        with session_scope() as session:
+            key = session.scalars(
+                select(Dataset.manifest_key)
+                .where(Dataset.name == name, Dataset.specialist == "geometry")
+                .order_by(Dataset.id.desc())
+            ).first()
+    except SQLAlchemyError as exc:
+        raise DatasetError(f"dataset {name!r}: the metadata database cannot be read ({exc})") from exc
+    if key is None:
+        raise DatasetError(
+            f"dataset {name!r} is neither a manifest sha256 nor the name of a geometry dataset built here"
+        )
+    return key
 
 
 def iter_split(ref: str | Path, split: str) -> Iterator[dict]:
