@@ -57,7 +57,8 @@ dataset-full: $(STAMP) extract-tools
 	$(PY) -m services.labeler run --per-pack 0 --formats blend,glb,fbx --name full
 
 # Geometry (issue 7). GEOMETRY_MESHES: a folder of extracted scene documents or a geometry dataset
-# manifest; empty uses synthetic primitives. GEOMETRY_CHECKPOINT: the model to evaluate/benchmark.
+# manifest. GEOMETRY_DATASET: a dataset name (full, after make dataset-full), manifest sha256 or
+# folder; empty uses synthetic primitives. GEOMETRY_CHECKPOINT: the model to evaluate/benchmark.
 GEOMETRY_MESHES ?=
 GEOMETRY_DATASET ?=
 GEOMETRY_CHECKPOINT ?= models/geometry/tiny/model.pt
@@ -66,7 +67,7 @@ bench-tokenizer: $(STAMP)
 	$(PY) -m benchmarks.tokenizer $(GEOMETRY_MESHES)
 
 bench-generate: $(STAMP)
-	$(PY) -m benchmarks.generate --checkpoint $(GEOMETRY_CHECKPOINT)
+	$(PY) -m benchmarks.generate --checkpoint $(GEOMETRY_CHECKPOINT) $(if $(GEOMETRY_DATASET),--dataset $(GEOMETRY_DATASET))
 
 eval-geometry: $(STAMP)
 	$(PY) -m services.trainer.evaluate geometry --checkpoint $(GEOMETRY_CHECKPOINT) $(if $(GEOMETRY_DATASET),--dataset $(GEOMETRY_DATASET))
