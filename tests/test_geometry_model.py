@@ -183,7 +183,8 @@ def test_a_dataset_in_the_blob_store_is_found_by_name_newest_first(tmp_path):
                 Dataset(name="mine", version=version, specialist="geometry", seed=0, manifest_key=key)
             )
     assert len(list(iter_split("mine", "test"))) == 2  # version 2, the newest
-    assert dataset_version("mine")["items"]["train"] == 4
+    version = dataset_version("mine")
+    assert version["items"]["train"] == 4 and version["manifest_sha256"] == key
     with pytest.raises(DatasetError, match="nor the name"):
         open_dataset("theirs")
 

@@ -107,10 +107,18 @@ def iter_split(ref: str | Path, split: str) -> Iterator[dict]:
 
 
 def dataset_version(ref: str | Path) -> dict:
-    """What a training run records about its data."""
+    """What a training run records about its data, with the manifest's sha256 that pins it."""
     manifest, _ = open_dataset(ref)
+    text, path = str(ref), Path(ref)
+    if path.is_dir():
+        path = path / "manifest.json"
+    if path.is_file():
+        pinned = hashlib.sha256(path.read_bytes()).hexdigest()
+    else:
+        pinned = text if _SHA256.match(text) else dataset_by_name(text)
     return {
-        "ref": str(ref),
+        "ref": text,
+        "manifest_sha256": pinned,
         "name": manifest.get("name"),
         "version": manifest.get("version"),
         "items": {s: manifest["splits"].get(s, {}).get("items", 0) for s in SPLITS},
