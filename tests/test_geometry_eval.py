@@ -99,6 +99,15 @@ def test_evaluation_run_scores_model_and_retrieval_and_draws_the_grid(tmp_path):
     assert len(saved["rows"]["model"]) == 4
     png = (tmp_path / "out" / "samples.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    on_val = evaluate_geometry(
+        str(tmp_path / "model.pt"),
+        str(tmp_path / "ds"),
+        str(tmp_path / "val"),
+        points=64,
+        face_budget=4,
+        split="val",
+    )
+    assert on_val["split"] == "val" and on_val["prompts"] == 2  # sampling settings are chosen there
 
 
 def test_evaluation_needs_train_and_test_items(tmp_path):

@@ -57,16 +57,17 @@ def evaluate_geometry(
     temperature: float = 0.8,
     top_p: float = 0.95,
     seed: int = 0,
+    split: str = "test",
 ) -> dict:
     torch.manual_seed(seed)
     model, ckpt = load_model(checkpoint)
     tok_config = model.config.tokenizer
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    test = load_items(dataset, "test")[:max_prompts]
+    test = load_items(dataset, split)[:max_prompts]
     train = load_items(dataset, "train")
     if not test or not train:
-        raise ValueError("evaluation needs a non-empty train and test split")
+        raise ValueError(f"evaluation needs a non-empty train and {split} split")
     train_meshes = [_quantized(it, tok_config) for it in train]
     train_clouds = [Cloud(sample_points(m, points, rng)) for m in tqdm(train_meshes, desc="train clouds")]
     train_index = NearestNeighbourIndex(train_clouds)
@@ -139,6 +140,7 @@ def evaluate_geometry(
         "checkpoint": str(checkpoint),
         "run": ckpt.get("run", {}).get("dataset"),
         "dataset": dataset or "synthetic-primitives",
+        "split": split,
         "prompts": len(test),
         "samples_per_prompt": samples_per_prompt,
         "points_per_cloud": points,
@@ -200,7 +202,8 @@ def render_grid(
 def print_table(result: dict) -> None:
     keys = list(result["summary"]["model"])
     print(
-        f"\ngeometry evaluation: {result['prompts']} prompts x {result['samples_per_prompt']} sample(s), dataset {result['dataset']}"
+        f"\ngeometry evaluation: {result['prompts']} {result['split']} prompts x "
+        f"{result['samples_per_prompt']} sample(s), dataset {result['dataset']}"
     )
     print(f"{'metric':<22}{'model':>12}{'retrieval':>12}")
     for key in keys:
@@ -221,6 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     geo.add_argument("--samples-per-prompt", type=int, default=1)
     geo.add_argument("--temperature", type=float, default=0.8)
     geo.add_argument("--top-p", type=float, default=0.95)
+    geo.add_argument(
+        "--split", default="test", choices=["val", "test"], help="val: choose sampling settings there"
+    )
     geo.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -232,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         samples_per_prompt=args.samples_per_prompt,
         temperature=args.temperature,
         top_p=args.top_p,
+        split=args.split,
     )
     print_table(result)
 
