@@ -119,6 +119,17 @@ def test_training_reduces_loss_and_resume_continues_from_the_same_step(tmp_path,
     assert card["step"] == 36 and card["run"]["result"]["steps"] == 36
     text, tokens = torch.randn(1, 384), torch.tensor([[1, 5, 9]])
     assert torch.allclose(small(text, tokens)[0], model(text, tokens)[0], atol=0.05)
+    tuned = train(
+        TrainConfig(
+            run_dir=str(tmp_path / "tuned"),
+            max_steps=2,
+            batch_tokens=1024,
+            init_from=str(tmp_path / "model.pt"),
+        )
+    )  # no model_overrides: the architecture comes from the starting checkpoint
+    assert tuned["result"]["steps"] == 2 and tuned["model_config"]["d_model"] == 64
+    assert tuned["initialised_from"]["step"] == 36
+    assert tuned["initialised_from"]["dataset"]["name"] == "synthetic-primitives"
 
 
 def test_batches_hold_items_of_similar_length_within_the_token_budget(tmp_path):

@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     geo.add_argument("--run-dir", help="default runs/geometry-<preset>")
     geo.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint.pt")
+    geo.add_argument("--init-from", help="fine-tune: start from this checkpoint's weights and model config")
     geo.add_argument("--max-steps", type=int, default=TrainConfig.max_steps)
     geo.add_argument("--max-minutes", type=float, default=TrainConfig.max_minutes)
     geo.add_argument(
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         threads=args.threads,
         seed=args.seed,
         resume=args.resume,
+        init_from=args.init_from,
         rotation=args.rotation,
     )
     record = train(config)

@@ -56,6 +56,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     resume: bool = False
+    init_from: str | None = None  # fine-tune: start from this checkpoint's weights (fresh optimizer, step 0)
     scale_range: tuple[float, float] = (0.75, 1.25)
     jitter: float = 0.002
     rotation: str = "right"
@@ -213,12 +214,22 @@ def train(config: TrainConfig, progress=None) -> dict:
     run_dir = Path(config.run_dir)
     model_config = GeometryModelConfig.preset(config.preset, **config.model_overrides)
     checkpoint_path = run_dir / "checkpoint.pt"
-    state = None
+    state, init, initialised_from = None, None, None
     if config.resume:
         if not checkpoint_path.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint_path}")
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         model_config = GeometryModelConfig.from_dict(state["model_config"])
+        initialised_from = state.get("run", {}).get("initialised_from")
+    elif config.init_from:
+        init = torch.load(config.init_from, map_location="cpu", weights_only=False)
+        model_config = GeometryModelConfig.from_dict(init["model_config"])
+        # The starting weights' own data belong to this model's provenance.
+        initialised_from = {
+            "checkpoint": config.init_from,
+            "step": init.get("step"),
+            "dataset": init.get("run", {}).get("dataset"),
+        }
     cache_dir = Path(os.environ.get("BMT_DATA_DIR", "var")) / "cache" / "text_embeddings"
     train_source = TokenSource(load_items(config.dataset, "train"), model_config, cache_dir)
     val_source = TokenSource(load_items(config.dataset, "val"), model_config, cache_dir)
@@ -228,6 +239,8 @@ def train(config: TrainConfig, progress=None) -> dict:
     )
     step = 0
     rng = np.random.default_rng([config.seed, rank])
+    if init is not None:
+        load_weights(model, init["state_dict"])
     if state is not None:
         load_weights(model, state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
@@ -251,6 +264,8 @@ def train(config: TrainConfig, progress=None) -> dict:
         "items": {"train": len(train_source.items), "val": len(val_source.items)},
         "skipped_too_long": {"train": train_source.skipped, "val": val_source.skipped},
     }
+    if initialised_from:
+        record["initialised_from"] = initialised_from
     writer = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
