@@ -25,13 +25,26 @@ def main() -> None:
     server = start_triton(
         repository, work, [GEOMETRY_MODEL], args.http_port, args.grpc_port, args.metrics_port
     )
-    server.wait_ready(GEOMETRY_MODEL)
-    print(
-        f"triton ready: grpc 127.0.0.1:{args.grpc_port}, http {args.http_port}, metrics {args.metrics_port}"
-    )
     # Forward a stop request to Triton and let the wait below return once it has shut down
-    # (waiting inside the handler would re-enter Popen.wait and hang).
-    signal.signal(signal.SIGTERM, lambda *_: server.process.send_signal(signal.SIGTERM))
+    # (waiting inside the handler would re-enter Popen.wait and hang). Installed before Triton is
+    # ready: a client can see it ready, and stop it, before our own readiness poll returns.
+    stopping: list[int] = []
+
+    def forward_stop(signum: int, _frame) -> None:
+        stopping.append(signum)
+        server.process.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward_stop)
+    try:
+        server.wait_ready(GEOMETRY_MODEL)
+    except RuntimeError:
+        if not stopping:  # Triton died by itself, not because it was asked to stop
+            raise
+    else:
+        print(
+            f"triton ready: grpc 127.0.0.1:{args.grpc_port}, http {args.http_port}, "
+            f"metrics {args.metrics_port}"
+        )
     try:
         sys.exit(server.process.wait())
     except KeyboardInterrupt:
