@@ -44,30 +44,39 @@ def _local_reader(folder: Path) -> Callable[[str], bytes]:
 
 
 def open_dataset(ref: str | Path) -> tuple[dict, Callable[[str], bytes]]:
-    """(manifest, read_shard) for a manifest sha256 in the blob store, a manifest file or its folder."""
+    """(manifest, read_shard) for a manifest sha256 in the blob store, a manifest file or its folder,
+    or a dataset name."""
+    manifest, reader, _ = _resolve(ref)
+    return manifest, reader
+
+
+def _resolve(ref: str | Path) -> tuple[dict, Callable[[str], bytes], str]:
+    """(manifest, read_shard, the manifest's sha256)."""
     text = str(ref)
     path = Path(text)
     if path.is_dir():
         path = path / "manifest.json"
     if path.is_file():
+        data = path.read_bytes()
         try:
-            manifest = json.loads(path.read_text())
+            manifest = json.loads(data)
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path} is not a JSON manifest: {exc}") from exc
-        reader = _local_reader(path.parent)
+        reader, sha = _local_reader(path.parent), hashlib.sha256(data).hexdigest()
     elif "/" in text or text.endswith(".json"):
         raise DatasetError(f"dataset {text!r}: no manifest file or folder there")
     else:
         from shared.blobs import get_blob_store  # only needed for datasets in the blob store
 
         store = get_blob_store()
-        manifest = json.loads(store.get_bytes(text if _SHA256.match(text) else dataset_by_name(text)))
+        sha = text if _SHA256.match(text) else dataset_by_name(text)
+        manifest = json.loads(store.get_bytes(sha))
         reader = store.get_bytes
     if manifest.get("specialist") != "geometry" or "splits" not in manifest:
         raise DatasetError(
             f"{text}: not a geometry dataset manifest (specialist={manifest.get('specialist')!r})"
         )
-    return manifest, reader
+    return manifest, reader, sha
 
 
 def dataset_by_name(name: str) -> str:
@@ -108,17 +117,10 @@ def iter_split(ref: str | Path, split: str) -> Iterator[dict]:
 
 def dataset_version(ref: str | Path) -> dict:
     """What a training run records about its data, with the manifest's sha256 that pins it."""
-    manifest, _ = open_dataset(ref)
-    text, path = str(ref), Path(ref)
-    if path.is_dir():
-        path = path / "manifest.json"
-    if path.is_file():
-        pinned = hashlib.sha256(path.read_bytes()).hexdigest()
-    else:
-        pinned = text if _SHA256.match(text) else dataset_by_name(text)
+    manifest, _, sha = _resolve(ref)
     return {
-        "ref": text,
-        "manifest_sha256": pinned,
+        "ref": str(ref),
+        "manifest_sha256": sha,
         "name": manifest.get("name"),
         "version": manifest.get("version"),
         "items": {s: manifest["splits"].get(s, {}).get("items", 0) for s in SPLITS},
