@@ -21,7 +21,7 @@ import torch
 
 from services.trainer.geometry import TokenSource, TrainConfig, load_items
 from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, load_model, to_tensor
-from shared.ml.text_embedding import embed
+from shared.ml.text_embedding import default_cache_dir, embed
 
 
 def device_name(device: torch.device) -> str:
@@ -47,7 +47,7 @@ def time_generation(
     """(seconds per mesh, tokens/s, faces of the last mesh)."""
     seconds, tokens, got = 0.0, 0, 0
     for r in range(repeats):
-        generator = torch.Generator().manual_seed(seed + r)
+        generator = torch.Generator(model.pos_emb.weight.device).manual_seed(seed + r)
         t0 = time.perf_counter()
         toks, mesh = model.generate(
             text, face_budget=faces, min_faces=faces, generator=generator, use_cache=use_cache
@@ -85,6 +85,8 @@ def time_training(model: GeometryModel, source: TokenSource, steps: int, buckete
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if device.type == "cuda":  # the GPU runs ahead of the clock otherwise
+            torch.cuda.synchronize(device)
         if step:  # the first step warms up allocators
             seconds += time.perf_counter() - t0
             tokens += int((targets != 0).sum())
@@ -116,13 +118,13 @@ def main(argv: list[str] | None = None) -> None:
     else:
         model = GeometryModel(GeometryModelConfig.preset(args.preset)).to(device).eval()
         source = f"{args.preset} preset, random weights (no checkpoint at {args.checkpoint})"
-    text = torch.from_numpy(embed(["a table"])[0])
+    text = torch.from_numpy(embed(["a table"], default_cache_dir())[0])
     print(f"model: {source}; {model.num_parameters() / 1e6:.1f}M parameters; device: {device_name(device)}")
     rows = []
     for use_cache, repeats in ((True, args.repeats), (False, 1)):
         per_mesh, tps, got = time_generation(model, text, args.faces, use_cache, repeats)
         rows.append(("KV cache" if use_cache else "no cache (baseline)", per_mesh, tps, got))
-    source = TokenSource(load_items(args.dataset, "train"), model.config)
+    source = TokenSource(load_items(args.dataset, "train"), model.config, default_cache_dir())
     train_rows = [
         (name, time_training(model, source, args.train_steps, bucketed, device))
         for name, bucketed in (("length-bucketed", True), ("random (baseline)", False))

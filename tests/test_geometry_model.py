@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from services.trainer.geometry import TokenSource, TrainConfig, augment, export_model, train
-from shared.ml.geometry_data import DatasetError, dataset_version, iter_split, open_dataset
+from services.trainer.geometry import TokenSource, TrainConfig, _lr, augment, export_model, train
+from shared.ml.geometry_data import DatasetError, dataset_version, export_dataset, iter_split, open_dataset
 from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, load_model, sample_token
 from shared.ml.mesh_tokenizer import TokenizerConfig, decode
 from shared.ml.synthetic_meshes import synthetic_items
@@ -151,6 +151,28 @@ def test_batches_hold_items_of_similar_length_within_the_token_budget(tmp_path):
     assert text.shape == (inputs.shape[0], 384) and inputs.shape == targets.shape
 
 
+def test_worker_processes_feed_training_and_the_schedule_can_follow_minutes(tmp_path, monkeypatch):
+    monkeypatch.setenv("BMT_DATA_DIR", str(tmp_path / "var"))
+    config = TrainConfig(
+        run_dir=str(tmp_path / "run"),
+        max_steps=8,
+        batch_tokens=1024,
+        warmup_steps=2,
+        workers=2,
+        schedule_minutes=30.0,
+        model_overrides=SMALL,
+    )
+    record = train(config)
+    assert record["result"]["steps"] == 8 and record["train_config"]["workers"] == 2
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert 0 < ckpt["minutes_trained"] == pytest.approx(record["result"]["minutes_trained"], rel=0.5)
+    # Warm-up by steps, then cosine over the minutes, to 10% of the peak, whatever max_steps says.
+    assert _lr(0, 0.0, config) == pytest.approx(config.lr / 2)
+    assert _lr(2, 0.0, config) == pytest.approx(config.lr)
+    assert _lr(5, 15.0, config) == pytest.approx(0.55 * config.lr)
+    assert _lr(5, 45.0, config) == pytest.approx(0.1 * config.lr)
+
+
 def test_resume_without_a_checkpoint_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(TrainConfig(run_dir=str(tmp_path / "none"), resume=True, model_overrides=SMALL))
@@ -198,6 +220,14 @@ def test_a_dataset_in_the_blob_store_is_found_by_name_newest_first(tmp_path):
     assert version["items"]["train"] == 4 and version["manifest_sha256"] == key
     with pytest.raises(DatasetError, match="nor the name"):
         open_dataset("theirs")
+    # Exported to a folder, the same bytes: a run elsewhere records the same manifest sha256.
+    exported = export_dataset("mine", tmp_path / "exported")
+    assert dataset_version(exported)["manifest_sha256"] == key
+    assert [it["id"] for it in iter_split(exported, "test")] == [
+        it["id"] for it in iter_split("mine", "test")
+    ]
+    with pytest.raises(DatasetError, match="nor the name"):
+        export_dataset("theirs", tmp_path / "nothing")
 
 
 def test_config_round_trips_through_a_dict():

@@ -25,6 +25,7 @@ from shared import queue
 from shared.blobs import get_blob_store
 from shared.db import ensure_schema, session_scope
 from shared.db.models import Asset, Dataset, Extraction, Job, SceneObject
+from shared.ml.geometry_data import dataset_version
 from shared.settings import get_settings
 
 pytestmark = pytest.mark.slow
@@ -264,6 +265,11 @@ def test_dataset_task_and_cli(labelled: Path, capsys: pytest.CaptureFixture[str]
     assert report["items"] > 0 and "CC-BY-4.0" in report["licenses"]
     quality = json.loads((labelled / "quality.json").read_text())
     assert quality["rejected"] == len(quality["rejections"]) and quality["by_reason"]
+    exported = labelled / "exported"
+    assert labeler_main(["export", "cli", "--out", str(exported)]) == 0
+    assert dataset_version(exported)["manifest_sha256"] == dataset_version("cli")["manifest_sha256"]
+    assert labeler_main(["export", "no-such-dataset", "--out", str(exported)]) == 2
+    assert "export failed" in capsys.readouterr().err
 
 
 def test_bad_build_requests_fail_clearly(

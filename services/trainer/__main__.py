@@ -31,6 +31,14 @@ def main(argv: list[str] | None = None) -> None:
     geo.add_argument("--lr", type=float, default=TrainConfig.lr)
     geo.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
     geo.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch CPU threads")
+    geo.add_argument(
+        "--workers", type=int, default=0, help="processes preparing batches (for a GPU); 0: in-process"
+    )
+    geo.add_argument(
+        "--schedule-minutes",
+        type=float,
+        help="decay the learning rate over this many minutes of training instead of --max-steps",
+    )
     geo.add_argument("--seed", type=int, default=0)
     geo.add_argument(
         "--rotation", choices=["right", "any"], default="right", help="Z turns: 90-degree steps or any"
@@ -52,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         lr=args.lr,
         checkpoint_every=args.checkpoint_every,
         threads=args.threads,
+        workers=args.workers,
+        schedule_minutes=args.schedule_minutes,
         seed=args.seed,
         resume=args.resume,
         init_from=args.init_from,

@@ -39,7 +39,7 @@ from services.trainer.geometry_metrics import (  # noqa: E402
 )
 from shared.ml.geometry_model import load_model  # noqa: E402
 from shared.ml.mesh_tokenizer import QuantizedMesh, decode, quantize_mesh  # noqa: E402
-from shared.ml.text_embedding import embed  # noqa: E402
+from shared.ml.text_embedding import default_cache_dir, embed  # noqa: E402
 
 
 def _quantized(item: dict, config) -> QuantizedMesh:
@@ -58,12 +58,13 @@ def evaluate_geometry(
     top_p: float = 0.95,
     seed: int = 0,
     split: str = "test",
+    device: str = "cpu",
 ) -> dict:
     torch.manual_seed(seed)
-    model, ckpt = load_model(checkpoint)
+    model, ckpt = load_model(checkpoint, device)
     tok_config = model.config.tokenizer
     rng = np.random.default_rng(seed)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device).manual_seed(seed)
     test = load_items(dataset, split)[:max_prompts]
     train = load_items(dataset, "train")
     if not test or not train:
@@ -75,9 +76,9 @@ def evaluate_geometry(
     test_clouds = [Cloud(sample_points(m, points, rng)) for m in test_meshes]
     # Retrieval index: every training caption, pointing back at its item.
     captions = [(c, i) for i, it in enumerate(train) for c in it["captions"]]
-    caption_vecs = embed([c for c, _ in captions])
+    caption_vecs = embed([c for c, _ in captions], default_cache_dir())
     prompts = [it["captions"][0] for it in test]
-    prompt_vecs = embed(prompts)
+    prompt_vecs = embed(prompts, default_cache_dir())
 
     def score(mesh: QuantizedMesh, cloud: Cloud, item: dict) -> dict:
         refs = [j for j, t in enumerate(test) if t["category"] == item["category"]]
@@ -145,6 +146,7 @@ def evaluate_geometry(
         "samples_per_prompt": samples_per_prompt,
         "points_per_cloud": points,
         "generation": {
+            "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
             "tokens_per_s": gen_tokens / gen_seconds if gen_seconds else None,
             "seconds": gen_seconds,
         },
@@ -228,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         "--split", default="test", choices=["val", "test"], help="val: choose sampling settings there"
     )
     geo.add_argument("--threads", type=int, default=2)
+    geo.add_argument("--device", default="cpu", help="where the model samples: cpu or cuda")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     result = evaluate_geometry(
@@ -239,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
         temperature=args.temperature,
         top_p=args.top_p,
         split=args.split,
+        device=args.device,
     )
     print_table(result)
 

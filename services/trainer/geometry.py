@@ -35,7 +35,7 @@ from shared.ml.geometry_model import (
 )
 from shared.ml.mesh_tokenizer import TokenizerError, encode, quantize_mesh
 from shared.ml.synthetic_meshes import synthetic_items
-from shared.ml.text_embedding import embed
+from shared.ml.text_embedding import default_cache_dir, embed
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SYNTHETIC_ITEMS = {"train": 2000, "val": 64, "test": 64}
@@ -55,6 +55,8 @@ class TrainConfig:
     checkpoint_every: int = 200
     seed: int = 0
     threads: int = 2
+    workers: int = 0  # processes preparing batches; a GPU outruns one process's tokenizer
+    schedule_minutes: float | None = None  # decay lr over minutes of training, not max_steps
     resume: bool = False
     init_from: str | None = None  # fine-tune: start from this checkpoint's weights (fresh optimizer, step 0)
     scale_range: tuple[float, float] = (0.75, 1.25)
@@ -187,11 +189,44 @@ class TokenSource:
         return text, tokens[:, :-1], tokens[:, 1:]
 
 
-def _lr(step: int, train: TrainConfig) -> float:
+def _lr(step: int, minutes: float, train: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak by max_steps or, with
+    schedule_minutes, by that many minutes of training (when throughput is unknown beforehand)."""
     if step < train.warmup_steps:
         return train.lr * (step + 1) / train.warmup_steps
-    progress = min(1.0, (step - train.warmup_steps) / max(1, train.max_steps - train.warmup_steps))
+    if train.schedule_minutes:
+        progress = min(1.0, minutes / train.schedule_minutes)
+    else:
+        progress = min(1.0, (step - train.warmup_steps) / max(1, train.max_steps - train.warmup_steps))
     return train.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class _WorkerBatches(torch.utils.data.IterableDataset):
+    """Endless augmented batches, one stream per DataLoader worker, each with its own seed."""
+
+    def __init__(self, source: TokenSource, train: TrainConfig, seed: list[int]):
+        self.source, self.train, self.seed = source, train, seed
+
+    def __iter__(self):
+        worker = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([*self.seed, worker.id if worker else 0])
+        while True:
+            yield self.source.batch(rng, True, self.train)
+
+
+def _train_batches(source: TokenSource, train: TrainConfig, rng: np.random.Generator, seed: list[int]):
+    """In-process batches from ``rng`` (saved in checkpoints, so a resumed run draws the same
+    batches), or with workers, batches prepared in parallel from per-worker seeds."""
+    if train.workers == 0:
+        while True:
+            yield source.batch(rng, True, train)
+    yield from torch.utils.data.DataLoader(
+        _WorkerBatches(source, train, seed),
+        batch_size=None,
+        num_workers=train.workers,
+        prefetch_factor=4,
+        pin_memory=torch.cuda.is_available(),
+    )
 
 
 def _distributed() -> tuple[int, int, torch.device]:
@@ -230,14 +265,14 @@ def train(config: TrainConfig, progress=None) -> dict:
             "step": init.get("step"),
             "dataset": init.get("run", {}).get("dataset"),
         }
-    cache_dir = Path(os.environ.get("BMT_DATA_DIR", "var")) / "cache" / "text_embeddings"
+    cache_dir = default_cache_dir()
     train_source = TokenSource(load_items(config.dataset, "train"), model_config, cache_dir)
     val_source = TokenSource(load_items(config.dataset, "val"), model_config, cache_dir)
     model = GeometryModel(model_config).to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95)
     )
-    step = 0
+    step, minutes_before = 0, 0.0
     rng = np.random.default_rng([config.seed, rank])
     if init is not None:
         load_weights(model, init["state_dict"])
@@ -245,6 +280,7 @@ def train(config: TrainConfig, progress=None) -> dict:
         load_weights(model, state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
+        minutes_before = state.get("minutes_trained", 0.0)
         rng.bit_generator.state = state["rng"][rank] if rank < len(state["rng"]) else rng.bit_generator.state
     net = model
     if world > 1:
@@ -277,19 +313,27 @@ def train(config: TrainConfig, progress=None) -> dict:
         if rank != 0:
             return
         rngs = [rng.bit_generator.state]
-        extra = {"optimizer": optimizer.state_dict(), "step": step, "rng": rngs, "run": record}
+        minutes = minutes_before + (time.monotonic() - started) / 60
+        extra = {
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "minutes_trained": minutes,
+            "rng": rngs,
+            "run": record,
+        }
         save_checkpoint(checkpoint_path.with_suffix(".tmp"), model, extra)
         checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)  # never a half-written checkpoint
 
     started, tokens_seen, losses = time.monotonic(), 0, []
     first_step = step
+    batches = _train_batches(train_source, config, rng, [config.seed, rank, step])
     bar = tqdm(total=config.max_steps, initial=step, desc="geometry", unit="step", disable=rank != 0)
     while step < config.max_steps and time.monotonic() - started < 60 * config.max_minutes:
         net.train()
-        text, inputs, targets = train_source.batch(rng, True, config)
-        text, inputs, targets = text.to(device), inputs.to(device), targets.to(device)
+        text, inputs, targets = next(batches)
+        text, inputs, targets = (t.to(device, non_blocking=True) for t in (text, inputs, targets))
         for group in optimizer.param_groups:
-            group["lr"] = _lr(step, config)
+            group["lr"] = _lr(step, minutes_before + (time.monotonic() - started) / 60, config)
         with autocast:
             _, loss = net(text, inputs, targets)
         optimizer.zero_grad(set_to_none=True)
@@ -320,6 +364,7 @@ def train(config: TrainConfig, progress=None) -> dict:
         "val_loss": evaluate_loss(model, val_source, config, device),
         "train_tokens_per_s": tokens_seen / elapsed if elapsed else None,
         "minutes": elapsed / 60,
+        "minutes_trained": minutes_before + elapsed / 60,
     }
     save()
     if rank == 0:

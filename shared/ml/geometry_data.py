@@ -46,12 +46,12 @@ def _local_reader(folder: Path) -> Callable[[str], bytes]:
 def open_dataset(ref: str | Path) -> tuple[dict, Callable[[str], bytes]]:
     """(manifest, read_shard) for a manifest sha256 in the blob store, a manifest file or its folder,
     or a dataset name."""
-    manifest, reader, _ = _resolve(ref)
+    manifest, reader, _, _ = _resolve(ref)
     return manifest, reader
 
 
-def _resolve(ref: str | Path) -> tuple[dict, Callable[[str], bytes], str]:
-    """(manifest, read_shard, the manifest's sha256)."""
+def _resolve(ref: str | Path) -> tuple[dict, Callable[[str], bytes], str, bytes]:
+    """(manifest, read_shard, the manifest's sha256, the manifest's bytes)."""
     text = str(ref)
     path = Path(text)
     if path.is_dir():
@@ -70,13 +70,14 @@ def _resolve(ref: str | Path) -> tuple[dict, Callable[[str], bytes], str]:
 
         store = get_blob_store()
         sha = text if _SHA256.match(text) else dataset_by_name(text)
-        manifest = json.loads(store.get_bytes(sha))
+        data = store.get_bytes(sha)
+        manifest = json.loads(data)
         reader = store.get_bytes
     if manifest.get("specialist") != "geometry" or "splits" not in manifest:
         raise DatasetError(
             f"{text}: not a geometry dataset manifest (specialist={manifest.get('specialist')!r})"
         )
-    return manifest, reader, sha
+    return manifest, reader, sha, data
 
 
 def dataset_by_name(name: str) -> str:
@@ -117,7 +118,7 @@ def iter_split(ref: str | Path, split: str) -> Iterator[dict]:
 
 def dataset_version(ref: str | Path) -> dict:
     """What a training run records about its data, with the manifest's sha256 that pins it."""
-    manifest, _, sha = _resolve(ref)
+    manifest, _, sha, _ = _resolve(ref)
     return {
         "ref": str(ref),
         "manifest_sha256": sha,
@@ -125,6 +126,19 @@ def dataset_version(ref: str | Path) -> dict:
         "version": manifest.get("version"),
         "items": {s: manifest["splits"].get(s, {}).get("items", 0) for s in SPLITS},
     }
+
+
+def export_dataset(ref: str | Path, out: str | Path) -> Path:
+    """Copies a dataset (manifest and shards, byte for byte) into a folder that ``--dataset`` reads
+    on a machine without the blob store or the metadata database (a GPU box, say)."""
+    manifest, read, _, data = _resolve(ref)
+    folder = Path(out)
+    (folder / "shards").mkdir(parents=True, exist_ok=True)
+    for split in manifest["splits"].values():
+        for sha in split.get("shards", []):
+            (folder / "shards" / sha).write_bytes(read(sha))
+    (folder / "manifest.json").write_bytes(data)
+    return folder
 
 
 def iter_scene_meshes(folder: str | Path) -> Iterator[tuple[str, dict]]:

@@ -35,6 +35,12 @@ def _encoder():
         return _model
 
 
+def default_cache_dir() -> Path:
+    """The on-disk cache that training and evaluation share (<BMT_DATA_DIR>/cache/text_embeddings);
+    carrying it to another machine spares that machine the encoder."""
+    return Path(os.environ.get("BMT_DATA_DIR", "var")) / "cache" / "text_embeddings"
+
+
 def embed(texts: list[str], cache_dir: str | Path | None = None) -> np.ndarray:
     """(len(texts), EMBEDDING_DIM) float32 unit vectors."""
     keys = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
