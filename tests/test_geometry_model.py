@@ -166,6 +166,8 @@ def test_worker_processes_feed_training_and_the_schedule_can_follow_minutes(tmp_
     assert record["result"]["steps"] == 8 and record["train_config"]["workers"] == 2
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert 0 < ckpt["minutes_trained"] == pytest.approx(record["result"]["minutes_trained"], rel=0.5)
+    assert record["result"]["best_step"] == 8
+    assert export_model(tmp_path / "run", tmp_path / "best.pt", best=True)["step"] == 8
     # Warm-up by steps, then cosine over the minutes, to 10% of the peak, whatever max_steps says.
     assert _lr(0, 0.0, config) == pytest.approx(config.lr / 2)
     assert _lr(2, 0.0, config) == pytest.approx(config.lr)

@@ -46,9 +46,10 @@ def main(argv: list[str] | None = None) -> None:
     export = sub.add_parser("export", help="write a run's checkpoint as a small fp16 model file for serving")
     export.add_argument("--run-dir", default="runs/geometry-tiny")
     export.add_argument("--out", default="models/geometry/tiny/model.pt")
+    export.add_argument("--best", action="store_true", help="the weights of the lowest val loss (best.pt)")
     args = parser.parse_args(argv)
     if args.specialist == "export":
-        print(export_model(args.run_dir, args.out))
+        print(export_model(args.run_dir, args.out, args.best))
         return
     config = TrainConfig(
         preset=args.preset,

@@ -272,7 +272,7 @@ def train(config: TrainConfig, progress=None) -> dict:
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95)
     )
-    step, minutes_before = 0, 0.0
+    step, minutes_before, best_val, best_step = 0, 0.0, math.inf, None
     rng = np.random.default_rng([config.seed, rank])
     if init is not None:
         load_weights(model, init["state_dict"])
@@ -281,6 +281,7 @@ def train(config: TrainConfig, progress=None) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
         minutes_before = state.get("minutes_trained", 0.0)
+        best_val, best_step = state.get("best_val_loss", math.inf), state.get("best_step")
         rng.bit_generator.state = state["rng"][rank] if rank < len(state["rng"]) else rng.bit_generator.state
     net = model
     if world > 1:
@@ -318,11 +319,23 @@ def train(config: TrainConfig, progress=None) -> dict:
             "optimizer": optimizer.state_dict(),
             "step": step,
             "minutes_trained": minutes,
+            "best_val_loss": best_val,
+            "best_step": best_step,
             "rng": rngs,
             "run": record,
         }
         save_checkpoint(checkpoint_path.with_suffix(".tmp"), model, extra)
         checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)  # never a half-written checkpoint
+
+    def validate() -> float:
+        nonlocal best_val, best_step
+        val = evaluate_loss(model, val_source, config, device)
+        if writer:
+            writer.add_scalar("val/loss", val, step)
+        if val < best_val and rank == 0:  # long runs on small data overfit: keep the best weights
+            best_val, best_step = val, step
+            save_checkpoint(run_dir / "best.pt", model, {"step": step, "val_loss": val, "run": record})
+        return val
 
     started, tokens_seen, losses = time.monotonic(), 0, []
     first_step = step
@@ -351,9 +364,7 @@ def train(config: TrainConfig, progress=None) -> dict:
         if progress:
             progress(step / config.max_steps, f"step {step} loss {losses[-1]:.3f}")
         if step % config.checkpoint_every == 0:
-            val = evaluate_loss(model, val_source, config, device)
-            if writer:
-                writer.add_scalar("val/loss", val, step)
+            validate()
             save()
     bar.close()
     elapsed = time.monotonic() - started
@@ -361,10 +372,12 @@ def train(config: TrainConfig, progress=None) -> dict:
         "steps": step,
         "steps_this_session": step - first_step,
         "train_loss_last50": float(np.mean(losses[-50:])) if losses else None,
-        "val_loss": evaluate_loss(model, val_source, config, device),
+        "val_loss": validate(),
         "train_tokens_per_s": tokens_seen / elapsed if elapsed else None,
         "minutes": elapsed / 60,
         "minutes_trained": minutes_before + elapsed / 60,
+        "best_val_loss": best_val if best_step is not None else None,
+        "best_step": best_step,
     }
     save()
     if rank == 0:
@@ -389,11 +402,13 @@ def evaluate_loss(
     return float(np.mean(out))
 
 
-def export_model(run_dir: str | Path, out: str | Path) -> dict:
-    """Saves a run's weights in fp16 with its run record (no optimizer state); returns the record."""
+def export_model(run_dir: str | Path, out: str | Path, best: bool = False) -> dict:
+    """Saves a run's weights in fp16 with its run record (no optimizer state); returns the record.
+
+    best: the weights of the lowest validation loss (best.pt) instead of the last ones."""
     from shared.ml.geometry_model import load_model
 
-    model, ckpt = load_model(Path(run_dir) / "checkpoint.pt")
+    model, ckpt = load_model(Path(run_dir) / ("best.pt" if best else "checkpoint.pt"))
     run = (
         json.loads((Path(run_dir) / "run.json").read_text())
         if (Path(run_dir) / "run.json").is_file()
