@@ -13,6 +13,7 @@ from services.trainer.geometry_metrics import (
     Cloud,
     NearestNeighbourIndex,
     chamfer,
+    distance_matrix,
     fscore,
     sample_points,
     set_metrics,
@@ -66,6 +67,9 @@ def test_set_metrics_of_identical_and_disjoint_sets():
     cones = [cloud(quantize_mesh(*cylinder(n, top_radius=0)), seed=n) for n in (3, 4, 6, 8, 12)]
     apart = set_metrics(cones, clouds)
     assert apart["1-NNA"] >= 80.0 and apart["MMD"] > 0
+    within = distance_matrix(clouds)  # each pair once, mirrored
+    assert np.allclose(within, distance_matrix(clouds, clouds)) and np.allclose(within, within.T)
+    assert set_metrics(cones, clouds, within) == apart
 
 
 def test_validity_of_closed_open_and_degenerate_meshes():

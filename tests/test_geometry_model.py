@@ -255,3 +255,21 @@ def test_train_geometry_task_records_the_run_and_is_idempotent():
     with session_scope() as session:
         assert session.get(Job, again).result["run_dir"] == result["run_dir"]
         assert session.query(TrainingRun).count() == 1  # the finished run was not trained again
+
+
+@pytest.mark.parametrize(
+    ("path", "dataset"),
+    [
+        ("models/geometry/tiny/model.pt", "synthetic-primitives"),
+        ("models/geometry/tiny-full/model.pt", "full"),
+    ],
+)
+def test_committed_checkpoints_load_sample_and_name_their_data(path, dataset):
+    from pathlib import Path
+
+    model, ckpt = load_model(Path(__file__).resolve().parents[1] / path)
+    assert ckpt["run"]["dataset"]["name"] == dataset  # the model card's data and license claims rest on it
+    tokens, mesh = model.generate(
+        torch.ones(384) / 384**0.5, face_budget=8, generator=torch.Generator().manual_seed(0)
+    )
+    assert decode(tokens, model.config.tokenizer).faces == mesh.faces and 1 <= len(mesh.faces) <= 8

@@ -32,6 +32,7 @@ from services.trainer.geometry_metrics import (  # noqa: E402
     Cloud,
     NearestNeighbourIndex,
     chamfer,
+    distance_matrix,
     fscore,
     sample_points,
     set_metrics,
@@ -122,6 +123,7 @@ def evaluate_geometry(
         clouds["retrieval"].append(train_clouds[best])
         meshes["retrieval"].append([retrieved])
 
+    reference_distances = distance_matrix(test_clouds)  # shared by both sets' 1-NNA
     summary = {}
     for name in ("model", "retrieval"):
         r = rows[name]
@@ -135,7 +137,7 @@ def evaluate_geometry(
             "chamfer_x1e3": 1e3 * float(np.mean([x["chamfer"] for x in r])),
             "fscore@0.02": float(np.mean([x["fscore"] for x in r])),
             "novelty_x1e3": 1e3 * float(np.mean([x["novelty"] for x in r])),
-            **set_metrics(clouds[name], test_clouds),
+            **set_metrics(clouds[name], test_clouds, reference_distances),
         }
     result = {
         "checkpoint": str(checkpoint),

@@ -60,16 +60,28 @@ def fscore(a: Cloud, b: Cloud, threshold: float = 0.02) -> float:
     return float(2 * precision * recall / (precision + recall)) if precision + recall else 0.0
 
 
-def distance_matrix(rows: list[Cloud], cols: list[Cloud]) -> np.ndarray:
-    return np.array([[chamfer(a, b) for b in cols] for a in rows]).reshape(len(rows), len(cols))
+def distance_matrix(rows: list[Cloud], cols: list[Cloud] | None = None) -> np.ndarray:
+    """Chamfer distances of every row cloud to every column cloud; without cols, of the rows to
+    each other (symmetric: each pair computed once, zero diagonal)."""
+    if cols is not None:
+        return np.array([[chamfer(a, b) for b in cols] for a in rows]).reshape(len(rows), len(cols))
+    out = np.zeros((len(rows), len(rows)))
+    for i, j in zip(*np.triu_indices(len(rows), 1), strict=True):
+        out[i, j] = out[j, i] = chamfer(rows[i], rows[j])
+    return out
 
 
-def set_metrics(generated: list[Cloud], reference: list[Cloud]) -> dict[str, float]:
-    """COV (%), MMD (x10^3) and 1-NNA (%) of a generated set against a reference set."""
+def set_metrics(
+    generated: list[Cloud], reference: list[Cloud], reference_distances: np.ndarray | None = None
+) -> dict[str, float]:
+    """COV (%), MMD (x10^3) and 1-NNA (%) of a generated set against a reference set.
+
+    reference_distances: distance_matrix(reference), when several sets are scored against it."""
     gr = distance_matrix(generated, reference)
     cov = len(set(gr.argmin(1))) / len(reference)
     mmd = gr.min(0).mean()
-    gg, rr = distance_matrix(generated, generated), distance_matrix(reference, reference)
+    gg = distance_matrix(generated)
+    rr = distance_matrix(reference) if reference_distances is None else reference_distances
     n_g = len(generated)
     full = np.block([[gg, gr], [gr.T, rr]])
     np.fill_diagonal(full, np.inf)
