@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench venv clean dataset dataset-full extract-tools
+.PHONY: demo test lint bench venv clean dataset dataset-full extract-tools gpu-bundle
 
 venv: $(STAMP)
 
@@ -71,6 +71,13 @@ bench-generate: $(STAMP)
 
 eval-geometry: $(STAMP)
 	$(PY) -m services.trainer.evaluate geometry --checkpoint $(GEOMETRY_CHECKPOINT) $(if $(GEOMETRY_DATASET),--dataset $(GEOMETRY_DATASET))
+
+# What models/geometry/gpu-runs.sh needs on a machine with PyTorch alone: the dataset as a folder and
+# the caption embeddings, packed into .gpu/bundle.tgz (carry it, unpack it into .gpu there).
+gpu-bundle: $(STAMP)
+	rm -rf .gpu && $(PY) -m services.labeler export $(or $(GEOMETRY_DATASET),full) --out .gpu/full
+	BMT_DATA_DIR=.gpu/var $(PY) -m services.trainer embed-captions --dataset .gpu/full
+	tar czf .gpu.tgz -C .gpu full var && mv .gpu.tgz .gpu/bundle.tgz
 
 # The Blender add-on as an installable extension zip: dist/<id>-<version>.zip.
 .PHONY: addon

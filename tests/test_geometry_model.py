@@ -8,11 +8,21 @@ import numpy as np
 import pytest
 import torch
 
-from services.trainer.geometry import TokenSource, TrainConfig, _lr, augment, export_model, train
+from services.trainer.geometry import (
+    TokenSource,
+    TrainConfig,
+    _lr,
+    augment,
+    cache_caption_embeddings,
+    export_model,
+    load_items,
+    train,
+)
 from shared.ml.geometry_data import DatasetError, dataset_version, export_dataset, iter_split, open_dataset
 from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, load_model, sample_token
 from shared.ml.mesh_tokenizer import TokenizerConfig, decode
 from shared.ml.synthetic_meshes import synthetic_items
+from shared.ml.text_embedding import default_cache_dir
 from tests.geometry_helpers import write_dataset
 
 SMALL = {"d_model": 64, "n_layers": 2, "n_heads": 2, "max_tokens": 384, "prefix_tokens": 2}
@@ -173,6 +183,20 @@ def test_worker_processes_feed_training_and_the_schedule_can_follow_minutes(tmp_
     assert _lr(2, 0.0, config) == pytest.approx(config.lr)
     assert _lr(5, 15.0, config) == pytest.approx(0.55 * config.lr)
     assert _lr(5, 45.0, config) == pytest.approx(0.1 * config.lr)
+
+
+def test_cached_caption_embeddings_spare_the_encoder(tmp_path, monkeypatch):
+    from shared.ml import text_embedding
+
+    monkeypatch.setenv("BMT_DATA_DIR", str(tmp_path / "var"))
+    items = synthetic_items(6)
+    write_dataset(tmp_path / "ds", {"train": items[:4], "test": items[4:]})
+    assert cache_caption_embeddings(str(tmp_path / "ds")) >= len({c for it in items for c in it["captions"]})
+    # As on a machine without the encoder: nothing in memory, the encoder unavailable.
+    monkeypatch.setattr(text_embedding, "_memory", {})
+    monkeypatch.setattr(text_embedding, "_encoder", lambda: pytest.fail("the encoder was needed"))
+    source = TokenSource(load_items(str(tmp_path / "ds"), "train"), small_model().config, default_cache_dir())
+    assert len(source.caption_vectors) >= 4
 
 
 def test_resume_without_a_checkpoint_is_an_error(tmp_path):

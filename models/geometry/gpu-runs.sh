@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # The GPU runs of models/geometry/README.md ("On a GPU"), as one command for a lent machine that has
-# PyTorch but no network and none of our other packages. Prepare on the CPU machine:
-#   python -m services.labeler export full --out .gpu/full       # the dataset, byte for byte
-#   and the text-embedding cache of every caption in .gpu/var (shared.ml.text_embedding.embed
-#   with default_cache_dir() under BMT_DATA_DIR=.gpu/var),
-# then run this there with .gpu carried. In parallel on the one GPU: the shipped tiny checkpoint
-# fine-tuned on `full`, and the base preset from scratch, each for $MINUTES with the learning rate
-# decayed over those minutes; then a short evaluation of base's weights of the lowest val loss on the
-# GPU (in fp16 they are about 190 MB, too big to bring back). Results, the tiny model's last and
-# best weights, and the logs go to $OUT.
+# PyTorch but no network and none of our other packages. On the CPU machine, `make gpu-bundle`
+# packs the dataset `full` (byte for byte, the same manifest sha256) and every caption's embedding
+# into .gpu/bundle.tgz; carry that file and run there, from the repository root:
+#   mkdir -p .gpu && tar xzf .gpu/bundle.tgz -C .gpu && MINUTES=5 bash models/geometry/gpu-runs.sh
+# In parallel on the one GPU: the shipped tiny checkpoint fine-tuned on `full`, and the base preset
+# from scratch, each for $MINUTES with the learning rate decayed over those minutes; then a short
+# evaluation of base's weights of the lowest val loss on the GPU (in fp16 they are about 190 MB,
+# too big to bring back). Results, the tiny model's last and best weights, and the logs go to $OUT.
 set -u
 DATA=${DATA:-.gpu/full}
 OUT=${OUT:-runs/gpu}

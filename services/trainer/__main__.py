@@ -2,6 +2,7 @@
 
 python -m services.trainer geometry --preset tiny [--dataset MANIFEST] [--resume]
 python -m services.trainer export --run-dir runs/geometry-tiny --out models/geometry/tiny/model.pt
+python -m services.trainer embed-captions --dataset full    fill the text-embedding cache
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from services.trainer.geometry import TrainConfig, export_model, train
+from services.trainer.geometry import TrainConfig, cache_caption_embeddings, export_model, train
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,9 +48,16 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("--run-dir", default="runs/geometry-tiny")
     export.add_argument("--out", default="models/geometry/tiny/model.pt")
     export.add_argument("--best", action="store_true", help="the weights of the lowest val loss (best.pt)")
+    captions = sub.add_parser(
+        "embed-captions", help="cache the embedding of every caption (for a machine without the encoder)"
+    )
+    captions.add_argument("--dataset", help="besides the synthetic items' captions")
     args = parser.parse_args(argv)
     if args.specialist == "export":
         print(export_model(args.run_dir, args.out, args.best))
+        return
+    if args.specialist == "embed-captions":
+        print(f"{cache_caption_embeddings(args.dataset)} captions cached")
         return
     config = TrainConfig(
         preset=args.preset,

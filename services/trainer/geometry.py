@@ -71,6 +71,22 @@ def load_items(dataset: str | None, split: str) -> list[dict]:
     return list(iter_split(dataset, split))
 
 
+def cache_caption_embeddings(dataset: str | None) -> int:
+    """Embeds every caption of a dataset's splits and of the synthetic items into the on-disk cache
+    (default_cache_dir), so that training, evaluation and benchmarks on a machine without the
+    encoder (a lent GPU box) need none; returns the number of captions."""
+    refs = [None] if dataset is None else [dataset, None]
+    captions = {
+        c
+        for ref in refs
+        for split in SYNTHETIC_ITEMS
+        for it in load_items(ref, split)
+        for c in it["captions"]
+    }
+    embed(sorted(captions), default_cache_dir())
+    return len(captions)
+
+
 def data_version(dataset: str | None) -> dict:
     if dataset is None:
         return {"ref": None, "name": "synthetic-primitives", "version": "1", "items": SYNTHETIC_ITEMS}
