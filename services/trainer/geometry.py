@@ -5,10 +5,11 @@
 Data is a geometry dataset split (see shared.ml.geometry_data) or, without --dataset, synthetic
 captioned primitives. Each sample is augmented (scale 0.75-1.25 per axis, a rotation about the up
 axis Z, vertex jitter), quantised and tokenized on the fly, and paired with the embedding of one of
-its captions. On a GPU the loop runs in bfloat16 autocast; under torchrun (WORLD_SIZE > 1) it is
+its captions; with --workers, DataLoader processes prepare the batches (a GPU outruns one
+process). On a GPU the loop runs in bfloat16 autocast; under torchrun (WORLD_SIZE > 1) it is
 wrapped in DistributedDataParallel and each rank draws its own samples. The run folder
-(runs/<name>/) holds TensorBoard logs, checkpoint.pt (resumable) and run.json (dataset version,
-git code version, configuration, results).
+(runs/<name>/) holds TensorBoard logs, checkpoint.pt (resumable), best.pt (the weights of the
+lowest val loss) and run.json (dataset version, git code version, configuration, results).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from shared.ml.geometry_data import dataset_version, iter_split
+from shared.ml.geometry_data import SPLITS, dataset_version, iter_split
 from shared.ml.geometry_model import (
     GeometryModel,
     GeometryModelConfig,
@@ -77,11 +78,7 @@ def cache_caption_embeddings(dataset: str | None) -> int:
     encoder (a lent GPU box) need none; returns the number of captions."""
     refs = [None] if dataset is None else [dataset, None]
     captions = {
-        c
-        for ref in refs
-        for split in SYNTHETIC_ITEMS
-        for it in load_items(ref, split)
-        for c in it["captions"]
+        c for ref in refs for split in SPLITS for it in load_items(ref, split) for c in it["captions"]
     }
     embed(sorted(captions), default_cache_dir())
     return len(captions)
