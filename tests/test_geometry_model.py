@@ -191,6 +191,7 @@ def test_cached_caption_embeddings_spare_the_encoder(tmp_path, monkeypatch):
     monkeypatch.setenv("BMT_DATA_DIR", str(tmp_path / "var"))
     items = synthetic_items(6)
     write_dataset(tmp_path / "ds", {"train": items[:4], "test": items[4:]})
+    text_embedding.embed([c for it in items for c in it["captions"]])  # in memory only: still written
     assert cache_caption_embeddings(str(tmp_path / "ds")) >= len({c for it in items for c in it["captions"]})
     # As on a machine without the encoder: nothing in memory, the encoder unavailable.
     monkeypatch.setattr(text_embedding, "_memory", {})

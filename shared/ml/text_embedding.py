@@ -42,26 +42,29 @@ def default_cache_dir() -> Path:
 
 
 def embed(texts: list[str], cache_dir: str | Path | None = None) -> np.ndarray:
-    """(len(texts), EMBEDDING_DIM) float32 unit vectors."""
+    """(len(texts), EMBEDDING_DIM) float32 unit vectors. With cache_dir, every one of them is also
+    on disk afterwards, those already in memory included."""
     keys = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
     folder = Path(cache_dir) if cache_dir else None
-    missing = []
+    missing, unsaved = [], []
     for key, text in zip(keys, texts, strict=True):
-        if key in _memory:
-            continue
         path = folder / f"{key}.npy" if folder else None
-        if path is not None and path.is_file():
+        if key not in _memory and path is not None and path.is_file():
             _memory[key] = np.load(path)
-        else:
+        elif key not in _memory:
             missing.append((key, text))
+        elif path is not None and not path.is_file():
+            unsaved.append(key)
     if missing:
         unique = dict(missing)
         vectors = _encoder().encode(list(unique.values()), normalize_embeddings=True, convert_to_numpy=True)
         for key, vector in zip(unique, vectors, strict=True):
             _memory[key] = vector.astype(np.float32)
-            if folder is not None:
-                folder.mkdir(parents=True, exist_ok=True)
-                np.save(folder / f"{key}.npy", _memory[key])
+        unsaved += unique if folder is not None else []
+    if folder is not None and unsaved:
+        folder.mkdir(parents=True, exist_ok=True)
+        for key in unsaved:
+            np.save(folder / f"{key}.npy", _memory[key])
     if not texts:
         return np.zeros((0, EMBEDDING_DIM), np.float32)
     return np.stack([_memory[k] for k in keys])
