@@ -1,9 +1,10 @@
-"""Geometry generation and training speed at batch 1 on this machine's CPU (or a GPU when present).
+"""Geometry generation and training speed on this machine's CPU (or a GPU when present).
 
     python -m benchmarks.generate [--checkpoint models/geometry/tiny/model.pt] [--faces 200]
 
-Generates meshes of exactly --faces faces (EOS held back until then), grammar-constrained, with
-the KV cache and, as the in-run baseline, without it (the whole sequence re-run every step).
+Generates meshes of exactly --faces faces (EOS held back until then), grammar-constrained, one at
+a time with the KV cache and, as the in-run baseline, without it (the whole sequence re-run every
+step); then --batch of them side by side (an evaluation's or a server's many prompts).
 Then measures training tokens/s of the same model (synthetic items, or --dataset's train split)
 with the trainer's length-bucketed batches against randomly drawn, padded ones.
 """
@@ -42,20 +43,24 @@ def device_name(device: torch.device) -> str:
 
 
 def time_generation(
-    model, text, faces: int, use_cache: bool, repeats: int, seed: int = 0
+    model, text, faces: int, use_cache: bool, repeats: int, batch: int = 1, seed: int = 0
 ) -> tuple[float, float, int]:
-    """(seconds per mesh, tokens/s, faces of the last mesh)."""
+    """(seconds per mesh, tokens/s, faces of the last mesh); batch: meshes written side by side."""
     seconds, tokens, got = 0.0, 0, 0
     for r in range(repeats):
         generator = torch.Generator(model.pos_emb.weight.device).manual_seed(seed + r)
         t0 = time.perf_counter()
-        toks, mesh = model.generate(
-            text, face_budget=faces, min_faces=faces, generator=generator, use_cache=use_cache
+        samples = model.generate_batch(
+            text.expand(batch, -1),
+            face_budget=faces,
+            min_faces=faces,
+            generator=generator,
+            use_cache=use_cache,
         )
         seconds += time.perf_counter() - t0
-        tokens += len(toks)
-        got = len(mesh.faces)
-    return seconds / repeats, tokens / seconds, got
+        tokens += sum(len(toks) for toks, _ in samples)
+        got = len(samples[-1][1].faces)
+    return seconds / (repeats * batch), tokens / seconds, got
 
 
 def time_training(model: GeometryModel, source: TokenSource, steps: int, bucketed: bool, device) -> float:
@@ -103,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--faces", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=16, help="meshes generated side by side, per mesh timed")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--train-steps", type=int, default=5)
     parser.add_argument(
@@ -121,18 +127,23 @@ def main(argv: list[str] | None = None) -> None:
     text = torch.from_numpy(embed(["a table"], default_cache_dir())[0])
     print(f"model: {source}; {model.num_parameters() / 1e6:.1f}M parameters; device: {device_name(device)}")
     rows = []
-    for use_cache, repeats in ((True, args.repeats), (False, 1)):
-        per_mesh, tps, got = time_generation(model, text, args.faces, use_cache, repeats)
-        rows.append(("KV cache" if use_cache else "no cache (baseline)", per_mesh, tps, got))
+    for name, use_cache, repeats, batch in (
+        ("KV cache", True, args.repeats, 1),
+        ("no cache (baseline)", False, 1, 1),
+        (f"KV cache, {args.batch} at once", True, 1, args.batch),
+    ):
+        per_mesh, tps, got = time_generation(model, text, args.faces, use_cache, repeats, batch)
+        rows.append((name, per_mesh, tps, got))
     source = TokenSource(load_items(args.dataset, "train"), model.config, default_cache_dir())
     train_rows = [
         (name, time_training(model, source, args.train_steps, bucketed, device))
         for name, bucketed in (("length-bucketed", True), ("random (baseline)", False))
     ]
-    print(f"\n{'generation, batch 1':<24}{'s per mesh':>12}{'tokens/s':>10}{'faces':>7}")
+    print(f"\n{'generation':<24}{'s per mesh':>12}{'tokens/s':>10}{'faces':>7}")
     for name, per_mesh, tps, got in rows:
         print(f"{name:<24}{per_mesh:>12.2f}{tps:>10.0f}{got:>7}")
     print(f"speed-up from the KV cache: {rows[1][1] / rows[0][1]:.1f}x")
+    print(f"speed-up per mesh from {args.batch} at once: {rows[0][1] / rows[2][1]:.1f}x")
     data = args.dataset or "synthetic primitives"
     print(f"\ntraining on {data} (forward, backward, AdamW)")
     print(f"{'batches':<24}{'tokens/s':>10}")

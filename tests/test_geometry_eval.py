@@ -110,8 +110,12 @@ def test_evaluation_run_scores_model_and_retrieval_and_draws_the_grid(tmp_path):
         points=64,
         face_budget=4,
         split="val",
+        samples_per_prompt=3,
+        batch_size=1,
     )
     assert on_val["split"] == "val" and on_val["prompts"] == 2  # sampling settings are chosen there
+    saved = json.loads((tmp_path / "val" / "eval.json").read_text())
+    assert len(saved["rows"]["model"]) == 6 and len(saved["rows"]["retrieval"]) == 2
 
 
 def test_evaluation_needs_train_and_test_items(tmp_path):

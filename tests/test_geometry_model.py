@@ -20,7 +20,7 @@ from services.trainer.geometry import (
 )
 from shared.ml.geometry_data import DatasetError, dataset_version, export_dataset, iter_split, open_dataset
 from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, load_model, sample_token
-from shared.ml.mesh_tokenizer import TokenizerConfig, decode
+from shared.ml.mesh_tokenizer import EOS, TokenizerConfig, decode
 from shared.ml.synthetic_meshes import synthetic_items
 from shared.ml.text_embedding import default_cache_dir
 from tests.geometry_helpers import write_dataset
@@ -54,6 +54,22 @@ def test_kv_cache_gives_the_same_tokens_as_full_recomputation():
     cached, _ = model.generate(text, face_budget=4, temperature=0, generator=torch.Generator().manual_seed(0))
     full, _ = model.generate(text, face_budget=4, temperature=0, use_cache=False)
     assert cached == full
+
+
+def test_batched_generation_gives_each_row_its_own_valid_sample():
+    model = small_model(3, max_tokens=160)
+    texts = torch.randn(4, 384)
+    sampled = model.generate_batch(
+        texts, face_budget=5, temperature=1.5, top_p=1.0, generator=torch.Generator().manual_seed(0)
+    )
+    assert len({len(tokens) for tokens, _ in sampled}) > 1  # rows ended apart and left the batch
+    for tokens, mesh in sampled:
+        assert tokens[-1] == EOS and decode(tokens, model.config.tokenizer).faces == mesh.faces
+        assert 1 <= len(mesh.faces) <= 5
+    greedy = model.generate_batch(texts, face_budget=5, temperature=0)
+    recomputed = model.generate_batch(texts, face_budget=5, temperature=0, use_cache=False)
+    alone = [model.generate(t, face_budget=5, temperature=0)[0] for t in texts]
+    assert [t for t, _ in greedy] == [t for t, _ in recomputed] == alone
 
 
 def test_min_faces_holds_back_eos():

@@ -156,7 +156,6 @@ class GeometryModel(nn.Module):
         )
         return logits, loss
 
-    @torch.no_grad()
     def generate(
         self,
         text: torch.Tensor,
@@ -168,33 +167,65 @@ class GeometryModel(nn.Module):
         min_faces: int = 1,
     ) -> tuple[list[int], QuantizedMesh]:
         """One grammar-constrained sample for a (text_dim,) embedding: (tokens, canonical mesh)."""
+        return self.generate_batch(
+            text.view(1, -1), face_budget, temperature, top_p, generator, use_cache, min_faces
+        )[0]
+
+    @torch.no_grad()
+    def generate_batch(
+        self,
+        texts: torch.Tensor,
+        face_budget: int = 200,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+        min_faces: int = 1,
+    ) -> list[tuple[list[int], QuantizedMesh]]:
+        """A sample per row of (B, text_dim) embeddings, decoded side by side: at batch 1 the time
+        goes in per-token overhead, which B rows share. Rows leave the batch (and its KV cache)
+        when they end; each row is sampled in turn from the one generator."""
         self.eval()
-        grammar = MeshGrammar(
-            self.config.tokenizer,
-            face_budget=face_budget,
-            max_tokens=self.config.max_tokens,
-            min_faces=min_faces,
-        )
         device = self.pos_emb.weight.device
-        tokens = [BOS]
-        prefix = self._prefix(text.view(1, -1).to(device))
-        x = torch.cat([prefix, self.tok_emb(torch.tensor([[BOS]], device=device))], 1)
+        grammars = [
+            MeshGrammar(
+                self.config.tokenizer,
+                face_budget=face_budget,
+                max_tokens=self.config.max_tokens,
+                min_faces=min_faces,
+            )
+            for _ in range(texts.shape[0])
+        ]
+        tokens = [[BOS] for _ in grammars]
+        prefix = self._prefix(texts.to(device))
+        x = torch.cat([prefix, self.tok_emb(torch.full((len(grammars), 1), BOS, device=device))], 1)
         logits, cache = self._run(x, 0, [None] * len(self.blocks) if use_cache else None)  # type: ignore[list-item]
-        while not grammar.done:
-            step = logits[0, -1].float()
-            allowed = torch.from_numpy(grammar.allowed_mask()).to(device)
-            token = sample_token(step, allowed, temperature, top_p, generator)
-            grammar.feed(token)
-            tokens.append(token)
-            if token == EOS:
-                break
-            pos = self.config.prefix_tokens + len(tokens) - 1
+        rows = list(range(len(grammars)))  # the samples still being written, in batch order
+        while rows:
+            going = []
+            for b, i in enumerate(rows):
+                allowed = torch.from_numpy(grammars[i].allowed_mask()).to(device)
+                token = sample_token(logits[b, -1].float(), allowed, temperature, top_p, generator)
+                grammars[i].feed(token)
+                tokens[i].append(token)
+                if token != EOS and not grammars[i].done:
+                    going.append(b)
+            if len(going) < len(rows):
+                keep = torch.tensor(going, device=device, dtype=torch.long)
+                prefix = prefix[keep]
+                if use_cache:
+                    cache = [(k[keep], v[keep]) for k, v in cache]
+                rows = [rows[b] for b in going]
+                if not rows:
+                    break
+            step = torch.tensor([[tokens[i][-1]] for i in rows], device=device)
+            pos = self.config.prefix_tokens + len(tokens[rows[0]]) - 1  # rows advance together
             if use_cache:
-                logits, cache = self._run(self.tok_emb(torch.tensor([[token]], device=device)), pos, cache)
+                logits, cache = self._run(self.tok_emb(step), pos, cache)
             else:
-                seq = torch.tensor([tokens], device=device)
+                seq = torch.tensor([tokens[i] for i in rows], device=device)
                 logits, _ = self._run(torch.cat([prefix, self.tok_emb(seq)], 1), 0, None)
-        return tokens, grammar.mesh()
+        return [(t, g.mesh()) for t, g in zip(tokens, grammars, strict=True)]
 
 
 def sample_token(logits, allowed, temperature: float, top_p: float, generator=None) -> int:
