@@ -323,15 +323,17 @@ def train(config: TrainConfig, progress=None) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         writer = SummaryWriter(str(run_dir))
 
+    def minutes_trained() -> float:  # over every session of the run
+        return minutes_before + (time.monotonic() - started) / 60
+
     def save() -> None:
         if rank != 0:
             return
         rngs = [rng.bit_generator.state]
-        minutes = minutes_before + (time.monotonic() - started) / 60
         extra = {
             "optimizer": optimizer.state_dict(),
             "step": step,
-            "minutes_trained": minutes,
+            "minutes_trained": minutes_trained(),
             "best_val_loss": best_val,
             "best_step": best_step,
             "rng": rngs,
@@ -359,7 +361,7 @@ def train(config: TrainConfig, progress=None) -> dict:
         text, inputs, targets = next(batches)
         text, inputs, targets = (t.to(device, non_blocking=True) for t in (text, inputs, targets))
         for group in optimizer.param_groups:
-            group["lr"] = _lr(step, minutes_before + (time.monotonic() - started) / 60, config)
+            group["lr"] = _lr(step, minutes_trained(), config)
         with autocast:
             _, loss = net(text, inputs, targets)
         optimizer.zero_grad(set_to_none=True)
@@ -388,7 +390,7 @@ def train(config: TrainConfig, progress=None) -> dict:
         "val_loss": validate(),
         "train_tokens_per_s": tokens_seen / elapsed if elapsed else None,
         "minutes": elapsed / 60,
-        "minutes_trained": minutes_before + elapsed / 60,
+        "minutes_trained": minutes_trained(),
         "best_val_loss": best_val if best_step is not None else None,
         "best_step": best_step,
     }

@@ -60,7 +60,7 @@ def embed(texts: list[str], cache_dir: str | Path | None = None) -> np.ndarray:
         vectors = _encoder().encode(list(unique.values()), normalize_embeddings=True, convert_to_numpy=True)
         for key, vector in zip(unique, vectors, strict=True):
             _memory[key] = vector.astype(np.float32)
-        unsaved += unique if folder is not None else []
+        unsaved.extend(unique)
     if folder is not None and unsaved:
         folder.mkdir(parents=True, exist_ok=True)
         for key in unsaved:
