@@ -88,6 +88,23 @@ def test_sampling_respects_the_allowed_mask_and_top_p():
     assert sample_token(logits, allowed, 0.0, 1.0) == 1
 
 
+def test_sampling_draws_in_proportion_to_the_tempered_probabilities():
+    logits = torch.tensor([1.0, 0.0, 2.0, -0.5, 9.0])
+    allowed = torch.tensor([True, True, True, True, False])
+    generator = torch.Generator().manual_seed(0)
+    draws = [sample_token(logits, allowed, 2.0, 1.0, generator) for _ in range(4000)]
+    expected = torch.softmax(logits[:4] / 2.0, 0).numpy()
+    assert np.allclose(np.bincount(draws, minlength=4) / len(draws), expected, atol=0.03)
+
+
+def test_top_p_reaches_past_the_first_few_dozen_tokens_when_it_must():
+    # 1,000 equally likely tokens: top-p 0.5 keeps 500 of them, far more than the first topk.
+    logits, allowed = torch.zeros(1000), torch.ones(1000, dtype=torch.bool)
+    generator = torch.Generator().manual_seed(0)
+    draws = [sample_token(logits, allowed, 1.0, 0.5, generator) for _ in range(300)]
+    assert len(set(draws)) > 150
+
+
 def test_sequence_longer_than_the_context_is_refused():
     model = small_model(max_tokens=16)
     with pytest.raises(ValueError, match="max_tokens"):

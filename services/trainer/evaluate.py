@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
         "--batch-size",
         type=int,
         default=16,
-        help="prompts sampled side by side (the sample drawn for a prompt depends on it; 1 before 2026-11-26)",
+        help="prompts sampled side by side (the sample drawn for a prompt depends on it)",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -58,7 +58,33 @@ class GeometryModelConfig:
         return cls(**data)
 
 
-KVCache = list[tuple[torch.Tensor, torch.Tensor]]
+class KVCache:
+    """Every layer's keys and values for up to ``length`` positions of ``batch`` rows, written in
+    place: a cache grown by torch.cat copies itself every step, which cost about a tenth of a
+    decode step on a 2-core CPU."""
+
+    def __init__(self, config: GeometryModelConfig, batch: int, length: int, device, dtype):
+        head_dim = config.d_model // config.n_heads
+        shape = (config.n_layers, 2, batch, config.n_heads, length, head_dim)
+        self.buffer = torch.empty(shape, device=device, dtype=dtype)
+        self.length = 0  # positions written by the steps before this one
+
+    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stores this step's (B, H, t, head_dim) keys and values; returns the layer's keys and
+        values so far. ``advance`` moves past them once every layer has stored its own."""
+        end = self.length + k.shape[2]
+        self.buffer[layer, 0, :, :, self.length : end] = k
+        self.buffer[layer, 1, :, :, self.length : end] = v
+        return self.buffer[layer, 0, :, :, :end], self.buffer[layer, 1, :, :, :end]
+
+    def advance(self, steps: int) -> None:
+        self.length += steps
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Drops every row but ``rows`` (a long tensor of batch indices), copying what is written."""
+        buffer = self.buffer.new_empty(self.buffer.shape[:2] + (len(rows),) + self.buffer.shape[3:])
+        buffer[:, :, :, :, : self.length] = self.buffer[:, :, rows, :, : self.length]
+        self.buffer = buffer
 
 
 class SelfAttention(nn.Module):
@@ -69,17 +95,16 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(c.d_model, c.d_model)
         self.dropout = c.dropout
 
-    def forward(self, x, past: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def forward(self, x, cache: KVCache | None = None, layer: int = 0):
         b, t, d = x.shape
-        q, k, v = self.qkv(x).split(d, dim=2)
-        q, k, v = (z.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2) for z in (q, k, v))
-        if past is not None:
-            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
-        # With a cache, a single new query may see every cached key; a prefill is plain causal.
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        if cache is not None:
+            k, v = cache.extend(layer, k, v)
+        # A query after a prefill may see every cached key; a prefill (t > 1) is plain causal.
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=past is None and t > 1, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, is_causal=t > 1, dropout_p=self.dropout if self.training else 0.0
         )
-        return self.proj(y.transpose(1, 2).contiguous().view(b, t, d)), (k, v)
+        return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
 
 class Block(nn.Module):
@@ -94,10 +119,9 @@ class Block(nn.Module):
             nn.Dropout(c.dropout),
         )
 
-    def forward(self, x, past=None):
-        a, present = self.attn(self.ln1(x), past)
-        x = x + a
-        return x + self.mlp(self.ln2(x)), present
+    def forward(self, x, cache: KVCache | None = None, layer: int = 0):
+        x = x + self.attn(self.ln1(x), cache, layer)
+        return x + self.mlp(self.ln2(x))
 
 
 class GeometryModel(nn.Module):
@@ -132,13 +156,15 @@ class GeometryModel(nn.Module):
     def _prefix(self, text: torch.Tensor) -> torch.Tensor:
         return self.text_proj(text).view(text.shape[0], self.config.prefix_tokens, self.config.d_model)
 
-    def _run(self, x: torch.Tensor, start: int, cache: KVCache | None):
+    def _run(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Final hidden states (B, t, d_model) of embedded inputs that follow the cached positions."""
+        start = cache.length if cache is not None else 0
         x = self.drop(x + self.pos_emb(torch.arange(start, start + x.shape[1], device=x.device)))
-        presents = []
         for i, block in enumerate(self.blocks):
-            x, present = block(x, None if cache is None else cache[i])
-            presents.append(present)
-        return self.head(self.ln_f(x)), presents
+            x = block(x, cache, i)
+        if cache is not None:
+            cache.advance(x.shape[1])
+        return self.ln_f(x)
 
     def forward(self, text: torch.Tensor, tokens: torch.Tensor, targets: torch.Tensor | None = None):
         """Logits (B, T, V) for the token after each of ``tokens``; with targets also the mean loss."""
@@ -147,8 +173,7 @@ class GeometryModel(nn.Module):
                 f"sequence of {tokens.shape[1]} tokens exceeds max_tokens={self.config.max_tokens}"
             )
         x = torch.cat([self._prefix(text), self.tok_emb(tokens)], 1)
-        logits, _ = self._run(x, 0, None)
-        logits = logits[:, self.config.prefix_tokens :]
+        logits = self.head(self._run(x)[:, self.config.prefix_tokens :])
         if targets is None:
             return logits, None
         loss = F.cross_entropy(
@@ -171,7 +196,7 @@ class GeometryModel(nn.Module):
             text.view(1, -1), face_budget, temperature, top_p, generator, use_cache, min_faces
         )[0]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate_batch(
         self,
         texts: torch.Tensor,
@@ -186,26 +211,31 @@ class GeometryModel(nn.Module):
         goes in per-token overhead, which B rows share. Rows leave the batch (and its KV cache)
         when they end; each row is sampled in turn from the one generator."""
         self.eval()
+        c = self.config
         device = self.pos_emb.weight.device
         grammars = [
-            MeshGrammar(
-                self.config.tokenizer,
-                face_budget=face_budget,
-                max_tokens=self.config.max_tokens,
-                min_faces=min_faces,
-            )
+            MeshGrammar(c.tokenizer, face_budget=face_budget, max_tokens=c.max_tokens, min_faces=min_faces)
             for _ in range(texts.shape[0])
         ]
         tokens = [[BOS] for _ in grammars]
         prefix = self._prefix(texts.to(device))
         x = torch.cat([prefix, self.tok_emb(torch.full((len(grammars), 1), BOS, device=device))], 1)
-        logits, cache = self._run(x, 0, [None] * len(self.blocks) if use_cache else None)  # type: ignore[list-item]
+        cache = None
+        if use_cache:
+            cache = KVCache(c, len(grammars), c.prefix_tokens + c.max_tokens, device, x.dtype)
+        hidden = self._run(x, cache)
         rows = list(range(len(grammars)))  # the samples still being written, in batch order
         while rows:
+            masks = np.stack([grammars[i].allowed_mask() for i in rows])
+            # The grammar allows one contiguous stretch of the vocabulary at a time (structure
+            # tokens, or corners): the output head needs only those rows of its weight.
+            anywhere = masks.any(0)
+            lo, hi = int(anywhere.argmax()), len(anywhere) - int(anywhere[::-1].argmax())
+            logits = F.linear(hidden[:, -1], self.head.weight[lo:hi]).float()
+            allowed = torch.from_numpy(masks[:, lo:hi]).to(device)
             going = []
             for b, i in enumerate(rows):
-                allowed = torch.from_numpy(grammars[i].allowed_mask()).to(device)
-                token = sample_token(logits[b, -1].float(), allowed, temperature, top_p, generator)
+                token = lo + sample_token(logits[b], allowed[b], temperature, top_p, generator)
                 grammars[i].feed(token)
                 tokens[i].append(token)
                 if token != EOS and not grammars[i].done:
@@ -213,33 +243,39 @@ class GeometryModel(nn.Module):
             if len(going) < len(rows):
                 keep = torch.tensor(going, device=device, dtype=torch.long)
                 prefix = prefix[keep]
-                if use_cache:
-                    cache = [(k[keep], v[keep]) for k, v in cache]
+                if cache is not None:
+                    cache.keep(keep)
                 rows = [rows[b] for b in going]
                 if not rows:
                     break
-            step = torch.tensor([[tokens[i][-1]] for i in rows], device=device)
-            pos = self.config.prefix_tokens + len(tokens[rows[0]]) - 1  # rows advance together
-            if use_cache:
-                logits, cache = self._run(self.tok_emb(step), pos, cache)
+            if cache is not None:
+                step = torch.tensor([[tokens[i][-1]] for i in rows], device=device)
+                hidden = self._run(self.tok_emb(step), cache)
             else:
                 seq = torch.tensor([tokens[i] for i in rows], device=device)
-                logits, _ = self._run(torch.cat([prefix, self.tok_emb(seq)], 1), 0, None)
+                hidden = self._run(torch.cat([prefix, self.tok_emb(seq)], 1))
         return [(t, g.mesh()) for t, g in zip(tokens, grammars, strict=True)]
 
 
 def sample_token(logits, allowed, temperature: float, top_p: float, generator=None) -> int:
-    """Samples from the allowed tokens only; temperature 0 is greedy."""
-    candidates = allowed.nonzero().squeeze(1)
-    logits = logits[candidates]
+    """Index of a token drawn from the allowed ones (a bool mask over logits); temperature 0 is
+    greedy. Top-p keeps the most likely tokens until their probability reaches top_p."""
+    logits = logits.masked_fill(~allowed, float("-inf"))
     if temperature <= 0:
-        return int(candidates[logits.argmax()])
+        return int(logits.argmax())
     probs = torch.softmax(logits / temperature, -1)
-    if top_p < 1.0:
-        sorted_p, order = probs.sort(descending=True)
-        keep = sorted_p.cumsum(-1) - sorted_p < top_p  # always keeps the most likely token
-        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
-    return int(candidates[torch.multinomial(probs, 1, generator=generator)])
+    count = int(allowed.sum())
+    # Top-p needs the most likely tokens in order. A few dozen reach it at most steps, so those
+    # are sorted first (topk); the flat distributions of the other steps sort every token.
+    for k in (min(count, 64), count) if top_p < 1.0 else (count,):
+        top, index = probs.topk(k)
+        before = top.cumsum(0) - top  # probability of the tokens more likely than each
+        if before[-1] >= top_p:
+            break
+    top, index = top[before < top_p], index[before < top_p]  # always keeps the most likely
+    cumulative = top.cumsum(0)
+    draw = torch.rand((), device=cumulative.device, generator=generator) * cumulative[-1]
+    return int(index[torch.searchsorted(cumulative, draw, right=True).clamp(max=len(top) - 1)])
 
 
 def save_checkpoint(path, model: GeometryModel, extra: dict | None = None, half: bool = False) -> None:

@@ -269,6 +269,7 @@ class MeshGrammar:
         self.corners_left = 0
         self.block: int | None = None  # block of the previous corner
         self.pending_block: int | None = None  # a BLOCK token waiting for its OFFSET
+        self._mask: np.ndarray | None = None  # allowed_mask of this state; feed checks it too
 
     # -- state updates -------------------------------------------------------------------
     def _place(self, v: int) -> None:
@@ -297,6 +298,7 @@ class MeshGrammar:
     def feed(self, token: int) -> None:
         if not self.allowed_token(token):
             raise TokenizerError(f"token {token} ({self.describe(token)}) is not allowed here")
+        self._mask = None
         self.used += 1
         v = self.vocab
         if token == EOS:
@@ -344,6 +346,13 @@ class MeshGrammar:
         return out
 
     def allowed_mask(self) -> np.ndarray:
+        """A read-only bool mask over the vocabulary of the tokens that may come next."""
+        if self._mask is None:
+            self._mask = self._compute_mask()
+            self._mask.flags.writeable = False
+        return self._mask
+
+    def _compute_mask(self) -> np.ndarray:
         v, c = self.vocab, self.config
         mask = np.zeros(v.size, dtype=bool)
         if self.done:
