@@ -36,7 +36,6 @@ BENCHES := bench-blobs bench-extract bench-tokenizer bench-generate
 bench-blobs: $(STAMP)
 	$(PY) -m benchmarks.blobs
 
-# Debian's assimp converts the ASCII FBX files Blender's importer refuses (blender_worker.loader).
 # Debian's assimp converts ASCII FBX files, which Blender's importer refuses.
 extract-tools:
 	command -v assimp >/dev/null || (apt-get update -qq && apt-get install -y -qq assimp-utils)

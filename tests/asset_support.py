@@ -1,35 +1,28 @@
 """Register one file as an asset (blob + row) for tests that need a stored asset to work on.
 
-Production ingests through the scraper's batched path (services/scraper/ingest.py); this is the
-single-file version, idempotent by content also when two threads race on the same file.
+Production ingests through the scraper's batched path (services/scraper/ingest.py), whose row
+this builds; this is the single-file version, idempotent by content also when two threads race
+on the same file.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.scraper.ingest import Prepared, asset_row
+from services.scraper.items import Candidate, Provenance
 from shared.blobs import BlobStore
 from shared.db.models import Asset
 
 
-@dataclass
-class Provenance:
-    """Where a file came from and under which terms; every asset keeps it."""
-
-    license: str
-    source_url: str | None = None
-    source_commit: str | None = None
-    source_path: str | None = None
-    author: str | None = None
-    attribution: str | None = None
-    title: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+def local_provenance(path: str | os.PathLike[str], license: str, **fields: str) -> Provenance:
+    """Provenance of a file on this disk, its license already an SPDX id."""
+    return Provenance("local", Path(path).resolve().as_uri(), license, **fields)
 
 
 def register_asset(
@@ -40,24 +33,14 @@ def register_asset(
     provenance: Provenance,
     source_id: int | None = None,
 ) -> tuple[Asset, bool]:
-    """Store the file and record it; returns (asset, created)."""
+    """Store the file and record it (license: the provenance's, as an SPDX id); returns (asset, created)."""
     key = store.put_file(path)
     existing = session.scalar(select(Asset).where(Asset.sha256 == key))
     if existing is not None:
         return existing, False
-    asset = Asset(
-        sha256=key,
-        size=store.size(key),
-        format=fmt,
-        source_id=source_id,
-        source_url=provenance.source_url,
-        source_commit=provenance.source_commit,
-        source_path=provenance.source_path,
-        license=provenance.license,
-        author=provenance.author,
-        attribution=provenance.attribution,
-        title=provenance.title,
-        meta=dict(provenance.meta),
+    candidate = Candidate(Path(path).name, provenance, path=Path(path))
+    asset = asset_row(
+        Prepared(candidate, Path(path), key, store.size(key), fmt, provenance.license_text or ""), source_id
     )
     try:
         with session.begin_nested():

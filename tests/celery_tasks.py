@@ -10,7 +10,7 @@ from shared.blobs import get_blob_store
 from shared.db import session_scope
 from shared.db.models import Job
 from shared.queue import TrackedTask, TransientError, app
-from tests.asset_support import Provenance, register_asset
+from tests.asset_support import local_provenance, register_asset
 
 
 @app.task(name="scrape.test_register_after_release", base=TrackedTask, bind=True)
@@ -34,7 +34,7 @@ def register_after_release(self, payload: str, control_dir: str) -> dict:
             raise TimeoutError("the test never released the task")
         time.sleep(0.1)
     with session_scope() as session:
-        asset, created = register_asset(session, store, f.name, "txt", Provenance(license="CC0-1.0"))
+        asset, created = register_asset(session, store, f.name, "txt", local_provenance(f.name, "CC0-1.0"))
         sha = asset.sha256
     Path(f.name).unlink()
     (control / f"finished-{attempt}").touch()

@@ -9,10 +9,11 @@ import pytest
 from alembic import command
 from sqlalchemy import func, inspect, select
 
+from services.scraper.items import Provenance
 from shared.blobs import LocalBlobStore
 from shared.db import alembic_config, ensure_schema, get_engine, session_scope
 from shared.db.models import Asset, Base
-from tests.asset_support import Provenance, register_asset
+from tests.asset_support import register_asset
 
 TABLES = {
     "sources",
@@ -71,7 +72,7 @@ def test_register_asset_is_idempotent_and_race_safe(database_url: str, tmp_path:
     store = LocalBlobStore(tmp_path / "blobs", 1 << 20)
     file = tmp_path / "chair.blend"
     file.write_bytes(b"BLENDER-v279 pretend")
-    provenance = Provenance(license="CC0-1.0", source_url="https://example.org/chair.blend", author="Q")
+    provenance = Provenance("local", "https://example.org/chair.blend", "CC0-1.0", author="Q")
     results: list[bool] = []
 
     def register() -> None:

@@ -12,15 +12,17 @@ from shared.blobs import get_blob_store
 from shared.db import ensure_schema, session_scope
 from shared.db.models import Asset, AssetStatus, Extraction, ExtractionStatus, Job, SceneObject
 from shared.scene import parse_scene
-from tests.asset_support import Provenance, register_asset
+from tests.asset_support import local_provenance, register_asset
 from tests.extract_support import CORPUS
 
 TOY_CAR = CORPUS / "blend" / "zeyu_free_blender_models" / "blend_toy_car.blend"
 
 
-def _register(path: Path, fmt: str, **provenance: str) -> str:
+def _register(path: Path, fmt: str, license: str, **provenance: str) -> str:
     with session_scope() as session:
-        asset, _ = register_asset(session, get_blob_store(), path, fmt, Provenance(**provenance))
+        asset, _ = register_asset(
+            session, get_blob_store(), path, fmt, local_provenance(path, license, **provenance)
+        )
         return asset.sha256
 
 

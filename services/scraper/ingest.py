@@ -110,6 +110,32 @@ class Prepared:
     license: str
 
 
+def asset_row(item: Prepared, source_id: int | None) -> Asset:
+    """The Asset row of a checked file: its hash, format and SPDX license, and where it came from."""
+    provenance = item.candidate.provenance
+    return Asset(
+        sha256=item.sha256,
+        size=item.size,
+        format=item.format,
+        source_id=source_id,
+        source_url=provenance.source_url,
+        source_commit=provenance.source_commit,
+        source_path=provenance.source_path,
+        license=item.license,
+        author=provenance.author,
+        attribution=provenance.attribution,
+        title=provenance.title,
+        status=AssetStatus.NEW,
+        meta={
+            "source": provenance.source,
+            "page_url": provenance.page_url,
+            "license_text": provenance.license_text,
+            "file_name": item.candidate.name,
+            **provenance.meta,
+        },
+    )
+
+
 class Ingestor:
     def __init__(self, settings: Settings, blobs: BlobStore | None = None, *, hand_off: bool = True) -> None:
         self.settings = settings
@@ -205,33 +231,8 @@ class Ingestor:
                         raise RuntimeError(
                             f"blob store hashed {item.candidate.name} as {key}, not {item.sha256}"
                         )
-            session.add_all(self._row(item, source_id) for item in new.values())
+            session.add_all(asset_row(item, source_id) for item in new.values())
         return {id(item): new.get(item.sha256) is item for item in prepared}
-
-    @staticmethod
-    def _row(item: Prepared, source_id: int | None) -> Asset:
-        provenance = item.candidate.provenance
-        return Asset(
-            sha256=item.sha256,
-            size=item.size,
-            format=item.format,
-            source_id=source_id,
-            source_url=provenance.source_url,
-            source_commit=provenance.source_commit,
-            source_path=provenance.source_path,
-            license=item.license,
-            author=provenance.author,
-            attribution=provenance.attribution,
-            title=provenance.title,
-            status=AssetStatus.NEW,
-            meta={
-                "source": provenance.source,
-                "page_url": provenance.page_url,
-                "license_text": provenance.license_text,
-                "file_name": item.candidate.name,
-                **provenance.meta,
-            },
-        )
 
     def _check(
         self, candidate: Candidate, local: LocalFile | None, scratch: Path, depth: int
