@@ -66,16 +66,21 @@ class KVCache:
     def __init__(self, config: GeometryModelConfig, batch: int, length: int, device, dtype):
         head_dim = config.d_model // config.n_heads
         shape = (config.n_layers, 2, batch, config.n_heads, length, head_dim)
-        self.buffer = torch.empty(shape, device=device, dtype=dtype)
+        self._use(torch.empty(shape, device=device, dtype=dtype))
         self.length = 0  # positions written by the steps before this one
+
+    def _use(self, buffer: torch.Tensor) -> None:
+        self.buffer = buffer
+        self.keys, self.values = buffer[:, 0].unbind(0), buffer[:, 1].unbind(0)  # (B, H, length, hd) views
 
     def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Stores this step's (B, H, t, head_dim) keys and values; returns the layer's keys and
         values so far. ``advance`` moves past them once every layer has stored its own."""
-        end = self.length + k.shape[2]
-        self.buffer[layer, 0, :, :, self.length : end] = k
-        self.buffer[layer, 1, :, :, self.length : end] = v
-        return self.buffer[layer, 0, :, :, :end], self.buffer[layer, 1, :, :, :end]
+        t = k.shape[2]
+        self.keys[layer].narrow(2, self.length, t).copy_(k)
+        self.values[layer].narrow(2, self.length, t).copy_(v)
+        end = self.length + t
+        return self.keys[layer].narrow(2, 0, end), self.values[layer].narrow(2, 0, end)
 
     def advance(self, steps: int) -> None:
         self.length += steps
@@ -84,7 +89,7 @@ class KVCache:
         """Drops every row but ``rows`` (a long tensor of batch indices), copying what is written."""
         buffer = self.buffer.new_empty(self.buffer.shape[:2] + (len(rows),) + self.buffer.shape[3:])
         buffer[:, :, :, :, : self.length] = self.buffer[:, :, rows, :, : self.length]
-        self.buffer = buffer
+        self._use(buffer)
 
 
 class SelfAttention(nn.Module):
@@ -264,18 +269,17 @@ def sample_token(logits, allowed, temperature: float, top_p: float, generator=No
     if temperature <= 0:
         return int(logits.argmax())
     probs = torch.softmax(logits / temperature, -1)
-    count = int(allowed.sum())
-    # Top-p needs the most likely tokens in order. A few dozen reach it at most steps, so those
-    # are sorted first (topk); the flat distributions of the other steps sort every token.
-    for k in (min(count, 64), count) if top_p < 1.0 else (count,):
-        top, index = probs.topk(k)
-        before = top.cumsum(0) - top  # probability of the tokens more likely than each
-        if before[-1] >= top_p:
-            break
-    top, index = top[before < top_p], index[before < top_p]  # always keeps the most likely
-    cumulative = top.cumsum(0)
-    draw = torch.rand((), device=cumulative.device, generator=generator) * cumulative[-1]
-    return int(index[torch.searchsorted(cumulative, draw, right=True).clamp(max=len(top) - 1)])
+    cumulative = probs.cumsum(0)
+    # Top-p by rejection: a draw from all allowed tokens stands if the tokens more likely than it
+    # hold less than top_p, so the draws that stand follow the top-p distribution without
+    # sorting the thousands of tokens a corner allows. The kept tokens hold at least top_p, so
+    # this takes at most 1 / top_p draws on average.
+    while True:
+        draw = torch.rand((), device=probs.device, generator=generator) * cumulative[-1]
+        token = int(torch.searchsorted(cumulative, draw, right=True).clamp(max=len(probs) - 1))
+        p = probs[token]
+        if p > 0 and (top_p >= 1.0 or probs[probs > p].sum() < top_p):
+            return token
 
 
 def save_checkpoint(path, model: GeometryModel, extra: dict | None = None, half: bool = False) -> None:
