@@ -116,6 +116,19 @@ def test_evaluation_run_scores_model_and_retrieval_and_draws_the_grid(tmp_path):
     assert on_val["split"] == "val" and on_val["prompts"] == 2  # sampling settings are chosen there
     saved = json.loads((tmp_path / "val" / "eval.json").read_text())
     assert len(saved["rows"]["model"]) == 6 and len(saved["rows"]["retrieval"]) == 2
+    evaluate_geometry(
+        str(tmp_path / "model.pt"),
+        str(tmp_path / "ds"),
+        str(tmp_path / "val-batched"),
+        points=64,
+        face_budget=4,
+        split="val",
+        samples_per_prompt=3,
+        batch_size=2,
+    )
+    batched = json.loads((tmp_path / "val-batched" / "eval.json").read_text())
+    assert [r["tokens"] for r in batched["rows"]["model"]] == [r["tokens"] for r in saved["rows"]["model"]]
+    assert batched["summary"] == saved["summary"]  # the same samples, whatever the batch size
 
 
 def test_evaluation_needs_train_and_test_items(tmp_path):

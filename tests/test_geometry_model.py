@@ -66,6 +66,16 @@ def test_batched_generation_gives_each_row_its_own_valid_sample():
     for tokens, mesh in sampled:
         assert tokens[-1] == EOS and decode(tokens, model.config.tokenizer).faces == mesh.faces
         assert 1 <= len(mesh.faces) <= 5
+    seeded = model.generate_batch(
+        texts, face_budget=5, temperature=1.5, generator=[torch.Generator().manual_seed(s) for s in range(4)]
+    )
+    alone_seeded = [
+        model.generate(t, face_budget=5, temperature=1.5, generator=torch.Generator().manual_seed(s))[0]
+        for s, t in enumerate(texts)
+    ]
+    assert [t for t, _ in seeded] == alone_seeded  # a generator per row: each row's own sample
+    with pytest.raises(ValueError, match="2 generators for 4 rows"):
+        model.generate_batch(texts, generator=[torch.Generator(), torch.Generator()])
     greedy = model.generate_batch(texts, face_budget=5, temperature=0)
     recomputed = model.generate_batch(texts, face_budget=5, temperature=0, use_cache=False)
     alone = [model.generate(t, face_budget=5, temperature=0)[0] for t in texts]

@@ -66,7 +66,6 @@ def evaluate_geometry(
     model, ckpt = load_model(checkpoint, device)
     tok_config = model.config.tokenizer
     rng = np.random.default_rng(seed)
-    generator = torch.Generator(device).manual_seed(seed)
     test = load_items(dataset, split)[:max_prompts]
     train = load_items(dataset, "train")
     if not test or not train:
@@ -103,8 +102,17 @@ def evaluate_geometry(
         chunk = list(range(start, min(start + batch_size, len(test))))
         texts = torch.from_numpy(np.repeat(prompt_vecs[chunk], samples_per_prompt, axis=0))
         t0 = time.perf_counter()
+        # A generator per sample, seeded by (seed, prompt, sample): a prompt's samples do not
+        # depend on the batch size or on the prompts beside it.
+        generators = [
+            torch.Generator(device).manual_seed(
+                int(np.random.SeedSequence([seed, k, s]).generate_state(1)[0])
+            )
+            for k in chunk
+            for s in range(samples_per_prompt)
+        ]
         generated = model.generate_batch(
-            texts, face_budget=face_budget, temperature=temperature, top_p=top_p, generator=generator
+            texts, face_budget=face_budget, temperature=temperature, top_p=top_p, generator=generators
         )
         gen_seconds += time.perf_counter() - t0
         for j, k in enumerate(chunk):
@@ -249,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
         "--batch-size",
         type=int,
         default=16,
-        help="prompts sampled side by side (the sample drawn for a prompt depends on it)",
+        help="prompts sampled side by side (a prompt's samples are the same at any batch size)",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -9,6 +9,7 @@ every step, so every sample decodes to a valid mesh within the face and token bu
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -208,15 +209,19 @@ class GeometryModel(nn.Module):
         face_budget: int = 200,
         temperature: float = 0.8,
         top_p: float = 0.95,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         use_cache: bool = True,
         min_faces: int = 1,
     ) -> list[tuple[list[int], QuantizedMesh]]:
         """A sample per row of (B, text_dim) embeddings, decoded side by side: at batch 1 the time
         goes in per-token overhead, which B rows share. Rows leave the batch (and its KV cache)
-        when they end; each row is sampled in turn from the one generator."""
+        when they end. With a generator per row, a row's sample is the one it gets alone (up to
+        rounding in the batched matrix products); one generator serves the rows in turn."""
         self.eval()
         c = self.config
+        generators = generator if isinstance(generator, Sequence) else [generator] * texts.shape[0]
+        if len(generators) != texts.shape[0]:
+            raise ValueError(f"{len(generators)} generators for {texts.shape[0]} rows")
         device = self.pos_emb.weight.device
         grammars = [
             MeshGrammar(c.tokenizer, face_budget=face_budget, max_tokens=c.max_tokens, min_faces=min_faces)
@@ -240,7 +245,7 @@ class GeometryModel(nn.Module):
             allowed = torch.from_numpy(masks[:, lo:hi]).to(device)
             going = []
             for b, i in enumerate(rows):
-                token = lo + sample_token(logits[b], allowed[b], temperature, top_p, generator)
+                token = lo + sample_token(logits[b], allowed[b], temperature, top_p, generators[i])
                 grammars[i].feed(token)
                 tokens[i].append(token)
                 if token != EOS and not grammars[i].done:
