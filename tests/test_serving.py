@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from fastapi.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
 from services.gateway.app import create_app
-from services.serving.geometry import GeometryGenerator
+from services.serving.geometry import GeometryGenerator, MeshRequest
 from services.serving.triton import GEOMETRY_MODEL, start_triton, write_model_repository
 from shared.db import ensure_schema
 from shared.settings import get_settings
@@ -45,6 +46,24 @@ def test_in_process_generation_is_valid_and_seeded(checkpoint: Path):
         generator.generate("   ")
 
 
+def test_requests_decoded_together_get_the_meshes_they_get_alone(checkpoint: Path):
+    generator = GeometryGenerator(checkpoint, device="cpu")
+    requests = [
+        MeshRequest("a lamp", face_budget=24, seed=1),
+        MeshRequest("a chair", face_budget=24, seed=2),
+        MeshRequest("a box", face_budget=24, seed=3, temperature=1.0),  # other settings: its own batch
+        MeshRequest("a stool", face_budget=24, seed=4),
+    ]
+    together = generator.generate_many(requests)
+    assert [m["batch"] for m in together] == [3, 3, 1, 3]
+    for request, mesh in zip(requests, together, strict=True):
+        check_mesh(mesh, 24)
+        alone = generator.generate(request.prompt, request.face_budget, request.seed, request.temperature)
+        assert (mesh["vertices"], mesh["faces"]) == (alone["vertices"], alone["faces"])
+    with pytest.raises(ValueError, match="face_budget"):
+        MeshRequest("a lamp", face_budget=0)
+
+
 def infer(client: grpcclient.InferenceServerClient, prompt: str, face_budget: int, seed: int) -> dict:
     inputs = []
     for name, dtype, value in (
@@ -53,11 +72,11 @@ def infer(client: grpcclient.InferenceServerClient, prompt: str, face_budget: in
         ("SEED", "INT64", np.array([seed], dtype=np.int64)),
         ("TEMPERATURE", "FP32", np.array([0.8], dtype=np.float32)),
     ):
-        tensor = grpcclient.InferInput(name, [1], dtype)
-        tensor.set_data_from_numpy(value)
+        tensor = grpcclient.InferInput(name, [1, 1], dtype)
+        tensor.set_data_from_numpy(value.reshape(1, 1))
         inputs.append(tensor)
     result = client.infer(GEOMETRY_MODEL, inputs)
-    return json.loads(result.as_numpy("MESH_JSON")[0])
+    return json.loads(result.as_numpy("MESH_JSON").reshape(-1)[0])
 
 
 def test_triton_serves_the_geometry_model_over_grpc(checkpoint: Path, tmp_path: Path, monkeypatch):
@@ -81,6 +100,13 @@ def test_triton_serves_the_geometry_model_over_grpc(checkpoint: Path, tmp_path: 
         with pytest.raises(InferenceServerException, match="prompt is empty"):
             infer(client, "", face_budget=16, seed=1)
         check_mesh(infer(client, "a lamp", face_budget=8, seed=4), 8)  # the model survives a bad request
+        # Requests that queue while the model is busy are decoded together (dynamic batching).
+        with ThreadPoolExecutor(4) as pool:
+            prompts = ["a lamp", "a chair", "a box", "a stool"]
+            meshes = list(pool.map(lambda k: infer(client, prompts[k], face_budget=16, seed=k), range(4)))
+        assert max(mesh["batch"] for mesh in meshes) > 1
+        for mesh in meshes:
+            check_mesh(mesh, 16)
 
         monkeypatch.setenv("BMT_INFERENCE_URL", f"grpc://{server.grpc_url}")
         get_settings.cache_clear()

@@ -54,14 +54,14 @@ class TritonGeometry:
         }
         inputs = []
         for name, (dtype, value) in values.items():
-            tensor = grpcclient.InferInput(name, [1], dtype)
-            tensor.set_data_from_numpy(value)
+            tensor = grpcclient.InferInput(name, [1, 1], dtype)  # a batch of one request
+            tensor.set_data_from_numpy(value.reshape(1, 1))
             inputs.append(tensor)
         try:
             result = self.client.infer("geometry", inputs, client_timeout=self.timeout_s)
         except InferenceServerException as exc:
             raise ModelUnavailable(f"Triton: {exc.message()}") from exc
-        return json.loads(result.as_numpy("MESH_JSON")[0])
+        return json.loads(result.as_numpy("MESH_JSON").reshape(-1)[0])
 
 
 @lru_cache(maxsize=4)

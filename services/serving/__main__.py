@@ -19,9 +19,12 @@ def main() -> None:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--instances", type=int, default=1, help="model instances (parallel generations)")
+    parser.add_argument(
+        "--max-batch", type=int, default=16, help="queued requests an instance decodes together"
+    )
     args = parser.parse_args()
     work = settings.data_dir / "triton"
-    repository = write_model_repository(work / "models", args.checkpoint, args.instances)
+    repository = write_model_repository(work / "models", args.checkpoint, args.instances, args.max_batch)
     server = start_triton(
         repository, work, [GEOMETRY_MODEL], args.http_port, args.grpc_port, args.metrics_port
     )

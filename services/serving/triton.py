@@ -25,7 +25,8 @@ GEOMETRY_MODEL = "geometry"
 GEOMETRY_CONFIG = """\
 name: "geometry"
 backend: "python"
-max_batch_size: 0
+max_batch_size: {max_batch}
+dynamic_batching {{ max_queue_delay_microseconds: {queue_delay_us} }}
 input [
   {{ name: "PROMPT", data_type: TYPE_STRING, dims: [ 1 ] }},
   {{ name: "FACE_BUDGET", data_type: TYPE_INT32, dims: [ 1 ] }},
@@ -47,14 +48,28 @@ def _pytriton_dir() -> Path:
     return Path(pytriton.__file__).resolve().parent / "tritonserver"
 
 
-def write_model_repository(root: Path, geometry_checkpoint: Path, instances: int = 1) -> Path:
-    """A repository with the geometry model, version 1, loading ``geometry_checkpoint``."""
+def write_model_repository(
+    root: Path,
+    geometry_checkpoint: Path,
+    instances: int = 1,
+    max_batch: int = 16,
+    queue_delay_us: int = 20_000,
+) -> Path:
+    """A repository with the geometry model, version 1, loading ``geometry_checkpoint``.
+
+    Requests that queue while an instance is busy, or arrive within ``queue_delay_us`` of each
+    other, are decoded together, up to ``max_batch`` (16 at once: 3.6x the meshes per second of
+    one at a time on a 2-core CPU, models/geometry/README.md)."""
     model_dir = root / GEOMETRY_MODEL
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     shutil.copy(MODEL_TEMPLATES / GEOMETRY_MODEL / "model.py", model_dir / "1" / "model.py")
     (model_dir / "config.pbtxt").write_text(
         GEOMETRY_CONFIG.format(
-            instances=instances, checkpoint=Path(geometry_checkpoint).resolve(), project_root=PROJECT_ROOT
+            instances=instances,
+            max_batch=max_batch,
+            queue_delay_us=queue_delay_us,
+            checkpoint=Path(geometry_checkpoint).resolve(),
+            project_root=PROJECT_ROOT,
         )
     )
     return root
