@@ -31,7 +31,7 @@ bench: $(STAMP)
 	@echo "benchmarks: $(BENCHES)"
 	@for b in $(BENCHES); do $(MAKE) --no-print-directory $$b || exit 1; done
 
-BENCHES := bench-blobs bench-extract bench-tokenizer bench-generate
+BENCHES := bench-blobs bench-extract bench-tokenizer bench-generate bench-serving
 
 bench-blobs: $(STAMP)
 	$(PY) -m benchmarks.blobs
@@ -67,6 +67,10 @@ bench-tokenizer: $(STAMP)
 
 bench-generate: $(STAMP)
 	$(PY) -m benchmarks.generate --checkpoint $(GEOMETRY_CHECKPOINT) $(if $(GEOMETRY_DATASET),--dataset $(GEOMETRY_DATASET))
+
+# Triton under concurrent requests: dynamic batching against --max-batch 1.
+bench-serving: $(STAMP)
+	$(PY) -m benchmarks.serving --checkpoint $(GEOMETRY_CHECKPOINT)
 
 eval-geometry: $(STAMP)
 	$(PY) -m services.trainer.evaluate geometry --checkpoint $(GEOMETRY_CHECKPOINT) $(if $(GEOMETRY_DATASET),--dataset $(GEOMETRY_DATASET))
