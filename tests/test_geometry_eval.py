@@ -103,32 +103,27 @@ def test_evaluation_run_scores_model_and_retrieval_and_draws_the_grid(tmp_path):
     assert len(saved["rows"]["model"]) == 4
     png = (tmp_path / "out" / "samples.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
-    on_val = evaluate_geometry(
-        str(tmp_path / "model.pt"),
-        str(tmp_path / "ds"),
-        str(tmp_path / "val"),
-        points=64,
-        face_budget=4,
-        split="val",
-        samples_per_prompt=3,
-        batch_size=1,
-    )
-    assert on_val["split"] == "val" and on_val["prompts"] == 2  # sampling settings are chosen there
-    saved = json.loads((tmp_path / "val" / "eval.json").read_text())
-    assert len(saved["rows"]["model"]) == 6 and len(saved["rows"]["retrieval"]) == 2
-    evaluate_geometry(
-        str(tmp_path / "model.pt"),
-        str(tmp_path / "ds"),
-        str(tmp_path / "val-batched"),
-        points=64,
-        face_budget=4,
-        split="val",
-        samples_per_prompt=3,
-        batch_size=2,
-    )
-    batched = json.loads((tmp_path / "val-batched" / "eval.json").read_text())
-    assert [r["tokens"] for r in batched["rows"]["model"]] == [r["tokens"] for r in saved["rows"]["model"]]
-    assert batched["summary"] == saved["summary"]  # the same samples, whatever the batch size
+    on_val = {
+        batch_size: evaluate_geometry(
+            str(tmp_path / "model.pt"),
+            str(tmp_path / "ds"),
+            str(tmp_path / f"val-{batch_size}"),
+            points=64,
+            face_budget=4,
+            split="val",
+            samples_per_prompt=3,
+            batch_size=batch_size,
+        )
+        for batch_size in (1, 2)
+    }
+    assert on_val[1]["split"] == "val" and on_val[1]["prompts"] == 2  # sampling settings are chosen there
+    saved = {b: json.loads((tmp_path / f"val-{b}" / "eval.json").read_text()) for b in on_val}
+    assert len(saved[1]["rows"]["model"]) == 6 and len(saved[1]["rows"]["retrieval"]) == 2
+    # The same samples, whatever the batch size.
+    assert [r["tokens"] for r in saved[2]["rows"]["model"]] == [
+        r["tokens"] for r in saved[1]["rows"]["model"]
+    ]
+    assert saved[2]["summary"] == saved[1]["summary"]
 
 
 def test_evaluation_needs_train_and_test_items(tmp_path):
