@@ -140,6 +140,21 @@ def test_augmentation_scales_rotates_about_z_and_jitters():
         augment(verts, rng, rotation="tilt")
 
 
+def test_progress_follows_the_minute_limit_when_it_ends_the_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("BMT_DATA_DIR", str(tmp_path / "var"))
+    config = TrainConfig(
+        run_dir=str(tmp_path / "run"),
+        max_steps=100_000,
+        max_minutes=0.05,
+        batch_tokens=1024,
+        model_overrides=SMALL,
+    )
+    shares: list[float] = []
+    result = train(config, progress=lambda share, _message: shares.append(share))
+    assert result["result"]["steps"] < 100_000
+    assert shares == sorted(shares) and 0.5 < shares[-1] <= 1.0  # by steps it would be ~0.0005
+
+
 def test_training_reduces_loss_and_resume_continues_from_the_same_step(tmp_path, monkeypatch):
     monkeypatch.setenv("BMT_DATA_DIR", str(tmp_path / "var"))
     config = TrainConfig(
@@ -152,8 +167,10 @@ def test_training_reduces_loss_and_resume_continues_from_the_same_step(tmp_path,
         threads=2,
         model_overrides=SMALL,
     )
-    first = train(config)
+    shares: list[float] = []
+    first = train(config, progress=lambda share, _message: shares.append(share))
     assert first["result"]["steps"] == 30
+    assert shares == sorted(shares) and shares[-1] == 1.0  # the job's progress field
     losses = first["result"]
     assert losses["train_loss_last50"] < 8.0  # starts at ln(vocab) ~ 8.8
     record = json.loads((tmp_path / "run" / "run.json").read_text())

@@ -355,7 +355,19 @@ def train(config: TrainConfig, progress=None) -> dict:
     started, tokens_seen, losses = time.monotonic(), 0, []
     first_step = step
     batches = _train_batches(train_source, config, rng, [config.seed, rank, step])
-    bar = tqdm(total=config.max_steps, initial=step, desc="geometry", unit="step", disable=rank != 0)
+
+    def share_done() -> float:
+        """Of this session: the step limit's share or the minute limit's, whichever ends it first."""
+        by_steps = (step - first_step) / max(1, config.max_steps - first_step)
+        return min(1.0, max(by_steps, (time.monotonic() - started) / (60 * config.max_minutes)))
+
+    # In percent of share_done, so the time left is right whether steps or minutes end the run.
+    bar = tqdm(
+        total=100,
+        desc="geometry",
+        bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}",
+        disable=rank != 0,
+    )
     while step < config.max_steps and time.monotonic() - started < 60 * config.max_minutes:
         net.train()
         text, inputs, targets = next(batches)
@@ -371,13 +383,13 @@ def train(config: TrainConfig, progress=None) -> dict:
         step += 1
         tokens_seen += int((targets != 0).sum()) * world
         losses.append(loss.item())
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        bar.update(round(100 * share_done()) - bar.n)
+        bar.set_postfix(step=step, loss=f"{losses[-1]:.3f}")
         if writer:
             writer.add_scalar("train/loss", losses[-1], step)
             writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
         if progress:
-            progress(step / config.max_steps, f"step {step} loss {losses[-1]:.3f}")
+            progress(share_done(), f"step {step} loss {losses[-1]:.3f}")
         if step % config.checkpoint_every == 0:
             validate()
             save()
