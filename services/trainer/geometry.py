@@ -383,13 +383,14 @@ def train(config: TrainConfig, progress=None) -> dict:
         step += 1
         tokens_seen += int((targets != 0).sum()) * world
         losses.append(loss.item())
-        bar.update(round(100 * share_done()) - bar.n)
+        done = share_done()
+        bar.update(round(100 * done) - bar.n)
         bar.set_postfix(step=step, loss=f"{losses[-1]:.3f}")
         if writer:
             writer.add_scalar("train/loss", losses[-1], step)
             writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
         if progress:
-            progress(share_done(), f"step {step} loss {losses[-1]:.3f}")
+            progress(done, f"step {step} loss {losses[-1]:.3f}")
         if step % config.checkpoint_every == 0:
             validate()
             save()

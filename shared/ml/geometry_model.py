@@ -252,9 +252,10 @@ class GeometryModel(nn.Module):
                     going.append(b)
             if len(going) < len(rows):
                 keep = torch.tensor(going, device=device, dtype=torch.long)
-                prefix = prefix[keep]
                 if cache is not None:
                     cache.keep(keep)
+                else:  # the prefix is re-run every step only without a cache
+                    prefix = prefix[keep]
                 rows = [rows[b] for b in going]
                 if not rows:
                     break
