@@ -4,7 +4,8 @@
 
 Generates meshes of exactly --faces faces (EOS held back until then), grammar-constrained, one at
 a time with the KV cache and, as the in-run baseline, without it (the whole sequence re-run every
-step); then --batch of them side by side (an evaluation's or a server's many prompts).
+step); on a CPU also with fp32 weights, the baseline of the fp16 ones that load_model's model
+decodes with; then --batch of them side by side (an evaluation's or a server's many prompts).
 Then measures training tokens/s of the same model (synthetic items, or --dataset's train split)
 with the trainer's length-bucketed batches against randomly drawn, padded ones.
 """
@@ -123,27 +124,34 @@ def main(argv: list[str] | None = None) -> None:
         source = args.checkpoint
     else:
         model = GeometryModel(GeometryModelConfig.preset(args.preset)).to(device).eval()
+        model.use_half_precision()  # as load_model's
         source = f"{args.preset} preset, random weights (no checkpoint at {args.checkpoint})"
     text = torch.from_numpy(embed(["a table"], default_cache_dir())[0])
     print(f"model: {source}; {model.num_parameters() / 1e6:.1f}M parameters; device: {device_name(device)}")
-    rows = []
-    for name, use_cache, repeats, batch in (
+    runs = [
         ("KV cache", True, args.repeats, 1),
         ("no cache (baseline)", False, 1, 1),
         (f"KV cache, {args.batch} at once", True, 1, args.batch),
-    ):
-        per_mesh, tps, got = time_generation(model, text, args.faces, use_cache, repeats, batch)
-        rows.append((name, per_mesh, tps, got))
+    ]
+    if device.type == "cpu":  # fp16 weights are a CPU decode's (shared.ml.geometry_model.Linear)
+        runs.insert(1, ("KV cache, fp32 weights", True, args.repeats, 1))
+    rows = {}
+    for name, use_cache, repeats, batch in runs:
+        model.use_half_precision("fp32" not in name)
+        rows[name] = time_generation(model, text, args.faces, use_cache, repeats, batch)
     source = TokenSource(load_items(args.dataset, "train"), model.config, default_cache_dir())
     train_rows = [
         (name, time_training(model, source, args.train_steps, bucketed, device))
         for name, bucketed in (("length-bucketed", True), ("random (baseline)", False))
     ]
     print(f"\n{'generation':<24}{'s per mesh':>12}{'tokens/s':>10}{'faces':>7}")
-    for name, per_mesh, tps, got in rows:
+    for name, (per_mesh, tps, got) in rows.items():
         print(f"{name:<24}{per_mesh:>12.2f}{tps:>10.0f}{got:>7}")
-    print(f"speed-up from the KV cache: {rows[1][1] / rows[0][1]:.1f}x")
-    print(f"speed-up per mesh from {args.batch} at once: {rows[0][1] / rows[2][1]:.1f}x")
+    one = rows["KV cache"][0]
+    print(f"speed-up from the KV cache: {rows['no cache (baseline)'][0] / one:.1f}x")
+    if "KV cache, fp32 weights" in rows:
+        print(f"speed-up from fp16 weights: {rows['KV cache, fp32 weights'][0] / one:.1f}x")
+    print(f"speed-up per mesh from {args.batch} at once: {one / rows[runs[-1][0]][0]:.1f}x")
     data = args.dataset or "synthetic primitives"
     print(f"\ntraining on {data} (forward, backward, AdamW)")
     print(f"{'batches':<24}{'tokens/s':>10}")

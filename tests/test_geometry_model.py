@@ -48,16 +48,20 @@ def test_untrained_model_samples_only_valid_meshes_within_budgets():
         assert len(mesh.faces) == len(decoded.faces)
 
 
-def test_kv_cache_gives_the_same_tokens_as_full_recomputation():
+@pytest.mark.parametrize("half_precision", [False, True])
+def test_kv_cache_gives_the_same_tokens_as_full_recomputation(half_precision):
     model = small_model(1)
+    model.use_half_precision(half_precision)  # the cached step takes the fp16 product, the re-run fp32's
     text = torch.randn(384)
     cached, _ = model.generate(text, face_budget=4, temperature=0, generator=torch.Generator().manual_seed(0))
     full, _ = model.generate(text, face_budget=4, temperature=0, use_cache=False)
     assert cached == full
 
 
-def test_batched_generation_gives_each_row_its_own_valid_sample():
+@pytest.mark.parametrize("half_precision", [False, True])
+def test_batched_generation_gives_each_row_its_own_valid_sample(half_precision):
     model = small_model(3, max_tokens=160)
+    model.use_half_precision(half_precision)  # 4 rows take the fp32 product, 1 row the fp16 one
     texts = torch.randn(4, 384)
     sampled = model.generate_batch(
         texts, face_budget=5, temperature=1.5, top_p=1.0, generator=torch.Generator().manual_seed(0)
@@ -80,6 +84,34 @@ def test_batched_generation_gives_each_row_its_own_valid_sample():
     recomputed = model.generate_batch(texts, face_budget=5, temperature=0, use_cache=False)
     alone = [model.generate(t, face_budget=5, temperature=0)[0] for t in texts]
     assert [t for t, _ in greedy] == [t for t, _ in recomputed] == alone
+
+
+def test_half_precision_inference_follows_the_fp32_model_and_its_weight_updates():
+    model = small_model(4)
+    text, tokens = torch.randn(3, 384), torch.randint(1, 200, (3, 40))
+
+    def next_token_logprobs(rows):
+        with torch.no_grad():
+            return torch.cat([model(text[i : i + 1], tokens[i : i + 1])[0] for i in rows]).log_softmax(-1)
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    for _ in range(2):  # the second round after a weight update: the fp16 copies must follow it
+        exact = next_token_logprobs(range(3))
+        model.use_half_precision(True)
+        one_row = next_token_logprobs(range(3))  # (1, 40) rows: the 40 positions take the fp32 product
+        kl = (exact.exp() * (exact - one_row)).sum(-1)
+        assert 0 < kl.max() < 1e-4
+        loss = model(text, tokens, tokens)[1]  # autograd on: fp32 weights, gradients as ever
+        model.use_half_precision(False)
+        assert torch.equal(loss, model(text, tokens, tokens)[1])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    generator = torch.Generator().manual_seed(0)
+    model.use_half_precision(True)
+    for _ in range(3):  # decoding one row multiplies by fp16 weights and still keeps to the grammar
+        tokens_out, mesh = model.generate(torch.randn(384), face_budget=4, generator=generator)
+        assert decode(tokens_out, model.config.tokenizer).faces == mesh.faces
 
 
 def test_min_faces_holds_back_eos():

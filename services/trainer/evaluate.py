@@ -63,7 +63,9 @@ def evaluate_geometry(
     batch_size: int = 16,
 ) -> dict:
     torch.manual_seed(seed)
-    model, ckpt = load_model(checkpoint, device)
+    # fp32 weights: the evaluation decodes many rows at once, where fp32 products are faster, and
+    # a prompt's samples must not depend on --batch-size (fp16 products round otherwise).
+    model, ckpt = load_model(checkpoint, device, half_precision=False)
     tok_config = model.config.tokenizer
     rng = np.random.default_rng(seed)
     test = load_items(dataset, split)[:max_prompts]
