@@ -113,6 +113,13 @@ def test_chairs_are_furniture_and_labels_carry_confidences(labelled: Path) -> No
     assert _mesh("Sword").category == "weapon"
 
 
+def test_a_test_scenes_objects_are_named_for_what_they_are(labelled: Path) -> None:
+    """glTF-Blender-IO's tests/scenes/00_looping_animation.blend is named for what it tests."""
+    meshes = [o for o in _objects("00_looping_animation") if o.type == "MESH"]
+    assert {o.name: o.labels["noun"] for o in meshes} == {"Cube": "cube", "Suzanne": "monkey head"}
+    assert all("looping" not in c and "scenes" not in c for o in meshes for c in o.labels["captions"])
+
+
 def test_attributes_are_read_from_the_data(labelled: Path) -> None:
     chair = _mesh("Chair")
     attrs = chair.labels["attributes"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.labeler.names import pack_phrase, path_parts, phrase, words
+from services.labeler.names import is_test_fixture, pack_phrase, path_parts, phrase, words
 
 
 @pytest.mark.parametrize(
@@ -28,6 +28,15 @@ from services.labeler.names import pack_phrase, path_parts, phrase, words
 )
 def test_words(name: str | None, expected: list[str]) -> None:
     assert words(name) == expected
+
+
+def test_a_test_scenes_objects_keep_their_primitive_names() -> None:
+    assert is_test_fixture("tests/scenes/25_drivers_disable_viewport.blend")
+    assert not is_test_fixture("FreeModels by Quaternius/Furniture Pack/Blends/Chair.blend")
+    assert not is_test_fixture("tests.blend") and not is_test_fixture(None)
+    assert words("Cube.001", primitives=True) == ["cube"] and words("Cube.001") == []
+    assert phrase("UV_Sphere_Mat", primitives=True) == "uv sphere"
+    assert phrase("Suzanne.002") == "monkey head"  # Blender's monkey, in words an encoder knows
 
 
 def test_phrase_and_pack_phrase() -> None:

@@ -18,7 +18,7 @@ from shared.blobs import BlobStore
 from shared.db.models import Asset, Extraction, SceneObject
 from shared.settings import Settings
 
-LABELLER_VERSION = "1"
+LABELLER_VERSION = "2"
 
 # How much each name source is trusted as a description of the object.
 NAME_CONFIDENCE = {
@@ -71,18 +71,23 @@ def label_extraction(
         "description": " ".join(names.words(meta.get("description"))[:24]),
     }
     mesh_objects = sum(1 for r in rows if r.type == "MESH")
+    # A test scene's objects are what its own names say (a cube, a monkey head), not its file name.
+    fixture = names.is_test_fixture(asset.source_path)
     per_object = []
     for row in rows:
         obj = by_name[row.name]
         found = dict(source_names)
-        found["object"] = names.phrase(obj["name"])
+        found["object"] = names.phrase(obj["name"], primitives=fixture)
         mesh_doc = obj.get("evaluated_mesh") or obj.get("mesh")
-        found["mesh"] = names.phrase(mesh_doc["name"]) if mesh_doc else ""
+        found["mesh"] = names.phrase(mesh_doc["name"], primitives=fixture) if mesh_doc else ""
         found["material"] = " ".join(
             dict.fromkeys(names.phrase(s) for s in obj.get("material_slots") or [] if s)
         )
-        noun = found["asset_name"] or found["title"] or found["object"] or found["mesh"]
-        if mesh_objects > 1:  # a part of a larger asset: say which part, without repeating words
+        if fixture:
+            noun = found["object"] or found["mesh"] or found["asset_name"]
+        else:
+            noun = found["asset_name"] or found["title"] or found["object"] or found["mesh"]
+        if mesh_objects > 1 and not fixture:  # a part of a larger asset: say which part, once
             extra = [w for w in found["object"].split() if w not in noun.split()]
             if extra:
                 noun = f"{' '.join(extra)} of {noun}" if noun else " ".join(extra)

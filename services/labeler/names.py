@@ -5,23 +5,19 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
-# Words that say how a thing was modelled or saved, never what it is (Blender names new
-# objects after the primitive they started from: Cube.003, Cylinder.001).
-NOISE_WORDS = frozenset(
+# Blender names new objects after the primitive they started from (Cube.003, Cylinder.001): in
+# a modelled asset that says how a part began, not what it is.
+PRIMITIVE_WORDS = frozenset(
+    {"cube", "cylinder", "sphere", "icosphere", "uv", "circle", "cone", "torus", "plane"}
+)
+
+# Words that say how a thing was modelled or saved, never what it is.
+NOISE_WORDS = PRIMITIVE_WORDS | frozenset(
     {
         "blend",
-        "cube",
-        "cylinder",
-        "sphere",
-        "icosphere",
-        "uv",
-        "circle",
-        "cone",
-        "torus",
         "mesh",
         "object",
         "obj",
-        "plane",
         "low",
         "lowpoly",
         "poly",
@@ -84,23 +80,35 @@ _MONTHS = frozenset(
 )
 
 
-def words(name: str | None) -> list[str]:
-    """Lower-case words of a name, with numbering (.001, _02), version tags and noise words dropped."""
+# What Blender users call a default object, in words a sentence encoder knows.
+_BLENDER_NAMES = {"suzanne": ["monkey", "head"]}
+
+
+def words(name: str | None, primitives: bool = False) -> list[str]:
+    """Lower-case words of a name, with numbering (.001, _02), version tags and noise words dropped;
+    with ``primitives``, primitive names (cube, cone) are kept as what the object is."""
     if not name:
         return []
+    noise = NOISE_WORDS - PRIMITIVE_WORDS if primitives else NOISE_WORDS
     out = []
     for chunk in _SEPARATORS.split(name):
         for word in _CAMEL.split(chunk):
             word = _TRAILING_NUMBER.sub(r"\1", word.lower())
-            if not word or _NUMBER.match(word) or word in NOISE_WORDS or len(word) == 1:
+            if not word or _NUMBER.match(word) or word in noise or len(word) == 1:
                 continue
-            out.append(word)
+            out.extend(_BLENDER_NAMES.get(word, [word]))
     return out
 
 
-def phrase(name: str | None) -> str:
+def phrase(name: str | None, primitives: bool = False) -> str:
     """The words of a name joined by spaces ('' when nothing is left)."""
-    return " ".join(words(name))
+    return " ".join(words(name, primitives))
+
+
+def is_test_fixture(source_path: str | None) -> bool:
+    """Whether a file comes from a test suite (a tests/ folder), whose file names say what a scene
+    tests ("25_drivers_disable_viewport"), not what it shows."""
+    return any(part.lower() in {"test", "tests"} for part in PurePosixPath(source_path or "").parts[:-1])
 
 
 def pack_phrase(pack: str | None) -> str:
