@@ -47,8 +47,8 @@ TAXONOMY: dict[str, str] = {
     "camera, satellite, antenna, engine, machine, console",
     "prop": "decorative or miscellaneous prop: sign, flag, statue, trophy, coin, gem, "
     "book, toy, gift, ornament, bone, skull, pipe, sink, shower, rug",
-    "primitive": "abstract test geometry: primitive shape, sphere, cylinder, cone, torus, "
-    "suzanne monkey head, test scene, sample, node setup",
+    "primitive": "abstract test geometry: primitive shape, cube, sphere, cylinder, cone, torus, "
+    "plane, circle, tetrahedron, suzanne monkey head, test scene, sample, node setup",
 }
 
 CATEGORIES: tuple[str, ...] = tuple(TAXONOMY)
