@@ -18,6 +18,8 @@ from services.labeler.names import is_test_fixture, pack_phrase, path_parts, phr
         ("AvocadoFlatshaded", ["avocado"]),
         ("blend_low_poly_tree", ["tree"]),
         ("Table2", ["table"]),
+        ("Potion5HalfFull", ["potion", "half", "full"]),
+        ("Rock3D", ["rock"]),
         ("flower_2", ["flower"]),
         ("P90", ["p90"]),
         ("HTMLParser", ["html", "parser"]),

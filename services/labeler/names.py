@@ -51,8 +51,8 @@ NOISE_WORDS = PRIMITIVE_WORDS | frozenset(
     }
 )
 
-# camelCase / PascalCase boundaries, letter-digit boundaries, and separators.
-_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+# camelCase / PascalCase boundaries, a capital after a digit ("Potion5HalfFull"), and separators.
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])|(?<=\d)(?=[A-Z])")
 # Trailing numbering on a word ("Table2", "Wheels4"), but not a model name like "P90" or "M4".
 _TRAILING_NUMBER = re.compile(r"^([a-z]{3,})\d+$")
 _SEPARATORS = re.compile(r"[\s_\-.,/\\()\[\]{}:;+&#|'\"]+")
