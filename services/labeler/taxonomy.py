@@ -48,7 +48,7 @@ TAXONOMY: dict[str, str] = {
     "prop": "decorative or miscellaneous prop: sign, flag, statue, trophy, coin, gem, "
     "book, toy, gift, ornament, bone, skull, pipe, sink, shower, rug",
     "primitive": "abstract test geometry: primitive shape, cube, sphere, cylinder, cone, torus, "
-    "plane, circle, tetrahedron, suzanne monkey head, test scene, sample, node setup",
+    "suzanne monkey head, test scene, sample, node setup",
 }
 
 CATEGORIES: tuple[str, ...] = tuple(TAXONOMY)
