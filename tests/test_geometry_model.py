@@ -19,7 +19,7 @@ from services.trainer.geometry import (
     train,
 )
 from shared.ml.geometry_data import DatasetError, dataset_version, export_dataset, iter_split, open_dataset
-from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, load_model, sample_token
+from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, KVCache, load_model, sample_token
 from shared.ml.mesh_tokenizer import EOS, TokenizerConfig, decode
 from shared.ml.synthetic_meshes import synthetic_items
 from shared.ml.text_embedding import default_cache_dir
@@ -48,20 +48,16 @@ def test_untrained_model_samples_only_valid_meshes_within_budgets():
         assert len(mesh.faces) == len(decoded.faces)
 
 
-@pytest.mark.parametrize("half_precision", [False, True])
-def test_kv_cache_gives_the_same_tokens_as_full_recomputation(half_precision):
+def test_kv_cache_gives_the_same_tokens_as_full_recomputation():
     model = small_model(1)
-    model.use_half_precision(half_precision)  # the cached step takes the fp16 product, the re-run fp32's
     text = torch.randn(384)
     cached, _ = model.generate(text, face_budget=4, temperature=0, generator=torch.Generator().manual_seed(0))
     full, _ = model.generate(text, face_budget=4, temperature=0, use_cache=False)
     assert cached == full
 
 
-@pytest.mark.parametrize("half_precision", [False, True])
-def test_batched_generation_gives_each_row_its_own_valid_sample(half_precision):
+def test_batched_generation_gives_each_row_its_own_valid_sample():
     model = small_model(3, max_tokens=160)
-    model.use_half_precision(half_precision)  # 4 rows take the fp32 product, 1 row the fp16 one
     texts = torch.randn(4, 384)
     sampled = model.generate_batch(
         texts, face_budget=5, temperature=1.5, top_p=1.0, generator=torch.Generator().manual_seed(0)
@@ -87,29 +83,43 @@ def test_batched_generation_gives_each_row_its_own_valid_sample(half_precision):
 
 
 def test_half_precision_inference_follows_the_fp32_model_and_its_weight_updates():
+    """Both half-precision products (one row, and many) stay within rounding of fp32 and of each
+    other. Compared by distribution, not by samples: where they round apart differs by CPU."""
     model = small_model(4)
-    text, tokens = torch.randn(3, 384), torch.randint(1, 200, (3, 40))
+    c = model.config
+    text, tokens = torch.randn(1, 384), torch.randint(1, 200, (1, 40))
 
-    def next_token_logprobs(rows):
-        with torch.no_grad():
-            return torch.cat([model(text[i : i + 1], tokens[i : i + 1])[0] for i in rows]).log_softmax(-1)
+    def kl(p, q):
+        return float((p.exp() * (p - q)).sum(-1).max())
+
+    @torch.no_grad()
+    def teacher_forced():  # 42 rows at once
+        return model(text, tokens)[0][0].log_softmax(-1)
+
+    @torch.no_grad()
+    def decoded_one_row_at_a_time():
+        cache = KVCache(c, 1, c.prefix_tokens + c.max_tokens, "cpu", torch.float32)
+        hidden = [model._run(torch.cat([model._prefix(text), model.tok_emb(tokens[:, :1])], 1), cache)]
+        hidden += [model._run(model.tok_emb(tokens[:, t : t + 1]), cache) for t in range(1, tokens.shape[1])]
+        return torch.cat([model.head(h[:, -1]) for h in hidden]).log_softmax(-1)
 
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     for _ in range(2):  # the second round after a weight update: the fp16 copies must follow it
-        exact = next_token_logprobs(range(3))
+        exact = teacher_forced()
         model.use_half_precision(True)
-        one_row = next_token_logprobs(range(3))  # (1, 40) rows: the 40 positions take the fp32 product
-        kl = (exact.exp() * (exact - one_row)).sum(-1)
-        assert 0 < kl.max() < 1e-4
+        many_rows, one_row = teacher_forced(), decoded_one_row_at_a_time()
+        assert 0 < kl(exact, many_rows) < 1e-4 and 0 < kl(exact, one_row) < 1e-4
+        assert kl(many_rows, one_row) < 1e-4
         loss = model(text, tokens, tokens)[1]  # autograd on: fp32 weights, gradients as ever
         model.use_half_precision(False)
         assert torch.equal(loss, model(text, tokens, tokens)[1])
+        assert torch.allclose(decoded_one_row_at_a_time(), exact, atol=1e-4)  # off: fp32 again
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     generator = torch.Generator().manual_seed(0)
     model.use_half_precision(True)
-    for _ in range(3):  # decoding one row multiplies by fp16 weights and still keeps to the grammar
+    for _ in range(3):  # decoding with fp16 weights still keeps to the grammar
         tokens_out, mesh = model.generate(torch.randn(384), face_budget=4, generator=generator)
         assert decode(tokens_out, model.config.tokenizer).faces == mesh.faces
 

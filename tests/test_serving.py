@@ -48,6 +48,9 @@ def test_in_process_generation_is_valid_and_seeded(checkpoint: Path):
 
 def test_requests_decoded_together_get_the_meshes_they_get_alone(checkpoint: Path):
     generator = GeometryGenerator(checkpoint, device="cpu")
+    # fp32 weights: one row's fp16 product and several rows' round apart now and then, where they
+    # do depending on the CPU, and that can tip a draw (shared.ml.geometry_model.Linear).
+    generator.model.use_half_precision(False)
     requests = [
         MeshRequest("a lamp", face_budget=24, seed=1),
         MeshRequest("a chair", face_budget=24, seed=2),
