@@ -128,16 +128,20 @@ def main(argv: list[str] | None = None) -> None:
         source = f"{args.preset} preset, random weights (no checkpoint at {args.checkpoint})"
     text = torch.from_numpy(embed(["a table"], default_cache_dir())[0])
     print(f"model: {source}; {model.num_parameters() / 1e6:.1f}M parameters; device: {device_name(device)}")
+    # (name, KV cache, repeats, meshes at once, half precision)
     runs = [
-        ("KV cache", True, args.repeats, 1),
-        ("no cache (baseline)", False, 1, 1),
-        (f"KV cache, {args.batch} at once", True, 1, args.batch),
+        ("KV cache", True, args.repeats, 1, True),
+        ("no cache (baseline)", False, 1, 1, True),
+        (f"KV cache, {args.batch} at once", True, 1, args.batch, True),
     ]
     if device.type == "cpu":  # fp16 weights are a CPU decode's (shared.ml.geometry_model.Linear)
-        runs.insert(1, ("KV cache, fp32 weights", True, args.repeats, 1))
+        runs.insert(1, ("KV cache, fp32 weights", True, args.repeats, 1, False))
+    for half_precision in (True, False):  # untimed: first-call allocations, the fp16 weight copies
+        model.use_half_precision(half_precision)
+        model.generate(text, face_budget=8)
     rows = {}
-    for name, use_cache, repeats, batch in runs:
-        model.use_half_precision("fp32" not in name)
+    for name, use_cache, repeats, batch, half_precision in runs:
+        model.use_half_precision(half_precision)
         rows[name] = time_generation(model, text, args.faces, use_cache, repeats, batch)
     source = TokenSource(load_items(args.dataset, "train"), model.config, default_cache_dir())
     train_rows = [
