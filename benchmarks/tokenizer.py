@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from shared.ml.baseline_tokenizers import amt_tokens, bpt_tokens, naive_tokens
-from shared.ml.geometry_data import SPLITS, iter_scene_meshes, iter_split
+from shared.ml.datasets import SPLITS, iter_scene_meshes, iter_split
 from shared.ml.mesh_tokenizer import TokenizerConfig, decode, encode, meshes_equal, quantize_mesh
 from shared.ml.synthetic_meshes import synthetic_items
 

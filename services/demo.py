@@ -26,7 +26,7 @@ import uvicorn
 
 from services.labeler.__main__ import main as labeler_main
 from shared.db import ensure_schema
-from shared.ml.geometry_data import dataset_by_name
+from shared.ml.datasets import dataset_by_name
 from shared.settings import get_settings
 from tools.servers import free_port
 

@@ -18,7 +18,7 @@ from services.trainer.geometry import (
     load_items,
     train,
 )
-from shared.ml.geometry_data import DatasetError, dataset_version, export_dataset, iter_split, open_dataset
+from shared.ml.datasets import DatasetError, dataset_version, export_dataset, iter_split, open_dataset
 from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, KVCache, load_model, sample_token
 from shared.ml.mesh_tokenizer import EOS, TokenizerConfig, decode
 from shared.ml.synthetic_meshes import synthetic_items
@@ -323,6 +323,7 @@ def test_dataset_reader_reads_splits_and_refuses_bad_references(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"specialist": "material", "splits": {}}))
     with pytest.raises(DatasetError, match="not a geometry"):
         open_dataset(tmp_path / "other.json")
+    assert open_dataset(tmp_path / "other.json", "material")[0]["specialist"] == "material"
 
 
 def test_a_dataset_in_the_blob_store_is_found_by_name_newest_first(tmp_path):

@@ -25,7 +25,7 @@ from shared import queue
 from shared.blobs import get_blob_store
 from shared.db import ensure_schema, session_scope
 from shared.db.models import Asset, Dataset, Extraction, Job, SceneObject
-from shared.ml.geometry_data import dataset_version
+from shared.ml.datasets import dataset_version
 from shared.settings import get_settings
 
 pytestmark = pytest.mark.slow

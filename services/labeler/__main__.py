@@ -4,7 +4,7 @@
     python -m services.labeler label [--all]                                 label extracted scenes
     python -m services.labeler quality                                       rejection report
     python -m services.labeler dataset --name NAME [--specialist S|all] [--seed S]
-    python -m services.labeler export NAME --out DIR    a geometry dataset as a folder, to train elsewhere
+    python -m services.labeler export NAME --out DIR [--specialist S]    a dataset as a folder, to train elsewhere
 
 Reports and plots go to <data_dir>/datasets/<name>/<specialist>/ and <data_dir>/quality.json.
 """
@@ -24,7 +24,7 @@ from services.labeler.report import quality_report, quality_table, write_dataset
 from shared.blobs import get_blob_store
 from shared.db import ensure_schema, session_scope
 from shared.db.models import Extraction, ExtractionStatus, SceneObject
-from shared.ml.geometry_data import DatasetError, export_dataset
+from shared.ml.datasets import DatasetError, export_dataset
 from shared.settings import get_settings
 
 
@@ -91,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--name", required=p is dataset, default="sample", help="dataset name")
         p.add_argument("--specialist", choices=(*SPECIALISTS, "all"), default="all")
         p.add_argument("--seed", type=int, default=0, help="seed of the split assignment")
-    export = sub.add_parser("export", help="copy a geometry dataset (manifest, shards) into a folder")
+    export = sub.add_parser("export", help="copy a dataset (manifest, shards) into a folder")
     export.add_argument("dataset", help="dataset name or manifest sha256")
+    export.add_argument("--specialist", choices=SPECIALISTS, default="geometry")
     export.add_argument("--out", required=True, help="folder; --dataset DIR reads it on another machine")
     args = parser.parse_args(argv)
 
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd_quality(args)
     elif args.command == "export":
         try:
-            print(f"dataset {args.dataset}: {export_dataset(args.dataset, args.out)}")
+            print(f"dataset {args.dataset}: {export_dataset(args.dataset, args.out, args.specialist)}")
         except DatasetError as exc:
             print(f"export failed: {exc}", file=sys.stderr)
             return 2

@@ -2,7 +2,7 @@
 
     python -m services.trainer geometry --preset tiny [--dataset MANIFEST] [--resume]
 
-Data is a geometry dataset split (see shared.ml.geometry_data) or, without --dataset, synthetic
+Data is a geometry dataset split (see shared.ml.datasets) or, without --dataset, synthetic
 captioned primitives. Each sample is augmented (scale 0.75-1.25 per axis, a rotation about the up
 axis Z, vertex jitter), quantised and tokenized on the fly, and paired with the embedding of one of
 its captions; with --workers, DataLoader processes prepare the batches (a GPU outruns one
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from shared.ml.geometry_data import SPLITS, dataset_version, iter_split
+from shared.ml.datasets import SPLITS, dataset_version, iter_split
 from shared.ml.geometry_model import (
     GeometryModel,
     GeometryModelConfig,

@@ -1,6 +1,7 @@
-"""Reading geometry items: dataset versions (manifest + tar shards) and extracted scene documents.
+"""Reading dataset items (any specialist's: manifest + tar shards) and extracted scene documents.
 
-Pure Python. A dataset is named by a manifest: the sha256 of a manifest blob in the blob store
+Pure Python. Every specialist's dataset has the same shape, so one reader serves all four; each
+call names the specialist it expects (geometry by default) and refuses another's manifest. A dataset is named by a manifest: the sha256 of a manifest blob in the blob store
 (``shared.blobs``), a manifest JSON file, a folder holding ``manifest.json``, or the name a dataset
 was built under (the newest of that name in the metadata database). For local files,
 shards are looked up beside the manifest (or in ``shards/``) as ``<sha256>`` or ``<sha256>.tar``,
@@ -43,14 +44,14 @@ def _local_reader(folder: Path) -> Callable[[str], bytes]:
     return read
 
 
-def open_dataset(ref: str | Path) -> tuple[dict, Callable[[str], bytes]]:
+def open_dataset(ref: str | Path, specialist: str = "geometry") -> tuple[dict, Callable[[str], bytes]]:
     """(manifest, read_shard) for a manifest sha256 in the blob store, a manifest file or its folder,
     or a dataset name."""
-    manifest, reader, _, _ = _resolve(ref)
+    manifest, reader, _, _ = _resolve(ref, specialist)
     return manifest, reader
 
 
-def _resolve(ref: str | Path) -> tuple[dict, Callable[[str], bytes], str, bytes]:
+def _resolve(ref: str | Path, specialist: str) -> tuple[dict, Callable[[str], bytes], str, bytes]:
     """(manifest, read_shard, the manifest's sha256, the manifest's bytes)."""
     text = str(ref)
     path = Path(text)
@@ -69,19 +70,19 @@ def _resolve(ref: str | Path) -> tuple[dict, Callable[[str], bytes], str, bytes]
         from shared.blobs import get_blob_store  # only needed for datasets in the blob store
 
         store = get_blob_store()
-        sha = text if _SHA256.match(text) else dataset_by_name(text)
+        sha = text if _SHA256.match(text) else dataset_by_name(text, specialist)
         data = store.get_bytes(sha)
         manifest = json.loads(data)
         reader = store.get_bytes
-    if manifest.get("specialist") != "geometry" or "splits" not in manifest:
+    if manifest.get("specialist") != specialist or "splits" not in manifest:
         raise DatasetError(
-            f"{text}: not a geometry dataset manifest (specialist={manifest.get('specialist')!r})"
+            f"{text}: not a {specialist} dataset manifest (specialist={manifest.get('specialist')!r})"
         )
     return manifest, reader, sha, data
 
 
-def dataset_by_name(name: str) -> str:
-    """The manifest sha256 of the newest geometry dataset built under this name (metadata database)."""
+def dataset_by_name(name: str, specialist: str = "geometry") -> str:
+    """The manifest sha256 of the newest dataset of this specialist built under this name (metadata database)."""
     from sqlalchemy import select
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -92,23 +93,23 @@ def dataset_by_name(name: str) -> str:
         with session_scope() as session:
             key = session.scalars(
                 select(Dataset.manifest_key)
-                .where(Dataset.name == name, Dataset.specialist == "geometry")
+                .where(Dataset.name == name, Dataset.specialist == specialist)
                 .order_by(Dataset.id.desc())
             ).first()
     except SQLAlchemyError as exc:
         raise DatasetError(f"dataset {name!r}: the metadata database cannot be read ({exc})") from exc
     if key is None:
         raise DatasetError(
-            f"dataset {name!r} is neither a manifest sha256 nor the name of a geometry dataset built here"
+            f"dataset {name!r} is neither a manifest sha256 nor the name of a {specialist} dataset built here"
         )
     return key
 
 
-def iter_split(ref: str | Path, split: str) -> Iterator[dict]:
+def iter_split(ref: str | Path, split: str, specialist: str = "geometry") -> Iterator[dict]:
     """Items of one split, in shard and member order."""
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; expected one of {SPLITS}")
-    manifest, read = open_dataset(ref)
+    manifest, read = open_dataset(ref, specialist)
     for sha in manifest["splits"].get(split, {}).get("shards", []):
         with tarfile.open(fileobj=io.BytesIO(read(sha)), mode="r:") as tar:
             for member in tar.getmembers():
@@ -116,9 +117,9 @@ def iter_split(ref: str | Path, split: str) -> Iterator[dict]:
                     yield json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
 
 
-def dataset_version(ref: str | Path) -> dict:
+def dataset_version(ref: str | Path, specialist: str = "geometry") -> dict:
     """What a training run records about its data, with the manifest's sha256 that pins it."""
-    manifest, _, sha, _ = _resolve(ref)
+    manifest, _, sha, _ = _resolve(ref, specialist)
     return {
         "ref": str(ref),
         "manifest_sha256": sha,
@@ -128,10 +129,10 @@ def dataset_version(ref: str | Path) -> dict:
     }
 
 
-def export_dataset(ref: str | Path, out: str | Path) -> Path:
+def export_dataset(ref: str | Path, out: str | Path, specialist: str = "geometry") -> Path:
     """Copies a dataset (manifest and shards, byte for byte) into a folder that ``--dataset`` reads
     on a machine without the blob store or the metadata database (a GPU box, say)."""
-    manifest, read, _, data = _resolve(ref)
+    manifest, read, _, data = _resolve(ref, specialist)
     folder = Path(out)
     (folder / "shards").mkdir(parents=True, exist_ok=True)
     for split in manifest["splits"].values():
