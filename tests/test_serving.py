@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
 from services.gateway.app import create_app
-from services.serving.geometry import GeometryGenerator, MeshRequest
 from services.serving.triton import GEOMETRY_MODEL, start_triton, write_model_repository
 from shared.db import ensure_schema
+from shared.ml.geometry_generator import GeometryGenerator, MeshRequest
 from shared.settings import get_settings
 from tests.test_gateway_generations import generate
 from tools.servers import free_port

@@ -27,7 +27,7 @@ class LocalGeometry:
             raise ModelUnavailable(
                 f"no geometry checkpoint at {checkpoint} (train one or set BMT_GEOMETRY_CHECKPOINT)"
             )
-        from services.serving.geometry import GeometryGenerator
+        from shared.ml.geometry_generator import GeometryGenerator
 
         self.generator = GeometryGenerator(checkpoint)
 

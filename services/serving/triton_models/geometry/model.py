@@ -18,7 +18,7 @@ class TritonPythonModel:
         parameters = json.loads(args["model_config"]).get("parameters", {})
         params = {key: value["string_value"] for key, value in parameters.items()}
         sys.path.insert(0, params["project_root"])
-        from services.serving.geometry import GeometryGenerator, MeshRequest
+        from shared.ml.geometry_generator import GeometryGenerator, MeshRequest
 
         self.generator = GeometryGenerator(params["checkpoint"])
         self.request_type = MeshRequest

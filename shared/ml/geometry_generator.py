@@ -1,4 +1,5 @@
-"""Prompt -> mesh with the geometry model. Loaded in-process (embedded default) or inside Triton."""
+"""Prompt -> mesh with the geometry model: the sampling side, loaded alike in-process (embedded
+default) and inside Triton (services/serving)."""
 
 from __future__ import annotations
 
