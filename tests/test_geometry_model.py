@@ -157,6 +157,58 @@ def test_top_p_keeps_the_likeliest_tokens_of_a_flat_distribution():
     assert len(set(draws)) > 150 and max(draws) < 400
 
 
+@pytest.mark.timeout(10)  # the old top-p rejection loop never returned on these
+@pytest.mark.parametrize("temperature", [1e-40, 1e-300, 5e-324, float("nan"), float("inf"), 1e30])
+def test_absurd_temperatures_return_an_allowed_token_promptly(temperature):
+    logits = torch.tensor([5.0, 4.0, 0.0, -1.0, 3.0])
+    allowed = torch.tensor([False, True, True, True, True])
+    for top_p in (0.05, 0.9, 1.0):
+        token = sample_token(logits, allowed, temperature, top_p, torch.Generator().manual_seed(0))
+        assert allowed[token]
+    if temperature < 1e-3:  # vanishing temperature: the likeliest allowed token, as greedy
+        assert sample_token(logits, allowed, temperature, 0.9) == 1
+
+
+@pytest.mark.timeout(10)
+def test_nan_and_infinite_logits_give_an_allowed_token_promptly():
+    allowed = torch.tensor([True, True, False, True])
+    generator = torch.Generator().manual_seed(0)
+    nan = float("nan")
+    cases = {
+        "all nan": torch.full((4,), nan),
+        "some nan": torch.tensor([nan, 1.0, 9.0, nan]),
+        "plus inf": torch.tensor([0.0, float("inf"), float("inf"), 1.0]),
+        "all minus inf": torch.full((4,), float("-inf")),
+        "huge": torch.tensor([3e38, -3e38, 3e38, 1.0]),
+    }
+    for name, logits in cases.items():
+        for temperature in (0.0, 1e-40, 0.7, 1.0):
+            token = sample_token(logits, allowed, temperature, 0.9, generator)
+            assert allowed[token], (name, temperature, token)
+    # a NaN logit is never chosen over a finite one, and +inf wins outright
+    assert sample_token(cases["some nan"], allowed, 1.0, 1.0, generator) == 1
+    assert sample_token(cases["plus inf"], allowed, 1.0, 1.0, generator) == 1
+    with pytest.raises(ValueError, match="no token is allowed"):
+        sample_token(torch.zeros(4), torch.zeros(4, dtype=torch.bool), 1.0, 0.9)
+
+
+def test_bounded_rejection_falls_back_to_the_exact_top_p_distribution(monkeypatch):
+    """With no rejection draws every sample comes from the exact fallback: the top-p
+    distribution (tokens 0..2 hold 0.9 >= 0.85 of the mass, renormalised), ties kept together."""
+    import shared.ml.geometry_model as geometry_model
+
+    monkeypatch.setattr(geometry_model, "MAX_REJECTION_DRAWS", 0)
+    probs = torch.tensor([0.4, 0.3, 0.2, 0.06, 0.04])
+    logits, allowed = probs.log(), torch.ones(5, dtype=torch.bool)
+    generator = torch.Generator().manual_seed(0)
+    draws = [sample_token(logits, allowed, 1.0, 0.85, generator) for _ in range(4000)]
+    expected = np.array([0.4, 0.3, 0.2, 0.0, 0.0]) / 0.9
+    assert np.allclose(np.bincount(draws, minlength=5) / len(draws), expected, atol=0.03)
+    ties = torch.tensor([0.3, 0.3, 0.3, 0.1]).log()  # top-p 0.5 is reached inside the tie
+    draws = [sample_token(ties, allowed[:4], 1.0, 0.5, generator) for _ in range(600)]
+    assert set(draws) == {0, 1, 2}
+
+
 def test_sequence_longer_than_the_context_is_refused():
     model = small_model(max_tokens=16)
     with pytest.raises(ValueError, match="max_tokens"):

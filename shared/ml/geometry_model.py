@@ -310,24 +310,51 @@ class GeometryModel(nn.Module):
         return [(t, g.mesh()) for t, g in zip(tokens, grammars, strict=True)]
 
 
+# Below this a tempered softmax is the argmax to float32 precision; dividing by less only
+# overflows (a temperature of 1e-40 turned every probability into NaN).
+MIN_TEMPERATURE = 1e-3
+# Above this the tempered distribution is uniform to float32 precision (and inf / inf is NaN).
+MAX_TEMPERATURE = 1e6
+# Top-p rejection draws before the exact (sorting) fallback; a distribution that keeps at least
+# top_p of its mass accepts within a few draws, so the fallback only serves odd top_p values.
+MAX_REJECTION_DRAWS = 64
+
+
 def sample_token(logits, allowed, temperature: float, top_p: float, generator=None) -> int:
-    """Index of a token drawn from the allowed ones (a bool mask over logits); temperature 0 is
-    greedy. Top-p keeps the most likely tokens until their probability reaches top_p."""
-    logits = logits.masked_fill(~allowed, float("-inf"))
-    if temperature <= 0:
+    """Index of a token drawn from the allowed ones (a bool mask over logits); temperature 0 (or
+    below MIN_TEMPERATURE, or NaN) is greedy. Top-p keeps the most likely tokens until their
+    probability reaches top_p. NaN logits count as impossible; when no allowed token has a usable
+    logit, every allowed token is equally likely. Always returns an allowed token, promptly."""
+    if not bool(allowed.any()):
+        raise ValueError("no token is allowed: the grammar left nothing to sample")
+    logits = torch.nan_to_num(logits.float(), nan=-math.inf, posinf=torch.finfo(torch.float32).max)
+    logits = logits.masked_fill(~allowed, -math.inf)
+    best = logits.max()
+    if not torch.isfinite(best):
+        logits = torch.zeros_like(logits).masked_fill(~allowed, -math.inf)
+        best = logits.new_zeros(())
+    if not temperature >= MIN_TEMPERATURE:  # also NaN
         return int(logits.argmax())
-    probs = torch.softmax(logits / temperature, -1)
+    # Subtracting the best logit first keeps every quotient finite or -inf, never NaN.
+    probs = torch.softmax((logits - best) / min(temperature, MAX_TEMPERATURE), -1)
     cumulative = probs.cumsum(0)
     # Top-p by rejection: a draw from all allowed tokens stands if the tokens more likely than it
     # hold less than top_p, so the draws that stand follow the top-p distribution without
     # sorting the thousands of tokens a corner allows. The kept tokens hold at least top_p, so
     # this takes at most 1 / top_p draws on average.
-    while True:
+    for _ in range(MAX_REJECTION_DRAWS):
         draw = torch.rand((), device=probs.device, generator=generator) * cumulative[-1]
         token = int(torch.searchsorted(cumulative, draw, right=True).clamp(max=len(probs) - 1))
         p = probs[token]
         if p > 0 and (top_p >= 1.0 or probs[probs > p].sum() < top_p):
             return token
+    # The same top-p distribution, exactly: the kept tokens are those at least as likely as the
+    # least likely one whose more likely tokens hold less than top_p (at least the likeliest).
+    ordered = probs.sort(descending=True).values
+    more_likely = ordered.cumsum(0) - ordered
+    threshold = ordered[max(int((more_likely < top_p).sum()), 1) - 1]
+    kept = probs.masked_fill(probs < threshold, 0.0)
+    return int(torch.multinomial(kept, 1, generator=generator))
 
 
 def save_checkpoint(path, model: GeometryModel, extra: dict | None = None, half: bool = False) -> None:
