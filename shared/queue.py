@@ -5,17 +5,26 @@ One queue per worker kind; a task's queue is the prefix of its name (``extract.a
 default (``BMT_QUEUE_URL=memory://``) tasks run in the calling process instead.
 
 Delivery is at-least-once: tasks are acknowledged after they finish (``acks_late``) and a task
-whose worker died is redelivered, so every task must be idempotent (keyed by content hash).
+whose worker died is redelivered, so every task must be idempotent (keyed by content hash). A job
+that succeeded keeps its result: a later delivery of the same task id answers with the recorded
+result instead of running again. A running task beats a heartbeat into its job row; every worker
+marks the jobs whose heartbeat stopped ``worker_lost``, so a dead worker shows within
+``job_lost_after_s`` rather than at redelivery (the visibility timeout, an hour or more).
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import threading
 import uuid
+from datetime import timedelta
 from typing import Any
 
-from celery import Celery, Task
+from celery import Celery, Task, signals
+from sqlalchemy import create_engine, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from shared.db import session_scope
 from shared.db.models import Job, JobState, utcnow
@@ -87,12 +96,30 @@ class TrackedTask(Task):
     retry_jitter = True
     max_retries = get_settings().task_max_retries
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        recorded = _succeeded_result(self.request.id)
+        if recorded is not None:
+            log.warning(
+                "job %s already succeeded: this delivery returns its recorded result", self.request.id
+            )
+            return recorded
+        return super().__call__(*args, **kwargs)
+
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
         with session_scope() as session:
             job = session.get(Job, task_id) or _new_job(session, task_id, self.name, args, kwargs)
+            if job.state is JobState.SUCCEEDED:
+                return  # a duplicate delivery: __call__ answers with the recorded result
             job.state = JobState.RUNNING
             job.attempts += 1
             job.error = None
+        self.request.heartbeat = Heartbeat(task_id, get_settings().job_heartbeat_s)
+        self.request.heartbeat.start()
+
+    def after_return(self, *args: Any, **kwargs: Any) -> None:
+        heartbeat = getattr(self.request, "heartbeat", None)
+        if heartbeat is not None:
+            heartbeat.stop()
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Record how far the task is (0..1), for the jobs API and progress bars."""
@@ -119,14 +146,108 @@ class TrackedTask(Task):
     ) -> None:
         with session_scope() as session:
             job = session.get(Job, task_id)
-            if job is None:
-                return
+            if job is None or job.state is JobState.SUCCEEDED:
+                return  # a finished result is final: a late or duplicate copy never replaces it
             job.state = state
             job.error = error
             if state is JobState.SUCCEEDED:
                 job.progress = 1.0
                 job.result = result
             job.updated_at = utcnow()
+
+
+def _succeeded_result(job_id: str | None) -> dict | None:
+    if job_id is None:  # called as a plain function, not as a task
+        return None
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        return job.result if job is not None and job.state is JobState.SUCCEEDED else None
+
+
+class Heartbeat:
+    """Marks a running job alive every ``interval`` seconds until stopped. A job the other workers
+    marked worker_lost while this one was merely slow to beat is set running again."""
+
+    def __init__(self, job_id: str, interval: float) -> None:
+        self.job_id, self.interval = job_id, interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=self.interval + 5)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            try:
+                with session_scope() as session:
+                    session.execute(
+                        update(Job)
+                        .where(Job.id == self.job_id, Job.state.in_((JobState.RUNNING, JobState.WORKER_LOST)))
+                        .values(state=JobState.RUNNING, error=None, updated_at=utcnow())
+                    )
+            except Exception:  # the database away for a moment: the next beat tries again
+                log.warning("heartbeat of job %s failed", self.job_id, exc_info=True)
+
+
+def mark_lost_jobs(session: Session, lost_after_s: float) -> list[str]:
+    """Marks worker_lost every running job without a heartbeat for ``lost_after_s``; their ids."""
+    cutoff = utcnow() - timedelta(seconds=lost_after_s)
+    lost = session.scalars(
+        select(Job).where(Job.state == JobState.RUNNING, Job.updated_at < cutoff).with_for_update()
+    ).all()
+    for job in lost:
+        job.state = JobState.WORKER_LOST
+        job.error = (
+            f"WorkerLost: no heartbeat since {job.updated_at:%Y-%m-%d %H:%M:%S} UTC; the worker "
+            "running it died or lost the database, and the task runs again once redelivered"
+        )
+    return [job.id for job in lost]
+
+
+class LostJobSweeper:
+    """A worker's thread that marks lost jobs every heartbeat interval. It runs in the worker's
+    main process, which forks pool children: its engine keeps no pooled connection to inherit."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lost-job-sweeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _run(self) -> None:
+        engine = create_engine(self.settings.database_url, poolclass=NullPool)
+        while not self._stopped.wait(self.settings.job_heartbeat_s):
+            try:
+                with Session(engine) as session, session.begin():
+                    for job_id in mark_lost_jobs(session, self.settings.job_lost_after_s):
+                        log.warning("job %s: its worker stopped sending heartbeats", job_id)
+            except Exception:
+                log.warning("looking for lost jobs failed", exc_info=True)
+
+
+_sweeper: LostJobSweeper | None = None
+
+
+@signals.worker_ready.connect
+def _start_sweeper(**_: Any) -> None:
+    global _sweeper
+    _sweeper = LostJobSweeper(get_settings())
+    _sweeper.start()
+
+
+@signals.worker_shutdown.connect
+def _stop_sweeper(**_: Any) -> None:
+    if _sweeper is not None:
+        _sweeper.stop()
 
 
 def _describe(exc: BaseException) -> str:

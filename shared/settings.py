@@ -54,6 +54,15 @@ class Settings(BaseSettings):
         60,
         description="Redis: how often a worker looks for unacknowledged tasks past the visibility timeout.",
     )
+    job_heartbeat_s: float = Field(
+        10.0, gt=0, description="How often a running task marks its job alive in the jobs table."
+    )
+    job_lost_after_s: float = Field(
+        30.0,
+        gt=0,
+        description="A running job without a heartbeat for this long is marked worker_lost by the "
+        "other workers (it runs again once the visibility timeout redelivers it).",
+    )
     max_upload_bytes: int = Field(2 * 1024**3, description="Largest blob accepted by the blob store.")
     scene_max_objects: int = Field(2_000, description="Scene documents with more objects are rejected.")
     scene_max_vertices: int = Field(2_000_000, description="Cap on vertices summed over a scene's meshes.")
@@ -196,6 +205,17 @@ class Settings(BaseSettings):
             self.result_url = self.queue_url
         if self.task_soft_time_limit_s >= self.task_time_limit_s:
             raise ValueError("task_soft_time_limit_s must be below task_time_limit_s")
+        if self.visibility_timeout_s <= self.task_time_limit_s:
+            raise ValueError(
+                f"visibility_timeout_s ({self.visibility_timeout_s}) must be above task_time_limit_s "
+                f"({self.task_time_limit_s}): Redis hands an unacknowledged task to another worker "
+                "after the visibility timeout, so a task still running then would run twice at once"
+            )
+        if self.job_lost_after_s <= self.job_heartbeat_s:
+            raise ValueError(
+                f"job_lost_after_s ({self.job_lost_after_s}) must be above job_heartbeat_s "
+                f"({self.job_heartbeat_s}), or live jobs are marked worker_lost between heartbeats"
+            )
         return self
 
     @property

@@ -422,7 +422,7 @@ def test_config_round_trips_through_a_dict():
 def test_train_geometry_task_records_the_run_and_is_idempotent():
     from shared.db import ensure_schema, session_scope
     from shared.db.models import Job, RunStatus, TrainingRun
-    from shared.queue import submit
+    from shared.queue import app, submit
 
     ensure_schema()
     first = submit("train.geometry", preset="tiny", max_steps=2, max_minutes=5)
@@ -432,9 +432,17 @@ def test_train_geometry_task_records_the_run_and_is_idempotent():
         assert len(runs) == 1 and runs[0].status == RunStatus.SUCCEEDED
         assert runs[0].checkpoint_key == result["checkpoint_key"] and runs[0].metrics["steps"] == 2
     again = submit("train.geometry", preset="tiny", max_steps=2, max_minutes=5)
+    # A duplicate delivery of the finished job (same task id) keeps its result whole.
+    app.tasks["train.geometry"].apply(
+        kwargs={"preset": "tiny", "max_steps": 2, "max_minutes": 5}, task_id=first
+    )
     with session_scope() as session:
-        assert session.get(Job, again).result["run_dir"] == result["run_dir"]
+        repeated = session.get(Job, again).result
+        assert session.get(Job, first).result == result
         assert session.query(TrainingRun).count() == 1  # the finished run was not trained again
+    assert {k: repeated[k] for k in ("run_dir", "training_run_id", "checkpoint_key", "steps")} == {
+        k: result[k] for k in ("run_dir", "training_run_id", "checkpoint_key", "steps")
+    }
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""Celery over real Redis with a real worker process: routing, job records, retries, and a worker
-killed with SIGKILL mid-task whose task is redelivered and takes effect exactly once."""
+"""Celery over real Redis with a real worker process: routing, job records, retries, a worker
+killed with SIGKILL mid-task whose task is redelivered and takes effect exactly once, the job of a
+dead worker marked worker_lost by the others, and duplicate deliveries that change nothing."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from sqlalchemy import func, select
 
 from shared import queue
 from shared.db import ensure_schema, session_scope
-from shared.db.models import Asset, Job, JobState
-from shared.settings import get_settings
+from shared.db.models import Asset, Job, JobState, RunStatus, TrainingRun
+from shared.settings import Settings, get_settings
 from tests.conftest import REPO
 
 
@@ -46,8 +47,12 @@ def distributed(
         "BMT_DATABASE_URL": postgres_url,
         "BMT_QUEUE_URL": redis_url,
         "BMT_BLOB_URL": f"file://{tmp_path / 'blobs'}",
-        "BMT_VISIBILITY_TIMEOUT_S": "3",  # redeliver quickly after the kill
+        "BMT_VISIBILITY_TIMEOUT_S": "6",  # redeliver quickly after the kill
+        "BMT_TASK_TIME_LIMIT_S": "5",  # the settings refuse a visibility timeout below the limit
+        "BMT_TASK_SOFT_TIME_LIMIT_S": "4",
         "BMT_REDELIVERY_SWEEP_S": "1",
+        "BMT_JOB_HEARTBEAT_S": "0.5",
+        "BMT_JOB_LOST_AFTER_S": "2",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -181,3 +186,63 @@ def test_worker_killed_mid_task_redelivers_and_the_effect_happens_once(distribut
     assert record.result["created"] is True
     with session_scope() as session:
         assert session.scalar(select(func.count()).select_from(Asset)) == 1
+
+
+def test_settings_refuse_a_visibility_timeout_within_the_task_time_limit():
+    with pytest.raises(
+        ValueError, match=r"visibility_timeout_s \(600\) must be above task_time_limit_s \(3600\)"
+    ):
+        Settings(visibility_timeout_s=600)
+    with pytest.raises(ValueError, match="must be above task_time_limit_s"):
+        Settings(visibility_timeout_s=3600, task_time_limit_s=3600, task_soft_time_limit_s=3000)
+    with pytest.raises(ValueError, match=r"job_lost_after_s \(5.0\) must be above job_heartbeat_s"):
+        Settings(job_lost_after_s=5, job_heartbeat_s=10)
+    assert Settings(visibility_timeout_s=3601).visibility_timeout_s == 3601
+
+
+def test_a_dead_workers_job_is_marked_lost_and_its_redelivery_reuses_the_run_row(
+    distributed: dict, tmp_path: Path
+):
+    """train.geometry's run bookkeeping (claim_run / finish_run) in a worker killed mid-run; a
+    second worker on another queue notices, a third takes the redelivered task over."""
+    control = tmp_path / "control"
+    control.mkdir()
+    first = start_worker(distributed, "train")
+    watcher = start_worker(distributed, "scrape")  # any live worker marks lost jobs
+    job_id = queue.submit("train.test_run_after_release", str(control))
+    workers = [first, watcher]
+    try:
+        wait_for(lambda: (control / "started-1").exists(), 60, "the first attempt to start")
+        stop(first, signal.SIGKILL)
+        assert job(job_id).state is JobState.RUNNING
+        lost = wait_for(
+            lambda: (record := job(job_id)).state is JobState.WORKER_LOST and record,
+            15,
+            "the job of the killed worker to be marked worker_lost",
+        )
+        assert lost.error.startswith("WorkerLost: no heartbeat since")
+        (control / "release").touch()
+        workers.append(start_worker(distributed, "train"))
+        wait_for(lambda: job(job_id).state is JobState.SUCCEEDED, 90, "the redelivered task to finish")
+        result = job(job_id).result
+        with session_scope() as session:
+            runs = session.scalars(select(TrainingRun)).all()
+            assert len(runs) == 1, "the redelivery left the dead worker's run row behind"
+            assert runs[0].status is RunStatus.SUCCEEDED and runs[0].id == result["training_run_id"]
+            assert runs[0].checkpoint_key == result["checkpoint_key"] is not None
+        assert job(job_id).attempts == 2
+
+        # The same delivery again (as Redis does when a visibility timeout passes), then a fresh job
+        # for the same run behind it on the same one-slot queue: the duplicate changes nothing.
+        queue.app.send_task("train.test_run_after_release", (str(control),), task_id=job_id)
+        again = queue.submit("train.test_run_after_release", str(control))
+        wait_for(lambda: job(again).state is JobState.SUCCEEDED, 60, "the job behind the duplicate")
+    finally:
+        for worker in workers:
+            stop(worker, signal.SIGKILL)
+    record = job(job_id)
+    assert record.result == result and record.attempts == 2
+    assert job(again).result == result
+    assert not (control / "started-3").exists()
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(TrainingRun)) == 1

@@ -2,7 +2,8 @@
 
 ``train.geometry`` is idempotent: the run folder is keyed by the hash of what determines the run
 (preset, dataset, steps, code version), so a redelivered task resumes the same run from its last
-checkpoint, and a finished run returns its recorded result without training again.
+checkpoint in the same training_runs row, and a finished run returns its recorded result (row id
+and checkpoint key included) without training again.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+
+from sqlalchemy import select, text
 
 from shared.db import session_scope
 from shared.db.models import Dataset, RunStatus, TrainingRun, utcnow
@@ -24,41 +27,87 @@ def run_key(preset: str, dataset: str | None, max_steps: int, commit: str | None
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def claim_run(
+    specialist: str,
+    run_dir: Path,
+    *,
+    preset: str,
+    dataset: str | None,
+    code_version: str | None,
+    config: dict,
+) -> tuple[int, dict | None]:
+    """(id of this run's training_runs row, its recorded result if the run already succeeded).
+
+    One row per run folder: a redelivered or repeated task takes over the row a dead worker left
+    running (or a failed attempt left failed) instead of adding another. On PostgreSQL an advisory
+    lock on the folder makes the look-up and the insert one step for concurrent copies.
+    """
+    with session_scope() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            lock = int.from_bytes(hashlib.sha256(str(run_dir).encode()).digest()[:8], "big", signed=True)
+            session.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": lock})
+        run = session.scalars(
+            select(TrainingRun)
+            .where(
+                TrainingRun.specialist == specialist,
+                TrainingRun.config["run_dir"].as_string() == str(run_dir),
+            )
+            .order_by(TrainingRun.id)
+        ).first()
+        if run is not None and run.status is RunStatus.SUCCEEDED:
+            return run.id, {
+                "run_dir": str(run_dir),
+                "training_run_id": run.id,
+                "checkpoint_key": run.checkpoint_key,
+                **run.metrics,
+            }
+        dataset_row = (
+            session.query(Dataset).filter_by(manifest_key=dataset).one_or_none() if dataset else None
+        )
+        if run is None:
+            run = TrainingRun(specialist=specialist, preset=preset)
+            session.add(run)
+        run.dataset_id = dataset_row.id if dataset_row else None
+        run.config = {**config, "run_dir": str(run_dir)}
+        run.code_version = code_version
+        run.status, run.started_at, run.finished_at = RunStatus.RUNNING, utcnow(), None
+        session.flush()
+        return run.id, None
+
+
+def finish_run(run_id: int, checkpoint: Path | None, metrics: dict | None) -> dict:
+    """Records the run as succeeded (checkpoint stored in the blob store) or, without a
+    checkpoint, failed; the task's result fields."""
+    checkpoint_key = None
+    if checkpoint is not None:
+        from shared.blobs import get_blob_store
+
+        checkpoint_key = get_blob_store().put_file(checkpoint)
+    with session_scope() as session:
+        run = session.get(TrainingRun, run_id)
+        assert run is not None, f"training run {run_id} vanished"
+        run.status = RunStatus.SUCCEEDED if checkpoint_key else RunStatus.FAILED
+        run.finished_at = utcnow()
+        if checkpoint_key:
+            run.metrics, run.checkpoint_key = metrics or {}, checkpoint_key
+    return {"training_run_id": run_id, "checkpoint_key": checkpoint_key}
+
+
 @app.task(name="train.geometry", base=TrackedTask, bind=True)
 def train_geometry(
     self, preset: str = "tiny", dataset: str | None = None, max_steps: int = 3000, max_minutes: float = 20.0
 ) -> dict:
     from services.trainer.geometry import TrainConfig, code_version, train
 
-    key = run_key(preset, dataset, max_steps, code_version()["commit"])
+    commit = code_version()["commit"]
+    key = run_key(preset, dataset, max_steps, commit)
     run_dir = Path(get_settings().data_dir) / "runs" / f"geometry-{preset}-{key}"
-    record_path = run_dir / "run.json"
-    if (
-        record_path.is_file()
-        and json.loads(record_path.read_text()).get("result", {}).get("steps") == max_steps
-    ):
-        return {"run_dir": str(run_dir), **json.loads(record_path.read_text())["result"]}
-    with session_scope() as session:
-        dataset_row = (
-            session.query(Dataset).filter_by(manifest_key=dataset).one_or_none() if dataset else None
-        )
-        run = TrainingRun(
-            specialist="geometry",
-            dataset_id=dataset_row.id if dataset_row else None,
-            preset=preset,
-            config={
-                "max_steps": max_steps,
-                "max_minutes": max_minutes,
-                "run_dir": str(run_dir),
-                "job": self.request.id,
-            },
-            code_version=code_version()["commit"],
-            status=RunStatus.RUNNING,
-            started_at=utcnow(),
-        )
-        session.add(run)
-        session.flush()
-        run_id = run.id
+    config = {"max_steps": max_steps, "max_minutes": max_minutes, "job": self.request.id}
+    run_id, finished = claim_run(
+        "geometry", run_dir, preset=preset, dataset=dataset, code_version=commit, config=config
+    )
+    if finished is not None:
+        return finished
     try:
         record = train(
             TrainConfig(
@@ -72,20 +121,7 @@ def train_geometry(
             progress=self.progress,
         )
     except BaseException:
-        with session_scope() as session:
-            failed = session.get(TrainingRun, run_id)
-            failed.status, failed.finished_at = RunStatus.FAILED, utcnow()  # type: ignore[union-attr]
+        finish_run(run_id, None, None)
         raise
-    from shared.blobs import get_blob_store
-
-    checkpoint_key = get_blob_store().put_file(run_dir / "checkpoint.pt")
-    with session_scope() as session:
-        done = session.get(TrainingRun, run_id)
-        done.status, done.finished_at = RunStatus.SUCCEEDED, utcnow()  # type: ignore[union-attr]
-        done.metrics, done.checkpoint_key = record["result"], checkpoint_key  # type: ignore[union-attr]
-    return {
-        "run_dir": str(run_dir),
-        "training_run_id": run_id,
-        "checkpoint_key": checkpoint_key,
-        **record["result"],
-    }
+    recorded = finish_run(run_id, run_dir / "checkpoint.pt", record["result"])
+    return {"run_dir": str(run_dir), **recorded, **record["result"]}

@@ -80,6 +80,9 @@ class JobState(enum.StrEnum):
     RETRYING = "retrying"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    # No heartbeat from the worker running it: it died (or lost the database). Redis redelivers
+    # the task after the visibility timeout; the next attempt sets the job running again.
+    WORKER_LOST = "worker_lost"
 
 
 def _enum(cls: type[enum.Enum]) -> Enum:
