@@ -26,6 +26,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy shared
 	$(PY) -m tools.lint_deploy
+	$(PY) -m tools.lint_addon
 
 bench: $(STAMP)
 	@echo "benchmarks: $(BENCHES)"

@@ -6,6 +6,7 @@ from a timer. Errors become one sentence a Blender user can act on.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -78,10 +79,10 @@ class GatewayClient:
 
 def _http_error_message(exc: urllib.error.HTTPError) -> str:
     try:
-        detail = json.loads(exc.read(65536)).get("detail")
+        detail = _detail_text(json.loads(exc.read(65536)).get("detail"))
     except (ValueError, AttributeError, OSError):
-        detail = None
-    detail = f" ({detail})" if isinstance(detail, str) and detail else ""
+        detail = ""
+    detail = f" ({detail})" if detail else ""
     if exc.code == 401:
         return "The gateway refused the API key. Check it in the add-on preferences." + detail
     if exc.code == 404:
@@ -89,8 +90,57 @@ def _http_error_message(exc: urllib.error.HTTPError) -> str:
     if exc.code == 413:
         return "The request is too large for the gateway: lower the face budget or variations." + detail
     if exc.code == 422:
-        return "The gateway rejected the request as invalid" + (detail or ".")
+        return "The gateway refused the request" + (detail or ".")
+    if exc.code == 429:
+        return "The gateway is busy with this API key's earlier requests; try again shortly." + detail
     return f"The gateway answered with an error (HTTP {exc.code})" + (detail or ".")
+
+
+def _detail_text(detail: object) -> str:
+    """FastAPI's ``detail``: a sentence, or a list of validation errors with ``loc`` and ``msg``."""
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):
+        parts = []
+        for item in detail[:3]:
+            if isinstance(item, dict) and isinstance(item.get("msg"), str):
+                where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+                parts.append(f"{where}: {item['msg']}" if where else item["msg"])
+        return "; ".join(parts)
+    return ""
+
+
+def stage_lines(stages: object) -> list[str]:
+    """The generation's stages as one line each ("materials: running 40%, object 2 of 3").
+
+    Accepts a list of ``{"name", "status" (or "state"), "progress", "message"}`` records or a
+    mapping from stage name to such a record or to a bare status; anything else is ignored, so a
+    gateway without stages, or with more fields, still works.
+    """
+    if isinstance(stages, dict):
+        stages = [
+            {"name": name, **(value if isinstance(value, dict) else {"status": value})}
+            for name, value in stages.items()
+        ]
+    if not isinstance(stages, list):
+        return []
+    lines = []
+    for stage in stages:
+        if not isinstance(stage, dict) or not isinstance(stage.get("name"), str):
+            continue
+        status = stage.get("status", stage.get("state"))
+        line = f"{stage['name']}: {status if isinstance(status, str) else 'waiting'}"
+        progress = stage.get("progress")
+        if status == "running" and isinstance(progress, int | float) and not isinstance(progress, bool):
+            line += f" {min(1.0, max(0.0, float(progress))):.0%}"
+        if isinstance(stage.get("message"), str) and stage["message"]:
+            line += f", {stage['message']}"
+        lines.append(line)
+    return lines
+
+
+def _strings(value: object) -> list[str]:
+    return [item for item in value if isinstance(item, str) and item] if isinstance(value, list) else []
 
 
 @dataclass
@@ -101,7 +151,8 @@ class JobState:
     error: str | None = None
     scenes: list = field(default_factory=list)
     generation_id: str | None = None
-    warning: str | None = None  # a success with something left out
+    warnings: list[str] = field(default_factory=list)  # what the result left out, and why
+    stages: list[str] = field(default_factory=list)  # one line per stage, see stage_lines
 
 
 class GenerationJob:
@@ -133,7 +184,7 @@ class GenerationJob:
     def snapshot(self) -> JobState:
         with self._lock:
             s = self._state
-            return JobState(s.status, s.progress, s.message, s.error, s.scenes, s.generation_id, s.warning)
+            return dataclasses.replace(s, warnings=list(s.warnings), stages=list(s.stages))
 
     def cancel(self) -> None:
         """Stop now from the UI's point of view; the thread tells the gateway in the background."""
@@ -185,37 +236,62 @@ class GenerationJob:
         progress = reply.get("progress")
         progress = min(1.0, max(0.0, float(progress))) if isinstance(progress, int | float) else 0.0
         message = reply.get("message") if isinstance(reply.get("message"), str) else ""
+        stages = stage_lines(reply.get("stages"))
         if status == "succeeded":
-            scenes = reply.get("scenes")
-            if not isinstance(scenes, list) or not scenes:
-                raise GatewayError("The generation finished but the gateway sent no scenes.")
-            valid, problems = [], []
-            for scene in scenes:
-                try:
-                    valid.append(self.check_scene(scene))
-                except ValueError as exc:
-                    problems.extend(getattr(exc, "errors", [str(exc)])[:3])
-            if not valid:
-                raise GatewayError(
-                    "The result is not a valid scene, nothing was added: " + "; ".join(problems[:3])
-                )
-            left_out = len(scenes) - len(valid)
-            warning = (
-                f"{left_out} of {len(scenes)} variations were invalid and left out: "
-                + "; ".join(problems[:3])
-                if left_out
-                else None
-            )
-            self._update(
-                status=status, progress=1.0, message=message or "Done.", scenes=valid, warning=warning
-            )
+            self._succeeded(reply, message, stages)
         elif status == "failed":
             error = reply.get("error") if isinstance(reply.get("error"), str) else "no reason given"
             self._update(
-                status=status, progress=progress, message=message, error=f"The generation failed: {error}"
+                status=status,
+                progress=progress,
+                message=message,
+                stages=stages,
+                error=f"The generation failed: {error}",
             )
         elif status == "cancelled":
-            self._update(status=status, message="Cancelled on the gateway.")
+            self._update(status=status, message="Cancelled on the gateway.", stages=stages)
         else:
-            self._update(status=status, progress=progress, message=message or status.capitalize() + "...")
+            self._update(
+                status=status,
+                progress=progress,
+                message=message or status.capitalize() + "...",
+                stages=stages,
+            )
         return status in TERMINAL
+
+    def _succeeded(self, reply: dict, message: str, stages: list[str]) -> None:
+        warnings = _strings(reply.get("warnings"))
+        scenes = reply.get("scenes")
+        if not isinstance(scenes, list) or not scenes:
+            # The gateway's own words for why: its error, warnings or message ("done" says nothing).
+            reason = reply.get("error") if isinstance(reply.get("error"), str) else ""
+            reason = reason or "; ".join(warnings) or (message if message not in ("", "done") else "")
+            raise GatewayError(
+                "The gateway sent no scenes" + (f": {reason}" if reason else " and gave no reason.")
+            )
+        valid, problems = [], []
+        for scene in scenes:
+            try:
+                valid.append(self.check_scene(scene))
+            except ValueError as exc:
+                problems.extend(getattr(exc, "errors", [str(exc)])[:3])
+        if not valid:
+            raise GatewayError(
+                "The result is not a valid scene, nothing was added: " + "; ".join(problems[:3])
+            )
+        for scene in valid:  # the same warning on every variation is said once
+            warnings += [w for w in _strings(scene.get("warnings")) if w not in warnings]
+        left_out = len(scenes) - len(valid)
+        if left_out:
+            warnings.append(
+                f"{left_out} of {len(scenes)} variations were invalid and left out: "
+                + "; ".join(problems[:3])
+            )
+        self._update(
+            status="succeeded",
+            progress=1.0,
+            message=message or "Done.",
+            scenes=valid,
+            warnings=warnings,
+            stages=stages,
+        )

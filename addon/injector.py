@@ -114,6 +114,91 @@ def inject_scene(
     return injector.result()
 
 
+APPLIED_PARTS = ("materials", "modifiers", "animation")
+
+
+def apply_to_object(
+    document: dict | str | bytes, obj, *, parts=APPLIED_PARTS, limits: Limits | None = None
+) -> InjectionResult:
+    """Give the user's own ``obj`` the materials, modifiers and animation (those named in
+    ``parts``) that the document's first object carries; the document's geometry is not used.
+
+    Materials replace the object's material slots, modifiers join the end of its stack, the action
+    becomes its active one. On any failure everything made is removed and the object is restored.
+    """
+    scene_doc = document if isinstance(document, ValidatedScene) else validate_scene(document, limits)
+    if not scene_doc["objects"]:
+        raise InjectionError("the result holds no object to take materials, modifiers or animation from")
+    source = scene_doc["objects"][0]
+    injector = _Injector(scene_doc, bpy.context.scene.collection)
+    undo = _ObjectState(obj)
+    try:
+        injector.datablocks()
+        injector.run_deferred()
+        if "materials" in parts and source["material_slots"]:
+            if not hasattr(obj.data, "materials"):
+                injector.warn(
+                    f"objects[0].material_slots: a {obj.type} object has no material slots; ignored"
+                )
+            else:
+                obj.data.materials.clear()
+                for name in source["material_slots"]:
+                    obj.data.materials.append(None if name is None else injector.made["materials"][name])
+        if "modifiers" in parts:
+            faces = len(obj.data.polygons) if obj.type == "MESH" else 0
+            injector.modifiers(obj, source["modifiers"], faces, "objects[0].modifiers")
+        if "animation" in parts:
+            injector.animate(obj, source["animation"], "objects[0].animation")
+    except Exception as exc:
+        undo.restore()
+        injector.remove_created()
+        raise InjectionError(
+            f"could not apply the result ({type(exc).__name__}: {exc}); nothing was changed"
+        ) from exc
+    return InjectionResult(
+        objects=[obj],
+        warnings=injector.warnings,
+        names={kind: {k: v.name for k, v in made.items()} for kind, made in injector.made.items() if made},
+    )
+
+
+class _ObjectState:
+    """What apply_to_object may change on a user's object, to put back after a failure."""
+
+    def __init__(self, obj):
+        self.obj = obj
+        self.materials = list(obj.data.materials) if hasattr(obj.data, "materials") else None
+        self.modifiers = len(obj.modifiers)
+        anim = obj.animation_data
+        self.had_animation = anim is not None
+        self.action = anim.action if anim is not None else None
+        self.action_slot = getattr(anim, "action_slot", None) if anim is not None else None
+        self.tracks = len(anim.nla_tracks) if anim is not None else 0
+        self.drivers = len(anim.drivers) if anim is not None else 0
+
+    def restore(self) -> None:
+        obj = self.obj
+        if self.materials is not None:
+            obj.data.materials.clear()
+            for material in self.materials:
+                obj.data.materials.append(material)
+        for modifier in list(obj.modifiers)[self.modifiers :]:
+            obj.modifiers.remove(modifier)
+        anim = obj.animation_data
+        if anim is None:
+            return
+        if not self.had_animation:
+            obj.animation_data_clear()
+            return
+        anim.action = self.action
+        if self.action_slot is not None:
+            anim.action_slot = self.action_slot
+        for track in list(anim.nla_tracks)[self.tracks :]:
+            anim.nla_tracks.remove(track)
+        for driver in list(anim.drivers)[self.drivers :]:
+            anim.drivers.remove(driver)
+
+
 class _Injector:
     def __init__(self, doc: dict, collection):
         self.doc = doc
@@ -167,6 +252,26 @@ class _Injector:
 
     def build(self, offset: Vector) -> None:
         doc = self.doc
+        self.datablocks()
+        for i, obj in enumerate(doc["objects"]):
+            self.object(obj, f"objects[{i}]")
+        rigs = [
+            (i, o)
+            for i, o in enumerate(doc["objects"])
+            if o["armature"] is not None and o["armature"]["bones"]
+        ]
+        if rigs:
+            bpy.context.view_layer.update()  # newly linked objects join the view layer on update
+        for i, obj in rigs:
+            self.bones(self.made["objects"][obj["name"]], obj["armature"], f"objects[{i}].armature")
+        # Then everything that refers to other objects.
+        for i, obj in enumerate(doc["objects"]):
+            self.relations(obj, f"objects[{i}]", offset)
+        self.run_deferred()
+
+    def datablocks(self) -> None:
+        """Images, node groups, materials and actions: what objects refer to by name."""
+        doc = self.doc
         for image in doc["images"]:
             self.image(image)
         groups = []
@@ -186,20 +291,8 @@ class _Injector:
             self.material(material, f"materials[{i}]")
         for i, action in enumerate(doc["actions"]):
             self.action(action, f"actions[{i}]")
-        for i, obj in enumerate(doc["objects"]):
-            self.object(obj, f"objects[{i}]")
-        rigs = [
-            (i, o)
-            for i, o in enumerate(doc["objects"])
-            if o["armature"] is not None and o["armature"]["bones"]
-        ]
-        if rigs:
-            bpy.context.view_layer.update()  # newly linked objects join the view layer on update
-        for i, obj in rigs:
-            self.bones(self.made["objects"][obj["name"]], obj["armature"], f"objects[{i}].armature")
-        # Then everything that refers to other objects.
-        for i, obj in enumerate(doc["objects"]):
-            self.relations(obj, f"objects[{i}]", offset)
+
+    def run_deferred(self) -> None:
         self.not_made_yet = {kind: set() for kind in self.made}
         for assign in self.deferred:
             assign()
@@ -662,7 +755,8 @@ class _Injector:
                 obj.matrix_parent_inverse = Matrix([values[r * 4 : r * 4 + 4] for r in range(4)])
         else:
             obj.location = obj.location + offset
-        self.modifiers(obj, doc, path)
+        faces = len(doc["mesh"]["faces"]) if doc["mesh"] else 0
+        self.modifiers(obj, doc["modifiers"], faces, f"{path}.modifiers")
         for c, cdoc in enumerate(doc["constraints"]):
             self.constraint(obj.constraints, cdoc, f"{path}.constraints[{c}]")
         self.animate(obj, doc["animation"], f"{path}.animation")
@@ -696,11 +790,11 @@ class _Injector:
             for c, cdoc in enumerate(bone_doc["constraints"]):
                 self.constraint(pose_bone.constraints, cdoc, f"{path}.bones[{j}].constraints[{c}]")
 
-    def modifiers(self, obj, doc: dict, path: str) -> None:
+    def modifiers(self, obj, modifiers: list[dict], faces: int, path: str) -> None:
+        """Add ``modifiers`` to the end of the object's stack; ``faces``: its mesh's face count."""
         known = _enum_items(bpy.types.Modifier, "type")
-        faces = len(doc["mesh"]["faces"]) if doc["mesh"] else 0
-        for m, mdoc in enumerate(doc["modifiers"]):
-            mpath = f"{path}.modifiers[{m}]"
+        for m, mdoc in enumerate(modifiers):
+            mpath = f"{path}[{m}]"
             if mdoc["type"] not in known:
                 self.warn(f"{mpath}.type: unknown modifier type {mdoc['type']!r}; skipped")
                 continue

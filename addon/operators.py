@@ -2,19 +2,23 @@
 
 The network work happens in client.GenerationJob's thread. ``poll_generation`` runs on Blender's
 UI thread from bpy.app.timers: it copies the job's progress into the panel's state and, once the
-gateway returns scenes, inserts the first variation through the Insert operator, which makes the
-insertion one undo step. Insert is also how "insert again" works for the recent results.
+gateway returns scenes, inserts the first variation through the Insert operator, called so that
+Blender records it as one undo step. Insert is also how "insert again" works for the recent
+results. In "Apply to selected" mode the request carries the active object (selection.py) and the
+result's materials, modifiers and animation go onto that object instead of new ones.
 """
 
 import itertools
 import textwrap
+import urllib.parse
 
 import bpy
 from bpy.props import IntProperty
 
 from .client import GatewayClient, GenerationJob
-from .injector import InjectionError, inject_scene
+from .injector import APPLIED_PARTS, InjectionError, apply_to_object, inject_scene
 from .properties import preferences
+from .selection import MAX_SENT_VERTICES, object_document
 from .validate import validate_scene
 
 POLL_INTERVAL_S = 0.25
@@ -25,16 +29,31 @@ SPECIALISTS = ("geometry", "materials", "modifiers", "animation")
 _documents: dict[str, dict] = {}
 _keys = itertools.count(1)
 _job: GenerationJob | None = None
+_target = ""  # in "Apply to selected" mode: the object the running generation dresses
+_notes: list[str] = []  # what the add-on itself has to say about the running request
+LOCAL_HOSTS = ("localhost", "::1")
 
 
-def build_request(state) -> dict:
-    return {
+def build_request(state, target=None) -> dict:
+    """The POST /v1/generations body; ``target`` (an object) makes it an apply-to-selection request."""
+    request = {
         "prompt": state.prompt.strip(),
         "specialists": [name for name in SPECIALISTS if getattr(state, f"use_{name}")],
         "face_budget": state.face_budget,
         "seed": None if state.seed < 0 else state.seed,
         "variations": state.variations,
     }
+    if target is not None:
+        request["specialists"] = [name for name in request["specialists"] if name in APPLIED_PARTS]
+        request["target"] = object_document(target)
+        request["variations"] = 1  # one object is dressed once
+    return request
+
+
+def is_local(url: str) -> bool:
+    """Whether the gateway runs on this computer, which Blender's Online Access does not govern."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    return host in LOCAL_HOSTS or host.startswith("127.")
 
 
 class BMT_OT_generate(bpy.types.Operator):
@@ -50,24 +69,44 @@ class BMT_OT_generate(bpy.types.Operator):
         return not state.is_running and bool(state.prompt.strip())
 
     def execute(self, context):
-        global _job
+        global _job, _target
         state = context.window_manager.bmt
-        request = build_request(state)
+        target = None
+        if state.mode == "SELECTED":
+            target = context.active_object
+            if target is None or not target.select_get():
+                return self._refuse(state, "Select the object to apply materials, modifiers or animation to.")
+        request = build_request(state, target)
         if not request["specialists"]:
-            return self._refuse(state, "Choose at least one of geometry, materials, modifiers, animation.")
+            wanted = (
+                "materials, modifiers, animation" if target else "geometry, materials, modifiers, animation"
+            )
+            return self._refuse(state, f"Choose at least one of {wanted}.")
         prefs = preferences(context)
         if prefs is None:
             return self._refuse(state, "The add-on's preferences are missing; enable it again.")
-        if not prefs.gateway_url.strip():
+        url = prefs.gateway_url.strip()
+        if not url:
             return self._refuse(state, "Set the gateway URL in the add-on preferences first.")
-        client = GatewayClient(prefs.gateway_url.strip(), prefs.api_key, prefs.request_timeout)
+        if not bpy.app.online_access and not is_local(url):
+            return self._refuse(
+                state,
+                f"Online access is off in Blender, and the gateway at {url} is not on this computer. "
+                "Allow it in Preferences > System > Network, or use a gateway on this computer.",
+            )
+        client = GatewayClient(url, prefs.api_key, prefs.request_timeout)
         _job = GenerationJob(
             client, request, validate_scene, give_up_after_s=prefs.generation_timeout
         ).start()
+        _target = target.name if target is not None else ""
         state.is_running = True
         state.progress = 0.0
         state.status_text = "Sending the request..."
-        state.error_text = ""
+        state.error_text = state.stages_text = ""
+        _notes.clear()
+        if target is not None and "mesh" not in request["target"] and target.type == "MESH":
+            _notes.append(f"{target.name} has over {MAX_SENT_VERTICES} vertices: sent without its mesh.")
+        state.warnings_text = "\n".join(_notes)
         if not bpy.app.timers.is_registered(poll_generation):
             bpy.app.timers.register(poll_generation, first_interval=POLL_INTERVAL_S)
         return {"FINISHED"}
@@ -122,18 +161,31 @@ class BMT_OT_insert_result(bpy.types.Operator):
             self.report({"ERROR"}, "That result is no longer available.")
             return {"CANCELLED"}
         try:
-            result = inject_scene(
-                document, collection=context.collection, offset=context.scene.cursor.location.copy()
-            )
+            if entry.target:
+                target = context.scene.objects.get(entry.target)
+                if target is None:
+                    return self._fail(
+                        state, f"{entry.target} is no longer in the scene; nothing was changed."
+                    )
+                result = apply_to_object(document, target, parts=entry.parts.split(","))
+            else:
+                result = inject_scene(
+                    document, collection=context.collection, offset=context.scene.cursor.location.copy()
+                )
         except InjectionError as exc:
             return self._fail(state, f"The result could not be created, nothing was added: {exc}")
         self._select(context.view_layer, result.objects)
         state.error_text = ""
-        summary = f"Inserted {entry.label}: {len(result.objects)} objects"
+        if entry.target:
+            summary = f"Applied {entry.label} to {entry.target}"
+        else:
+            summary = f"Inserted {entry.label}: {len(result.objects)} objects"
         if result.warnings:
-            summary += f", {len(result.warnings)} parts skipped (see the Info log)"
+            summary += f", {len(result.warnings)} parts skipped"
             for warning in result.warnings:
                 self.report({"WARNING"}, warning)
+        # The document's warnings and the parts this insert skipped, under the summary line.
+        state.warnings_text = "\n".join([*_document_warnings(document), *result.warnings])
         state.status_text = summary
         self.report({"INFO"}, summary)
         return {"FINISHED"}
@@ -166,21 +218,30 @@ def poll_generation():
     snap = job.snapshot()
     state.progress = snap.progress
     state.status_text = snap.message
+    state.stages_text = "\n".join(snap.stages)
     _redraw(wm)
     if snap.status not in ("succeeded", "failed", "cancelled"):
         return POLL_INTERVAL_S
     state.is_running = False
     if snap.status == "failed":
+        # The last progress line ("Sending the request...") would read as if it were still going.
+        state.status_text, state.progress = "", 0.0
         state.error_text = snap.error or "The generation failed."
     elif snap.status == "succeeded":
-        remember_results(state, snap.scenes)
+        remember_results(state, snap.scenes, target=_target)
         _insert_from_timer(wm, 0)  # newest first: index 0 is the first variation
-        if snap.warning:
-            state.error_text = snap.warning
+        # Insert wrote the first variation's warnings and the parts it skipped; the gateway's own,
+        # the variations left out and this request's notes join them, each once.
+        lines = [*_notes, *snap.warnings, *state.warnings_text.splitlines()]
+        state.warnings_text = "\n".join(dict.fromkeys(lines))
     return None
 
 
-def remember_results(state, scenes: list) -> None:
+def _document_warnings(document: dict) -> list[str]:
+    return [w for w in document.get("warnings", []) if isinstance(w, str)]
+
+
+def remember_results(state, scenes: list, target: str = "") -> None:
     """Add the variations to the top of the recent list, in order; drop the oldest past the cap."""
     prompt = state.prompt.strip()
     entries = []
@@ -190,9 +251,11 @@ def remember_results(state, scenes: list) -> None:
         count = len(document["objects"])
         label = textwrap.shorten(prompt, 32, placeholder="...")
         entries.append((key, f"{label} #{n + 1}" if len(scenes) > 1 else label, count))
+    parts = ",".join(name for name in APPLIED_PARTS if getattr(state, f"use_{name}"))
     for key, label, count in reversed(entries):
         item = state.results.add()
         item.key, item.label, item.object_count = key, label, count
+        item.target, item.parts = target, parts if target else ""
         state.results.move(len(state.results) - 1, 0)
     while len(state.results) > MAX_RECENT:
         _documents.pop(state.results[-1].key, None)
@@ -200,14 +263,18 @@ def remember_results(state, scenes: list) -> None:
 
 
 def _insert_from_timer(wm, index: int) -> None:
-    """Timers run without a window in the context; give the operator one so it has a scene."""
+    """Timers run without a window in the context; give the operator one so it has a scene.
+
+    An operator called from Python pushes no undo step unless asked: the second positional
+    argument (undo=True) makes Blender record the insert as one step, as a click on Insert does.
+    """
     window = wm.windows[0] if len(wm.windows) else None
     try:
         if window is None:
-            bpy.ops.bmt.insert_result(index=index)
+            bpy.ops.bmt.insert_result("EXEC_DEFAULT", True, index=index)
         else:
             with bpy.context.temp_override(window=window):
-                bpy.ops.bmt.insert_result(index=index)
+                bpy.ops.bmt.insert_result("EXEC_DEFAULT", True, index=index)
     except RuntimeError:
         pass  # the operator refused; its message is already in the panel and the Info log
 

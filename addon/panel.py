@@ -4,6 +4,7 @@ import textwrap
 
 import bpy
 
+from .operators import SPECIALISTS
 from .properties import preferences
 
 WRAP_CHARS = 42
@@ -20,22 +21,37 @@ class BMT_PT_generate(bpy.types.Panel):
         layout = self.layout
         state = context.window_manager.bmt
         layout.prop(state, "prompt", text="")
+        layout.row().prop(state, "mode", expand=True)
         row = layout.row(align=True)
-        for name in ("geometry", "materials", "modifiers", "animation"):
+        for name in SPECIALISTS:
+            if name == "geometry" and state.mode == "SELECTED":
+                continue  # the selected object keeps its own geometry
             row.prop(state, f"use_{name}", toggle=True)
         col = layout.column(align=True)
-        col.prop(state, "face_budget")
+        if state.mode == "NEW":
+            col.prop(state, "face_budget")
         col.prop(state, "seed")
-        col.prop(state, "variations")
+        if state.mode == "NEW":
+            col.prop(state, "variations")
+        elif context.active_object is None:
+            layout.label(text="Select the object to apply to.", icon="INFO")
         if state.is_running:
             layout.progress(
                 factor=state.progress, type="BAR", text=f"{state.progress:.0%}  {state.status_text}"
             )
+            for line in state.stages_text.splitlines():
+                layout.label(text=line, icon="DOT")
             layout.operator("bmt.cancel", icon="CANCEL")
         else:
-            layout.operator("bmt.generate", icon="PLAY")
+            label = "Generate" if state.mode == "NEW" else "Apply to Selected"
+            layout.operator("bmt.generate", text=label, icon="PLAY")
             if state.status_text:
                 layout.label(text=state.status_text)
+        if state.warnings_text:
+            box = layout.box()
+            for warning in state.warnings_text.splitlines():
+                for n, line in enumerate(textwrap.wrap(warning, WRAP_CHARS)):
+                    box.label(text=line, icon="INFO" if n == 0 else "BLANK1")
         if state.error_text:
             box = layout.box()
             for n, line in enumerate(textwrap.wrap(state.error_text, WRAP_CHARS)):
@@ -60,8 +76,12 @@ class BMT_PT_recent(bpy.types.Panel):
             layout.label(text="Nothing generated yet in this session.")
         for index, entry in enumerate(results):
             row = layout.row()
-            row.label(text=f"{entry.label} ({entry.object_count} objects)")
-            row.operator("bmt.insert_result", text="Insert Again", icon="ADD").index = index
+            if entry.target:
+                row.label(text=f"{entry.label} (on {entry.target})")
+                row.operator("bmt.insert_result", text="Apply Again", icon="ADD").index = index
+            else:
+                row.label(text=f"{entry.label} ({entry.object_count} objects)")
+                row.operator("bmt.insert_result", text="Insert Again", icon="ADD").index = index
 
 
 CLASSES = (BMT_PT_generate, BMT_PT_recent)

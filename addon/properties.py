@@ -8,6 +8,7 @@ import bpy
 from bpy.props import (
     BoolProperty,
     CollectionProperty,
+    EnumProperty,
     FloatProperty,
     IntProperty,
     PointerProperty,
@@ -60,10 +61,24 @@ class BMT_Result(bpy.types.PropertyGroup):
     key: StringProperty()
     label: StringProperty()
     object_count: IntProperty()
+    target: StringProperty()  # set when the result dresses an existing object
+    parts: StringProperty()  # which of its materials, modifiers, animation to apply, comma-separated
 
 
 class BMT_State(bpy.types.PropertyGroup):
     prompt: StringProperty(name="Prompt", description="What to make, in words")
+    mode: EnumProperty(
+        name="Mode",
+        items=(
+            ("NEW", "New Object", "Generate new objects at the 3D cursor"),
+            (
+                "SELECTED",
+                "Apply to Selected",
+                "Give the active object generated materials, modifiers or animation",
+            ),
+        ),
+        default="NEW",
+    )
     use_geometry: BoolProperty(name="Geometry", default=True)
     use_materials: BoolProperty(name="Materials", default=True)
     use_modifiers: BoolProperty(name="Modifiers", default=True)
@@ -85,6 +100,8 @@ class BMT_State(bpy.types.PropertyGroup):
     is_running: BoolProperty()
     progress: FloatProperty(subtype="FACTOR", min=0.0, max=1.0)
     status_text: StringProperty()
+    stages_text: StringProperty()  # one line per stage of the running generation
+    warnings_text: StringProperty()  # one line per part left out of the last result
     error_text: StringProperty()
     results: CollectionProperty(type=BMT_Result)
 

@@ -5,6 +5,7 @@ this repository), so this module re-states the scene format (shared/scene/models
 as plain tables and re-implements the cross-field checks of shared/scene/validate.py. Messages
 name the field the same way ("objects[1].mesh.faces[6]: ..."). ``validate_scene`` returns a
 normalised copy with every default filled in, so the injector never guesses a missing field.
+A document in the product brief's short format (short_format.py) is converted first.
 
 It is stricter than pydantic's lax mode in one way: no coercion ("yes" is not a boolean, 1.0 is
 not a face index). Documents written by the project's models (model_dump_json) always pass.
@@ -16,6 +17,8 @@ import itertools
 import json
 import math
 from dataclasses import dataclass
+
+from .short_format import OBJECT_FIELDS, ShortFormatError, from_short_format, is_short_format
 
 SUPPORTED_SCHEMA_VERSIONS = ("1.0",)
 MAX_REPORTED_ERRORS = 20
@@ -385,11 +388,17 @@ def validate_scene(document: str | bytes | dict, limits: Limits | None = None) -
             raise SceneValidationError([f"document: not valid JSON ({exc})"]) from None
     if not isinstance(document, dict):
         raise SceneValidationError([f"document: expected a JSON object, got {type(document).__name__}"])
+    if is_short_format(document):
+        try:
+            document = from_short_format(document)
+        except ShortFormatError as exc:
+            raise SceneValidationError(exc.errors) from None
     version = document.get("schema_version")
     if version not in SUPPORTED_SCHEMA_VERSIONS:
         raise SceneValidationError(
             [
                 f"schema_version: unknown version {version!r}; supported: {', '.join(SUPPORTED_SCHEMA_VERSIONS)}"
+                + ("" if version else f" (or the short format: objects with {', '.join(OBJECT_FIELDS)} only)")
             ]
         )
     _check_raw_counts(document, limits)

@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 
 from services.scraper.crawl import Crawler
-from services.scraper.sources.local import default_corpus_dir
+from shared.corpus import default_corpus_dir
 from shared.db import ensure_schema
 from shared.settings import Settings, get_settings
 from tools.fixture_site import FixtureSite

@@ -28,7 +28,6 @@ from services.labeler.__main__ import main as labeler_main
 from shared.db import ensure_schema
 from shared.ml.datasets import dataset_by_name
 from shared.settings import get_settings
-from tools.servers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,14 +55,14 @@ def generate_through_gateway(prompt: str, face_budget: int, seed: int) -> tuple[
     """Start the gateway in this process (uvicorn on a free port) and call it over HTTP."""
     from services.gateway.app import create_app
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
+    # Port 0: the system picks a free one, read back from the listening socket once started.
+    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    base = f"http://127.0.0.1:{port}"
     try:
         while not server.started:
             time.sleep(0.05)
+        base = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
         start = time.perf_counter()
         reply = httpx.post(
             f"{base}/v1/generations",

@@ -1,5 +1,6 @@
-"""The add-on as Blender runs it: register/unregister, and Generate/Cancel/Insert against a local
-HTTP server that speaks the gateway API contract (the real gateway replaces it once it exists)."""
+"""The add-on as Blender runs it: register/unregister, and Generate/Cancel/Insert/Apply against the
+real gateway process (embedded backends, a small geometry model). A hand-written gateway stands in
+only for what the real one cannot be made to do on demand; each such test says why."""
 
 from __future__ import annotations
 
@@ -8,21 +9,49 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import bpy  # isort: skip  (first: addon_utils ships with bpy and exists only after it)
+import addon_utils
 import pytest
 
-bpy = pytest.importorskip("bpy")
-import addon_utils  # noqa: E402  (ships with bpy)
-
-from tests.addon_support import data_counts, reset_blender, small_scene  # noqa: E402
+from shared.scene.models import Object
+from tests.addon_support import data_counts, reset_blender, small_scene
+from tools.servers import gateway_process
 
 ADDON = "addon"  # the package name when enabled from the repository (installed: bl_ext.<repo>.<id>)
+API_KEY = "k"
+MAX_FACE_BUDGET = 100  # the real gateway's cap here, so a larger budget is a real refusal
+
+
+@pytest.fixture(scope="module")
+def gateway_url(geometry_checkpoint, tmp_path_factory) -> str:
+    """One real gateway process for the module: python -m services.gateway, embedded inference."""
+    env = {
+        "BMT_DATA_DIR": str(tmp_path_factory.mktemp("gateway") / "var"),
+        "BMT_GEOMETRY_CHECKPOINT": str(geometry_checkpoint),
+        "BMT_API_KEY": API_KEY,
+        "BMT_GENERATION_MAX_FACE_BUDGET": str(MAX_FACE_BUDGET),
+        # One torch thread: on 2 shared cores two spinning threads made each small product ~100x slower.
+        "OMP_NUM_THREADS": "1",
+    }
+    with gateway_process(env) as url:
+        yield url
 
 
 class Gateway:
-    """The gateway API contract from the design brief, in-process, recording what it was sent."""
+    """The gateway API contract, in-process, recording what it was sent; for the cases the real
+    gateway cannot produce on demand. ``running``/``done``: extra fields of the status replies."""
 
-    def __init__(self, scenes, polls_before_done: int = 2, api_key: str = "", fail_with: str | None = None):
+    def __init__(
+        self,
+        scenes,
+        polls_before_done: int = 2,
+        api_key: str = "",
+        fail_with: str | None = None,
+        running: dict | None = None,
+        done: dict | None = None,
+    ):
         self.scenes = scenes
+        self.running, self.done = running or {}, done or {}
         self.polls_before_done = polls_before_done
         self.api_key = api_key
         self.fail_with = fail_with
@@ -82,10 +111,12 @@ class Gateway:
                 elif gateway.polls <= gateway.polls_before_done or not gateway.allow_finish.is_set():
                     progress = min(gateway.polls / (gateway.polls_before_done + 1), 0.9)
                     state.update(status="running", progress=progress, message="Shaping the mesh")
+                    state.update(gateway.running)
                 elif gateway.fail_with:
                     state.update(status="failed", progress=0.5, error=gateway.fail_with)
                 else:
                     state.update(status="succeeded", progress=1.0, scenes=gateway.scenes)
+                    state.update(gateway.done)
                 self.reply(200, state)
 
             def do_DELETE(self):
@@ -129,12 +160,30 @@ def enabled():
     reset_blender()
 
 
-def drive(operators, timeout_s: float = 15.0) -> None:
-    """Call the timer body as bpy.app.timers would, until it stops rescheduling itself."""
+@pytest.fixture
+def real(enabled, gateway_url):
+    """The add-on pointed at the real gateway, asking for geometry only, within its face cap."""
+    operators, prefs, state = enabled
+    prefs.gateway_url, prefs.api_key = gateway_url, API_KEY
+    state.use_materials = state.use_modifiers = state.use_animation = False
+    state.face_budget, state.seed = 40, 11
+    return enabled
+
+
+def drive(operators, timeout_s: float = 60.0) -> None:
+    """Call the timer body as bpy.app.timers would, until it stops rescheduling itself.
+
+    bpy.app.timers only fire inside Blender's event loop, which the bpy module (background) never
+    runs: measured here, a registered timer stayed unfired after a second.
+    """
     deadline = time.monotonic() + timeout_s
     while operators.poll_generation() is not None:
         assert time.monotonic() < deadline, "the generation never finished"
         time.sleep(0.05)
+
+
+def generated_objects() -> list[str]:
+    return sorted(o.name for o in bpy.data.objects)
 
 
 def test_registers_and_unregisters_cleanly_twice():
@@ -152,41 +201,137 @@ def test_registers_and_unregisters_cleanly_twice():
     reset_blender()
 
 
-def test_insert_is_one_undoable_step():
-    from addon.operators import BMT_OT_insert_result
-
-    # Undo itself cannot run here (ed.undo needs a window with an editor), so check the flag that
-    # makes Blender push exactly one undo step when the operator finishes.
-    assert BMT_OT_insert_result.bl_options == {"REGISTER", "UNDO"}
-
-
-def test_generate_runs_in_the_background_and_inserts_at_the_cursor(enabled):
-    operators, prefs, state = enabled
-    state.variations = 2
-    state.use_animation = True
-    state.seed = 7
+def test_generate_inserts_the_real_gateways_meshes_at_the_cursor(real):
+    operators, prefs, state = real
+    state.prompt, state.variations = "a round table", 2
     bpy.context.scene.cursor.location = (5.0, 0.0, 0.0)
+    assert bpy.ops.bmt.generate() == {"FINISHED"}
+    assert state.is_running and bpy.app.timers.is_registered(operators.poll_generation)
+    drive(operators)
+    assert not state.is_running and state.error_text == "", state.error_text
+    table = bpy.data.objects["A_Round_Table"]
+    assert table.type == "MESH" and 1 <= len(table.data.polygons) <= 40
+    assert tuple(table.location) == (5.0, 0.0, 0.0)  # variation 1 stands at the gateway's x = 0
+    assert table.select_get() and bpy.context.view_layer.objects.active == table
+    assert [r.label for r in state.results] == ["a round table #1", "a round table #2"]
+    assert state.status_text == "Inserted a round table #1: 1 objects"
+    assert state.warnings_text == "" and state.progress == 1.0
+    # "Insert again" for the second variation: a new, de-duplicated object beside the first.
+    assert bpy.ops.bmt.insert_result(index=1) == {"FINISHED"}
+    assert bpy.data.objects["A_Round_Table.001"].location.x == pytest.approx(5.0 + 2.5)
+
+
+def test_the_automatic_insert_is_one_undo_step(real):
+    operators, prefs, state = real
+    window = bpy.context.window_manager.windows[0]
+    # The bpy module starts without an undo stack; an explicit push creates it, as Blender's UI has.
+    bpy.ops.ed.undo_push(message="before Generate")
+    before = generated_objects()
+    assert bpy.ops.bmt.generate() == {"FINISHED"}
+    drive(operators)
+    assert generated_objects() == [*before, "A_Small_Wooden_Crate"]
+    with bpy.context.temp_override(window=window, screen=window.screen):
+        assert bpy.ops.ed.undo() == {"FINISHED"}
+    assert generated_objects() == before  # one undo removes exactly what Generate inserted
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"api_key": "wrong"}, "The gateway refused the API key. Check it in the add-on preferences. ("),
+        (
+            {"face_budget": MAX_FACE_BUDGET + 1},
+            f"The gateway refused the request (face_budget above the maximum of {MAX_FACE_BUDGET})",
+        ),
+        (
+            {"gateway_url": "http://127.0.0.1:9"},
+            "Could not reach the generation gateway at http://127.0.0.1:9",
+        ),
+    ],
+)
+def test_refusals_are_reported_in_plain_words_and_add_nothing(real, change, expected):
+    operators, prefs, state = real
+    before = data_counts()
+    for key, value in change.items():
+        setattr(prefs if hasattr(prefs, key) else state, key, value)
+    assert bpy.ops.bmt.generate() == {"FINISHED"}
+    drive(operators)
+    assert state.error_text.startswith(expected), state.error_text
+    assert not state.is_running and state.status_text == "" and data_counts() == before
+
+
+def test_asking_without_geometry_shows_the_gateways_reason(real):
+    """No geometry, only materials: the gateway says why nothing comes (a refusal naming the
+    specialist, or on an older gateway its skip warning), never a bare "no scenes"."""
+    operators, prefs, state = real
+    state.use_geometry, state.use_materials = False, True
+    before = data_counts()
+    assert bpy.ops.bmt.generate() == {"FINISHED"}
+    drive(operators)
+    assert "materials" in state.error_text and "sent no scenes and gave no reason" not in state.error_text
+    assert not state.is_running and state.status_text == "" and data_counts() == before
+
+
+def test_a_failed_generation_clears_the_progress_line(enabled, tmp_path):
+    """A real failure: the gateway process has no geometry checkpoint to load."""
+    operators, prefs, state = enabled
+    env = {"BMT_DATA_DIR": str(tmp_path / "var"), "BMT_GEOMETRY_CHECKPOINT": str(tmp_path / "none.pt")}
+    env["OMP_NUM_THREADS"] = "1"
+    with gateway_process(env) as url:
+        prefs.gateway_url = url
+        state.use_materials = state.use_modifiers = False
+        assert bpy.ops.bmt.generate() == {"FINISHED"}
+        assert state.status_text == "Sending the request..."
+        drive(operators)
+    assert state.error_text.startswith("The generation failed: ModelUnavailable: no geometry checkpoint")
+    assert state.status_text == "" and state.progress == 0.0 and not state.is_running
+
+
+def test_online_access_off_refuses_a_remote_gateway_but_not_a_local_one(real):
+    operators, prefs, state = real
+    system = bpy.context.preferences.system
+    system.use_online_access = False
+    try:
+        assert not bpy.app.online_access
+        local_url, prefs.gateway_url = prefs.gateway_url, "https://gateway.example.com"
+        with pytest.raises(RuntimeError, match="Online access is off in Blender, and the gateway at https"):
+            bpy.ops.bmt.generate()
+        assert not state.is_running and "Preferences > System > Network" in state.error_text
+        prefs.gateway_url = local_url  # the real gateway, on 127.0.0.1: allowed while offline
+        assert bpy.ops.bmt.generate() == {"FINISHED"}
+        drive(operators)
+        assert state.error_text == "" and "A_Small_Wooden_Crate" in bpy.data.objects
+    finally:
+        system.use_online_access = True
+    for url in ("http://localhost:8000", "http://127.0.0.1:8000", "http://[::1]:8000"):
+        assert operators.is_local(url)
+    assert not operators.is_local("http://192.168.1.20:8000")
+
+
+# ---- what the real gateway cannot be made to do on demand ---------------------------------------
+
+
+def test_generate_returns_before_the_gateway_answers(enabled):
+    """Fake: it holds its answer to the POST, which the real gateway never does for long."""
+    operators, prefs, state = enabled
+    state.variations, state.use_animation, state.seed = 2, True, 7
     with Gateway([small_scene("Crate"), small_scene("Crate")], api_key="secret") as gateway:
         prefs.gateway_url, prefs.api_key = gateway.url, "secret"
-        gateway.release_post.clear()  # the gateway holds its answer: a blocking UI would hang here
+        gateway.release_post.clear()
         gateway.allow_finish.clear()
         assert bpy.ops.bmt.generate() == {"FINISHED"}
         assert not gateway.post_answered.is_set()  # the operator returned before the gateway answered
-        assert state.is_running and bpy.app.timers.is_registered(operators.poll_generation)
+        assert state.is_running
         gateway.release_post.set()
         assert gateway.post_answered.wait(5)
-        # bpy.app.timers only fire inside Blender's event loop, which the bpy module (background)
-        # never runs: measured here, a registered timer stayed unfired after a second. So the test
-        # calls the timer body itself, exactly as the event loop would.
         time.sleep(1.0)
-        assert gateway.polls >= 1
-        assert state.status_text == "Sending the request..." and state.progress == 0.0
+        assert gateway.polls >= 1 and state.status_text == "Sending the request..."
         assert operators.poll_generation() == operators.POLL_INTERVAL_S
         assert state.status_text == "Shaping the mesh" and 0.0 < state.progress < 1.0
         gateway.allow_finish.set()
         drive(operators)
     method, path, headers, body = gateway.requests[0]
-    assert (method, path) == ("POST", "/v1/generations")
+    assert (method, path, headers["X-API-Key"]) == ("POST", "/v1/generations", "secret")
     assert body == {
         "prompt": "a small wooden crate",
         "specialists": ["geometry", "materials", "modifiers", "animation"],
@@ -194,23 +339,53 @@ def test_generate_runs_in_the_background_and_inserts_at_the_cursor(enabled):
         "seed": 7,
         "variations": 2,
     }
-    assert headers["X-API-Key"] == "secret"
-    assert gateway.methods().count("GET") >= 3 and "DELETE" not in gateway.methods()
-    assert not state.is_running and state.error_text == ""
-    assert [r.label for r in state.results] == ["a small wooden crate #1", "a small wooden crate #2"]
     crate = bpy.data.objects["Crate"]
-    assert tuple(crate.location) == (5.0, 0.0, 0.0)
     assert crate.modifiers["Bevel"].width == pytest.approx(0.08)
     assert crate.data.materials[0].name == "CratePaint"
-    assert crate.select_get() and bpy.context.view_layer.objects.active == crate
-    assert state.status_text.startswith("Inserted a small wooden crate #1: 1 objects")
-    # "Insert again" for the second variation: a new, de-duplicated copy.
-    assert bpy.ops.bmt.insert_result(index=1) == {"FINISHED"}
-    assert tuple(bpy.data.objects["Crate.001"].location) == (5.0, 0.0, 0.0)
-    assert bpy.data.objects["Crate.001"].data.materials[0].name == "CratePaint.001"
+
+
+def test_progress_per_stage_and_warnings_are_shown(enabled):
+    """Fake: stages and a model's own scene warnings cannot be triggered on the real gateway."""
+    operators, prefs, state = enabled
+    scene = small_scene("Crate")
+    scene["warnings"] = ["the modifier specialist found no stack for a crate"]
+    scene["objects"][0]["modifiers"].append({"name": "Odd", "type": "NOT_A_MODIFIER"})
+    stages = [
+        {"name": "geometry", "status": "succeeded", "progress": 1.0},
+        {"name": "materials", "status": "running", "progress": 0.5, "message": "object 1 of 2"},
+        {"name": "modifiers", "status": "queued"},
+    ]
+    running = {"stages": stages}
+    done = {"warnings": ["animation is not available on this gateway"], "stages": {"geometry": "succeeded"}}
+    with Gateway([scene], polls_before_done=1, running=running, done=done) as gateway:
+        prefs.gateway_url = gateway.url
+        assert bpy.ops.bmt.generate() == {"FINISHED"}
+        while gateway.polls == 0:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        assert operators.poll_generation() == operators.POLL_INTERVAL_S
+        assert state.stages_text.splitlines() == [
+            "geometry: succeeded",
+            "materials: running 50%, object 1 of 2",
+            "modifiers: queued",
+        ]
+        running_panel = draw(bpy.types.BMT_PT_generate)
+        assert ("label", "materials: running 50%, object 1 of 2") in running_panel
+        drive(operators)
+    assert state.status_text == "Inserted a small wooden crate: 1 objects, 1 parts skipped"
+    assert state.warnings_text.splitlines() == [
+        "animation is not available on this gateway",
+        "the modifier specialist found no stack for a crate",
+        "objects[0].modifiers[1].type: unknown modifier type 'NOT_A_MODIFIER'; skipped",
+    ]
+    assert state.error_text == ""
+    idle = draw(bpy.types.BMT_PT_generate)
+    assert ("label", "animation is not available on this gateway") in idle
+    assert ("label", "Inserted a small wooden crate: 1 objects, 1 parts skipped") in idle
 
 
 def test_cancel_sends_delete_and_stops_polling(enabled):
+    """Fake: the real gateway finishes the test model's mesh in under a second, too soon to cancel."""
     operators, prefs, state = enabled
     before = data_counts()
     with Gateway([small_scene()], polls_before_done=10**6) as gateway:
@@ -233,38 +408,107 @@ def test_cancel_sends_delete_and_stops_polling(enabled):
     assert data_counts() == before and len(state.results) == 0
 
 
-@pytest.mark.parametrize(
-    ("setup", "expected"),
-    [
-        (
-            {"api_key": "wrong"},
-            "The gateway refused the API key. Check it in the add-on preferences. (invalid API key)",
-        ),
-        ({"unreachable": True}, "Could not reach the generation gateway at http://127.0.0.1:9"),
-        (
-            {"fail_with": "the geometry model ran out of memory"},
-            "The generation failed: the geometry model ran out",
-        ),
-        (
-            {"bad_scene": True},
-            "The result is not a valid scene, nothing was added: objects[0].mesh.faces[0]: vertex",
-        ),
-    ],
-)
-def test_problems_are_reported_in_plain_words_and_add_nothing(enabled, setup, expected):
+def test_an_invalid_result_adds_nothing(enabled):
+    """Fake: the real gateway checks every scene against the format before sending it."""
     operators, prefs, state = enabled
     before = data_counts()
     scene = small_scene()
-    if setup.get("bad_scene"):
-        scene["objects"][0]["mesh"]["faces"][0] = [0, 1, 99]
-    with Gateway([scene], polls_before_done=0, api_key="secret", fail_with=setup.get("fail_with")) as gateway:
-        prefs.gateway_url = "http://127.0.0.1:9" if setup.get("unreachable") else gateway.url
-        prefs.api_key = setup.get("api_key", "secret")
+    scene["objects"][0]["mesh"]["faces"][0] = [0, 1, 99]
+    with Gateway([scene], polls_before_done=0) as gateway:
+        prefs.gateway_url = gateway.url
         assert bpy.ops.bmt.generate() == {"FINISHED"}
         drive(operators)
-    assert state.error_text.startswith(expected)
+    assert state.error_text.startswith(
+        "The result is not a valid scene, nothing was added: objects[0].mesh.faces[0]: vertex"
+    )
+    assert state.status_text == "" and data_counts() == before
+
+
+def test_invalid_variations_are_left_out_and_said_so(enabled):
+    """Fake: as above, the real gateway never sends an invalid variation."""
+    operators, prefs, state = enabled
+    bad = small_scene("Bad")
+    bad["objects"][0]["transform"]["location"] = [0.0, float("nan"), 0.0]  # Python's json sends NaN
+    with Gateway([bad, small_scene("Good")], polls_before_done=0) as gateway:
+        prefs.gateway_url = gateway.url
+        assert bpy.ops.bmt.generate() == {"FINISHED"}
+        drive(operators)
+    assert [r.object_count for r in state.results] == [1]
+    assert "Good" in bpy.data.objects and "Bad" not in bpy.data.objects
+    assert state.warnings_text == (
+        "1 of 2 variations were invalid and left out: "
+        "objects[0].transform.location[1]: Input should be a finite number"
+    )
+    assert state.error_text == ""
+
+
+def dressed_scene(name: str) -> dict:
+    """What an apply-to-selection answer holds: the target with a material, a modifier, an action."""
+    return {
+        "schema_version": "1.0",
+        "objects": [
+            {
+                "name": name,
+                "material_slots": ["Varnish"],
+                "modifiers": [{"name": "Mirror", "type": "MIRROR", "params": {"use_clip": True}}],
+                "animation": {"action": "Bob"},
+            }
+        ],
+        "materials": [{"name": "Varnish", "pbr": {"base_color": [0.4, 0.2, 0.1, 1.0], "roughness": 0.3}}],
+        "actions": [
+            {
+                "name": "Bob",
+                "fcurves": [
+                    {"data_path": "location", "index": 2, "keyframes": [{"co": [1, 0]}, {"co": [24, 0.5]}]}
+                ],
+            }
+        ],
+    }
+
+
+def test_apply_to_selected_dresses_the_users_object_as_one_undo_step(enabled):
+    """Fake: the gateway on this branch has no apply-to-selection yet; the fake answers as the
+    contract says (POST /v1/generations with a "target" object)."""
+    operators, prefs, state = enabled
+    mesh = bpy.data.meshes.new("StoolMesh")
+    mesh.from_pydata([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], [], [[0, 1, 2, 3]])
+    stool = bpy.data.objects.new("Stool", mesh)
+    bpy.context.scene.collection.objects.link(stool)
+    bpy.context.view_layer.objects.active = stool
+    stool.select_set(True)
+    state.mode, state.prompt = "SELECTED", "varnished wood, bobbing"
+    state.use_animation = True
+    bpy.ops.ed.undo_push(message="before Apply")
+    before = data_counts()
+    with Gateway([dressed_scene("Stool")], polls_before_done=0) as gateway:
+        prefs.gateway_url = gateway.url
+        assert bpy.ops.bmt.generate() == {"FINISHED"}
+        drive(operators)
+    body = gateway.requests[0][3]
+    assert body["specialists"] == ["materials", "modifiers", "animation"] and body["variations"] == 1
+    target = Object.model_validate(body["target"])  # the scene format's own object record
+    assert target.name == "Stool" and len(target.mesh.vertices) == 4 and target.mesh.faces == [[0, 1, 2, 3]]
+    assert state.error_text == "" and state.status_text == "Applied varnished wood, bobbing to Stool"
+    stool = bpy.data.objects["Stool"]
+    assert [m.name for m in stool.data.materials] == ["Varnish"]
+    assert [(m.type, m.use_clip) for m in stool.modifiers] == [("MIRROR", True)]
+    assert stool.animation_data.action.name == "Bob"
+    after = data_counts()
+    assert after["objects"] == before["objects"] and after["materials"] == before["materials"] + 1
+    assert state.results[0].target == "Stool"
+    window = bpy.context.window_manager.windows[0]
+    with bpy.context.temp_override(window=window, screen=window.screen):
+        assert bpy.ops.ed.undo() == {"FINISHED"}
+    stool = bpy.data.objects["Stool"]
+    assert len(stool.data.materials) == 0 and len(stool.modifiers) == 0 and stool.animation_data is None
+
+
+def test_apply_to_selected_needs_a_selected_object(enabled):
+    operators, prefs, state = enabled
+    state.mode = "SELECTED"
+    with pytest.raises(RuntimeError, match="Select the object to apply"):
+        bpy.ops.bmt.generate()
     assert not state.is_running
-    assert data_counts() == before
 
 
 def test_generate_refuses_without_specialists(enabled):
@@ -318,6 +562,7 @@ def test_panels_draw_every_state(enabled):
     assert ("operator", "bmt.generate") in idle and ("prop", "face_budget") in idle
     assert [name for kind, name in idle if kind == "prop"] == [
         "prompt",
+        "mode",
         "use_geometry",
         "use_materials",
         "use_modifiers",
@@ -337,41 +582,7 @@ def test_panels_draw_every_state(enabled):
         ("label", "a small wooden crate (1 objects)"),
         ("operator", "bmt.insert_result"),
     ]
-
-
-def test_invalid_variations_are_left_out_and_said_so(enabled):
-    operators, prefs, state = enabled
-    bad = small_scene("Bad")
-    bad["objects"][0]["transform"]["location"] = [0.0, float("nan"), 0.0]  # Python's json sends NaN
-    with Gateway([bad, small_scene("Good")], polls_before_done=0) as gateway:
-        prefs.gateway_url = gateway.url
-        assert bpy.ops.bmt.generate() == {"FINISHED"}
-        drive(operators)
-    assert [r.object_count for r in state.results] == [1]
-    assert "Good" in bpy.data.objects and "Bad" not in bpy.data.objects
-    assert state.error_text == (
-        "1 of 2 variations were invalid and left out: "
-        "objects[0].transform.location[1]: Input should be a finite number"
-    )
-
-
-def test_generate_against_the_real_gateway(enabled, geometry_checkpoint, tmp_path):
-    """The add-on and the real gateway process (embedded inference) together: prompt in, mesh in the scene."""
-    from tools.servers import gateway_process
-
-    operators, prefs, state = enabled
-    env = {
-        "BMT_DATA_DIR": str(tmp_path / "var"),
-        "BMT_GEOMETRY_CHECKPOINT": str(geometry_checkpoint),
-        "BMT_API_KEY": "k",
-    }
-    with gateway_process(env) as url:
-        prefs.gateway_url, prefs.api_key = url, "k"
-        state.prompt, state.face_budget, state.seed, state.variations = "a round table", 40, 11, 2
-        state.use_materials = state.use_modifiers = False
-        assert bpy.ops.bmt.generate() == {"FINISHED"}
-        drive(operators, timeout_s=120)
-    assert state.error_text == "", state.error_text
-    table = bpy.data.objects["A_Round_Table"]
-    assert table.type == "MESH" and 1 <= len(table.data.polygons) <= 40
-    assert [r.label for r in state.results] == ["a round table #1", "a round table #2"]
+    state.is_running, state.error_text, state.mode = False, "", "SELECTED"
+    selected = draw(bpy.types.BMT_PT_generate)
+    assert ("prop", "use_geometry") not in selected and ("prop", "variations") not in selected
+    assert ("label", "Select the object to apply to.") in selected

@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.addon_support import small_scene
+from tools.lint_addon import check as blender_extension_check
 from tools.pack_addon import pack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +60,17 @@ def test_zip_holds_the_extension_and_nothing_else(tmp_path):
     expected = {p.name for p in ADDON_DIR.iterdir() if p.is_file() and p.suffix in (".py", ".toml", ".md")}
     assert names == expected and "blender_manifest.toml" in names and "__init__.py" in names
     assert pack(out_dir=tmp_path / "again").read_bytes() == target.read_bytes()  # reproducible
+
+
+def test_blender_extension_validator_accepts_the_add_on(tmp_path):
+    assert blender_extension_check() == []
+    # The same check on a copy whose tagline is over Blender's 64 characters names the problem.
+    copy = tmp_path / "addon"
+    shutil.copytree(ADDON_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    manifest = copy / "blender_manifest.toml"
+    manifest.write_text(re.sub(r"(?m)^tagline = .*$", 'tagline = "' + "x" * 65 + '"', manifest.read_text()))
+    problems = blender_extension_check(copy)
+    assert any("tagline" in p and "64 characters" in p for p in problems), problems
 
 
 def test_addon_imports_only_bpy_and_the_standard_library():

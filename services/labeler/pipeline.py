@@ -2,13 +2,13 @@
 blobs, in-process tasks): register corpus files as assets, extract, label, build datasets.
 
 Registration is the scraper's ``local`` source over ../shared/corpus (every file, with the license
-and provenance from its manifest.csv, in a few seconds); extraction, the expensive step, then runs
-on a sample chosen by corpus path.
+and provenance from its manifest.csv, in a few seconds), asked for through the scrape queue like
+every other service's work; extraction, the expensive step, then runs on a sample chosen by corpus
+path.
 """
 
 from __future__ import annotations
 
-import asyncio
 import csv
 from collections import defaultdict
 from pathlib import Path
@@ -17,13 +17,11 @@ from typing import Any
 from sqlalchemy import select
 from tqdm import tqdm
 
-from services.scraper.crawl import Crawler
-from services.scraper.sources.local import default_corpus_dir
 from shared.blobs import sha256_file
+from shared.corpus import default_corpus_dir
 from shared.db import session_scope
 from shared.db.models import Asset, Extraction, ExtractionStatus
 from shared.queue import submit
-from shared.settings import get_settings
 
 
 def corpus_rows(corpus: Path) -> list[dict[str, str]]:
@@ -43,10 +41,10 @@ def sample_paths(per_pack: int, formats: tuple[str, ...] = ("blend",)) -> list[s
 
 def ingest_corpus(progress: bool = True) -> None:
     """Register every corpus file (already registered ones are recognised and skipped)."""
-    crawler = Crawler(
-        get_settings(), "local", path=str(default_corpus_dir()), hand_off=False, progress=progress
-    )
-    asyncio.run(crawler.run())
+    # The whole corpus in one step (no batch limit); hand_off=False: extraction is asked for below,
+    # for the sample only.
+    options = {"path": str(default_corpus_dir()), "hand_off": False, "progress": progress}
+    submit("scrape.source", "local", None, options)
 
 
 def assets_at(paths: list[str]) -> list[str]:

@@ -10,7 +10,6 @@ also name a single file, typically an archive.
 from __future__ import annotations
 
 import csv
-import os
 import re
 from collections.abc import AsyncIterator
 from functools import cached_property
@@ -19,18 +18,11 @@ from typing import Any
 
 from services.scraper.items import Batch, Candidate, Provenance
 from services.scraper.sources import Source
+from shared.corpus import default_corpus_dir
 
 MANIFEST = "manifest.csv"
 BATCH_FILES = 256
 _GITHUB_REPO = re.compile(r"^[\w.-]+/[\w.-]+$")
-
-
-def default_corpus_dir() -> Path:
-    """../shared/corpus beside the repository, unless BMT_CORPUS_DIR says otherwise."""
-    configured = os.environ.get("BMT_CORPUS_DIR")
-    if configured:
-        return Path(configured)
-    return Path(__file__).resolve().parents[3] / ".." / "shared" / "corpus"
 
 
 def _source_url(row: dict[str, str], fallback: Path) -> str:
