@@ -8,12 +8,13 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import bpy  # in CI a missing bpy fails the run: never importorskip
 import pytest
 
-bpy = pytest.importorskip("bpy")
-import addon_utils  # noqa: E402  (ships with bpy)
+# isort: split
+import addon_utils  # ships with bpy, importable once bpy is
 
-from tests.addon_support import data_counts, reset_blender, small_scene  # noqa: E402
+from tests.addon_support import data_counts, reset_blender, small_scene
 
 ADDON = "addon"  # the package name when enabled from the repository (installed: bl_ext.<repo>.<id>)
 
