@@ -44,6 +44,10 @@ extract-tools:
 bench-extract: $(STAMP) extract-tools
 	$(PY) -m benchmarks.extract --workers 2
 
+BENCHES += bench-extract-memory
+bench-extract-memory: $(STAMP)
+	$(PY) -m benchmarks.extract_memory
+
 clean:
 	rm -rf $(VENV) var dist
 

@@ -3,8 +3,9 @@
     python -m blender_worker.extract PATH... --out DIR [--workers N] [--timeout S] [--memory-mb M] [--preview]
 
 Writes one JSON document per input (plus a PNG preview with --preview) and DIR/summary.json with
-each file's status (ok, rejected, failed), timings and exact reason. Exit status 0 when every file
-was handled (rejections included), 1 when any failed.
+each file's status (ok, rejected, failed), timings and exact reason. A file that crashes or
+outlasts its child is recorded as failed and the batch goes on. Exit status: the number of files
+that failed (0 when every file was handled, rejections included; at most 100).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from blender_worker.precheck import IMPORT_FORMATS
 from blender_worker.settings import ExtractSettings, get_extract_settings
 
 SUFFIXES = frozenset({".blend", *IMPORT_FORMATS})
+MAX_EXIT_STATUS = 100  # exit statuses stop at 255, and above 128 read as "killed by a signal"
 
 
 def collect_inputs(paths: list[Path]) -> list[tuple[Path, str]]:
@@ -99,6 +101,7 @@ def _summary_entry(result: dict[str, Any]) -> dict[str, Any]:
         "counts",
         "warnings",
         "peak_rss_mb",
+        "peak_address_space_mb",
         "pid",
     ]
     return {k: result[k] for k in keys if k in result}
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in {"workers": args.workers, "timeout_s": args.timeout, "memory_mb": args.memory_mb}.items()
         if v is not None
     }
-    settings = get_extract_settings().model_copy(update=overrides)
+    settings = ExtractSettings.model_validate({**get_extract_settings().model_dump(), **overrides})
     summary = run(args.paths, args.out, settings, preview=args.preview)
     totals = summary["totals"]
     print(
@@ -128,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{n} {status}" for status, n in sorted(totals.items()))
         + f"; summary in {args.out / 'summary.json'}"
     )
-    return 1 if totals.get("failed") else 0
+    failed = [entry for entry in summary["files"] if entry["status"] == "failed"]
+    for entry in failed:
+        print(f"failed: {entry['path']}: {entry['reason']}", file=sys.stderr)
+    return min(len(failed), MAX_EXIT_STATUS)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,22 @@ Kept apart from shared.settings because only the Blender worker reads them.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Peak address space of one extraction, measured by benchmarks/extract_memory.py (grid meshes with
+# a UV map, bpy 5.0, 2 CPUs): 1,239 MB + 2,809 MB per million faces (resident: 335 + 2,645), most
+# of it the parsed document while it is validated. Rounded up for meshes that carry more per face.
+BASE_MEMORY_MB = 1400
+MEMORY_MB_PER_MILLION_FACES = 3000
+
+
+def memory_needed_mb(faces: int) -> int:
+    """The address-space limit a child needs to extract a file of ``faces`` faces."""
+    return math.ceil(BASE_MEMORY_MB + MEMORY_MB_PER_MILLION_FACES * faces / 1e6)
 
 
 class ExtractSettings(BaseSettings):
@@ -19,10 +31,11 @@ class ExtractSettings(BaseSettings):
         120.0, gt=0, description="Wall-clock limit per file; the child is killed past it."
     )
     memory_mb: int = Field(
-        4096,
+        7680,
         ge=512,
-        description="Address-space limit (RLIMIT_AS) per child. bpy alone reserves about 1.25 GB of "
-        "virtual memory; opening every corpus file in one process peaked at 1.4 GB.",
+        description="Address-space limit (RLIMIT_AS) per child; at least what a file at the face cap "
+        "needs (1,400 MB + 3,000 MB per million faces, measured by benchmarks/extract_memory.py). A "
+        "worker machine needs up to workers x this much.",
     )
     max_file_bytes: int = Field(512 * 1024**2, description="Larger input files are rejected unread.")
     max_decompressed_bytes: int = Field(
@@ -41,6 +54,17 @@ class ExtractSettings(BaseSettings):
         "blender",
         description="An older Blender (Debian's 3.4) used to resave files bpy 5.0 refuses (big-endian).",
     )
+
+    @model_validator(mode="after")
+    def _memory_covers_the_face_cap(self) -> ExtractSettings:
+        needed = memory_needed_mb(self.max_faces)
+        if self.memory_mb < needed:
+            raise ValueError(
+                f"memory_mb ({self.memory_mb}) is below the {needed} MB that a file at the face cap "
+                f"(max_faces {self.max_faces}) needs to extract: raise BMT_EXTRACT_MEMORY_MB or lower "
+                "BMT_EXTRACT_MAX_FACES"
+            )
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -10,6 +10,9 @@ that succeeded keeps its result: a later delivery of the same task id answers wi
 result instead of running again. A running task beats a heartbeat into its job row; every worker
 marks the jobs whose heartbeat stopped ``worker_lost``, so a dead worker shows within
 ``job_lost_after_s`` rather than at redelivery (the visibility timeout, an hour or more).
+
+The jobs table is also the outbox: ``submit`` records a job ``unsent`` before handing it to the
+broker, and a job the broker did not take (it was down) stays so until a worker's sweep sends it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Celery, Task, signals
+from kombu.exceptions import OperationalError
 from sqlalchemy import create_engine, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
@@ -208,14 +212,32 @@ def mark_lost_jobs(session: Session, lost_after_s: float) -> list[str]:
     return [job.id for job in lost]
 
 
-class LostJobSweeper:
-    """A worker's thread that marks lost jobs every heartbeat interval. It runs in the worker's
-    main process, which forks pool children: its engine keeps no pooled connection to inherit."""
+def resend_unsent_jobs(session: Session, older_than_s: float) -> list[str]:
+    """Hands the broker every job recorded unsent at least ``older_than_s`` ago (younger ones may
+    be in the middle of their own submit); their ids. Stops at the first the broker refuses."""
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    unsent = session.scalars(
+        select(Job).where(Job.state == JobState.UNSENT, Job.updated_at <= cutoff).order_by(Job.created_at)
+    ).all()
+    sent = []
+    for job in unsent:
+        if not _send(job.id, job.kind, job.args.get("args", ()), job.args.get("kwargs", {})):
+            break
+        _mark_sent(session, job.id)
+        session.commit()
+        sent.append(job.id)
+    return sent
+
+
+class JobSweeper:
+    """A worker's thread that, every heartbeat interval, marks lost jobs and sends unsent ones. It
+    runs in the worker's main process, which forks pool children: its engine keeps no pooled
+    connection for them to inherit."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lost-job-sweeper", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="job-sweeper", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -230,17 +252,20 @@ class LostJobSweeper:
                 with Session(engine) as session, session.begin():
                     for job_id in mark_lost_jobs(session, self.settings.job_lost_after_s):
                         log.warning("job %s: its worker stopped sending heartbeats", job_id)
+                with Session(engine) as session:
+                    for job_id in resend_unsent_jobs(session, self.settings.job_lost_after_s):
+                        log.info("job %s: sent to the broker from the outbox", job_id)
             except Exception:
-                log.warning("looking for lost jobs failed", exc_info=True)
+                log.warning("sweeping the jobs table failed", exc_info=True)
 
 
-_sweeper: LostJobSweeper | None = None
+_sweeper: JobSweeper | None = None
 
 
 @signals.worker_ready.connect
 def _start_sweeper(**_: Any) -> None:
     global _sweeper
-    _sweeper = LostJobSweeper(get_settings())
+    _sweeper = JobSweeper(get_settings())
     _sweeper.start()
 
 
@@ -254,11 +279,13 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _new_job(session: Any, job_id: str, name: str, args: Any, kwargs: Any) -> Job:
+def _new_job(
+    session: Any, job_id: str, name: str, args: Any, kwargs: Any, state: JobState = JobState.QUEUED
+) -> Job:
     job = Job(
         id=job_id,
         kind=name,
-        state=JobState.QUEUED,
+        state=state,
         args={"args": list(args or ()), "kwargs": dict(kwargs or {})},
     )
     session.add(job)
@@ -270,18 +297,38 @@ def submit(name: str, *args: Any, **kwargs: Any) -> str:
     """Queue task ``name`` and return its job id (the Celery task id).
 
     Embedded mode runs it here and now, so the task's module is imported; with Redis only the
-    name travels, so a producer never needs the worker's dependencies (bpy, torch).
+    name travels, so a producer never needs the worker's dependencies (bpy, torch). A job the
+    broker does not take (it is down) is kept unsent, and sent later by a worker's sweep.
     """
     job_id = str(uuid.uuid4())
+    eager = app.conf.task_always_eager
     with session_scope() as session:
-        _new_job(session, job_id, name, args, kwargs)
-    if app.conf.task_always_eager:
+        _new_job(session, job_id, name, args, kwargs, JobState.QUEUED if eager else JobState.UNSENT)
+    if eager:
         for module in TASK_MODULES:
             importlib.import_module(module)
         if name not in app.tasks:
             raise LookupError(f"no task named {name!r}; known: {sorted(t for t in app.tasks if '.' in t)}")
         # apply() records the failure in the job row first; get() then re-raises it here.
         app.tasks[name].apply(args, kwargs, task_id=job_id).get()
-    else:
-        app.send_task(name, args, kwargs, task_id=job_id)
+    elif _send(job_id, name, args, kwargs):
+        with session_scope() as session:
+            _mark_sent(session, job_id)
     return job_id
+
+
+def _send(job_id: str, name: str, args: Any, kwargs: Any) -> bool:
+    """Hands an unsent job to the broker; False (the job stays unsent) when the broker is away."""
+    try:
+        app.send_task(name, args, kwargs, task_id=job_id)
+    except (OperationalError, ConnectionError, TimeoutError) as exc:
+        log.warning("job %s (%s) kept unsent, the broker is away: %s", job_id, name, exc)
+        return False
+    return True
+
+
+def _mark_sent(session: Session, job_id: str) -> None:
+    # Only while unsent: a worker may have started the job already.
+    session.execute(
+        update(Job).where(Job.id == job_id, Job.state == JobState.UNSENT).values(state=JobState.QUEUED)
+    )

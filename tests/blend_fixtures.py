@@ -1,6 +1,7 @@
 """Builds hostile and synthetic .blend files with bpy, in a subprocess (tests never import bpy).
 
     python -m tests.blend_fixtures OUT_DIR MARKER_DIR
+    python -m tests.blend_fixtures --grid OUT.blend SIDE     (one SIDE x SIDE-face grid, fast)
 
 Writes text_block.blend (a registered text block that writes MARKER_DIR/text_block.ran when run),
 driver.blend (a scripted driver expression that writes MARKER_DIR/driver.ran when evaluated),
@@ -87,6 +88,31 @@ def build(out: Path, markers: Path) -> None:
     _save(out / "slow_smooth.blend")
 
 
+def write_big_grid(path: Path, side: int) -> None:
+    """One grid mesh of side x side faces with a UV map, as most real meshes carry (one more value
+    pair per face corner to read), built from numpy arrays (from_pydata's Python lists of millions
+    of tuples take minutes and gigabytes)."""
+    import numpy as np
+
+    _empty_scene()
+    xs, ys = np.meshgrid(np.arange(side + 1, dtype=np.float32), np.arange(side + 1, dtype=np.float32))
+    co = np.stack([xs.ravel(), ys.ravel(), np.zeros(xs.size, np.float32)], 1) / side
+    corner = (np.arange(side)[None, :] + (side + 1) * np.arange(side)[:, None]).ravel()
+    loops = np.stack([corner, corner + 1, corner + side + 2, corner + side + 1], 1).ravel()
+    mesh = bpy.data.meshes.new("BigGrid")
+    mesh.vertices.add(len(co))
+    mesh.vertices.foreach_set("co", co.ravel())
+    mesh.loops.add(len(loops))
+    mesh.loops.foreach_set("vertex_index", loops.astype(np.int32))
+    mesh.polygons.add(side * side)
+    mesh.polygons.foreach_set("loop_start", np.arange(0, len(loops), 4, dtype=np.int32))
+    mesh.update(calc_edges=True)
+    mesh.uv_layers.new(name="UVMap").data.foreach_set("uv", co[loops, :2].ravel())
+    obj = bpy.data.objects.new("BigGrid", mesh)
+    bpy.context.scene.collection.objects.link(obj)
+    _save(path)
+
+
 def run_trusted(path: Path) -> None:
     """Open ``path`` as a trusting user would (auto-execution on) and evaluate it: the control case."""
     bpy.context.preferences.filepaths.use_scripts_auto_execute = True
@@ -97,5 +123,7 @@ def run_trusted(path: Path) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "--trusted":
         run_trusted(Path(sys.argv[2]))
+    elif sys.argv[1] == "--grid":
+        write_big_grid(Path(sys.argv[2]), int(sys.argv[3]))
     else:
         build(Path(sys.argv[1]), Path(sys.argv[2]))

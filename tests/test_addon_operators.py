@@ -9,9 +9,11 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import bpy  # isort: skip  (first: addon_utils ships with bpy and exists only after it)
-import addon_utils
+import bpy  # in CI a missing bpy fails the run: never importorskip
 import pytest
+
+# isort: split
+import addon_utils  # ships with bpy, importable once bpy is
 
 from shared.scene.models import Object
 from tests.addon_support import data_counts, reset_blender, small_scene

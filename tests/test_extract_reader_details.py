@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import bpy  # in CI a missing bpy fails the run: never importorskip
 import pytest
 
-bpy = pytest.importorskip("bpy")
-
-from blender_worker.loader import disable_auto_exec  # noqa: E402
-from blender_worker.scene_reader import ReadLimits, read_scene  # noqa: E402
-from tests.conftest import CORPUS  # noqa: E402
+from blender_worker.loader import disable_auto_exec
+from blender_worker.scene_reader import ReadLimits, read_scene
+from tests.conftest import CORPUS
 
 LIMITS = ReadLimits(max_vertices=2_000_000, max_faces=2_000_000)
 GLTF = CORPUS / "blend" / "gltf_blender_io"

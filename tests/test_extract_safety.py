@@ -3,14 +3,19 @@ runs, and no worker stays dead."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import zstandard
 
+from blender_worker.extract import main, run
 from blender_worker.precheck import RejectedInput, check_input
-from tests.extract_support import CORPUS, build_blend_fixtures, extract, load_document, open_trusted
+from blender_worker.settings import ExtractSettings, get_extract_settings, memory_needed_mb
+from tests.extract_support import CORPUS, REPO, build_blend_fixtures, extract, load_document, open_trusted
 
 SMALL_BLEND = CORPUS / "blend" / "zeyu_free_blender_models" / "blend_wrench.blend"  # 71 kB, zstd
 OTHER_BLEND = CORPUS / "blend" / "gltf_blender_io" / "scenes_01_cube.blend"
@@ -117,6 +122,7 @@ def test_worker_crash_on_memory_limit_is_recorded_and_batch_goes_on(
         tmp_path,
         workers=1,
         memory_mb=1800,
+        max_faces=100_000,  # the settings refuse a limit too small for the face cap
     )
     crashed = results["heavy_subsurf.blend"]
     assert crashed["status"] == "failed"
@@ -126,11 +132,72 @@ def test_worker_crash_on_memory_limit_is_recorded_and_batch_goes_on(
     assert before["pid"] != after["pid"], "the crashed worker was not replaced"
 
 
+def test_batch_exit_status_counts_the_files_that_failed(
+    fixtures: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    blends, _ = fixtures
+    monkeypatch.setenv("BMT_EXTRACT_MAX_FACES", "100000")  # so that 1800 MB is an allowed limit
+    get_extract_settings.cache_clear()
+    inputs = [blends / "heavy_subsurf.blend", blends / "slow_smooth.blend", SMALL_BLEND]
+    args = ["--out", str(tmp_path), "--workers", "1", "--timeout", "4", "--memory-mb", "1800"]
+    try:
+        status = main([*map(str, inputs), *args])
+    finally:
+        get_extract_settings.cache_clear()  # forget this test's environment
+    assert status == 2, "one crash and one timeout, and the good file after them"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["totals"] == {"failed": 2, "ok": 1}
+    err = capsys.readouterr().err
+    assert "failed: " + str(blends / "heavy_subsurf.blend") in err and "timed out after 4 s" in err
+
+
 def test_worker_that_cannot_start_fails_the_batch_cleanly(tmp_path: Path) -> None:
-    results = extract([SMALL_BLEND, OTHER_BLEND], tmp_path, workers=1, memory_mb=600)
+    # Below what bpy alone needs: the settings refuse it, so they are built unchecked to reach the
+    # pool's own start-failure path (an operator's RLIMIT or a changed bpy can still get there).
+    settings = ExtractSettings.model_construct(workers=1, memory_mb=600)
+    summary = run([SMALL_BLEND, OTHER_BLEND], tmp_path, settings, progress=False)
+    results = {Path(entry["path"]).name: entry for entry in summary["files"]}
     for entry in results.values():
         assert entry["status"] == "failed"
         assert entry["reason"].startswith("extraction worker failed to start")
+
+
+def test_settings_refuse_a_memory_limit_below_what_the_face_cap_needs() -> None:
+    with pytest.raises(
+        ValueError, match=r"memory_mb \(4096\) is below the 7400 MB that a file at the face cap"
+    ):
+        ExtractSettings(memory_mb=4096)  # the old default, with the documented 2M-face cap
+    assert ExtractSettings(memory_mb=4096, max_faces=800_000).max_faces == 800_000
+    assert ExtractSettings().memory_mb >= memory_needed_mb(ExtractSettings().max_faces)
+
+
+def test_a_mesh_at_the_face_cap_extracts_within_the_memory_the_settings_require(tmp_path: Path) -> None:
+    """The rule the settings enforce, held at a cap small enough for a test: a 400 x 400 grid with
+    a UV map (160,000 faces) under memory_needed_mb(160,000). benchmarks/extract_memory.py measures
+    the rule up to a million faces."""
+    grid = tmp_path / "grid-400.blend"
+    subprocess.run(
+        [sys.executable, "-m", "tests.blend_fixtures", "--grid", str(grid), "400"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+    faces = 400 * 400
+    results = extract(
+        [grid],
+        tmp_path / "out",
+        workers=1,
+        max_faces=faces,
+        max_vertices=2 * faces,
+        memory_mb=memory_needed_mb(faces),
+    )
+    entry = results[grid.name]
+    assert entry["status"] == "ok", entry["reason"]
+    assert entry["counts"]["faces"] == faces
+    assert entry["peak_address_space_mb"] <= memory_needed_mb(faces)
 
 
 def test_ascii_fbx_without_converter_is_rejected_with_reason(tmp_path: Path) -> None:

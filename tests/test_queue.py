@@ -17,10 +17,11 @@ from kombu import pools
 from sqlalchemy import func, select
 
 from shared import queue
+from shared.blobs import get_blob_store
 from shared.db import ensure_schema, session_scope
-from shared.db.models import Asset, Job, JobState, RunStatus, TrainingRun
+from shared.db.models import Asset, Extraction, ExtractionStatus, Job, JobState, RunStatus, TrainingRun
 from shared.settings import Settings, get_settings
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
@@ -40,9 +41,14 @@ def job(job_id: str) -> Job | None:
 
 @pytest.fixture
 def distributed(
-    postgres_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    postgres_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> Iterator[dict]:
-    """Production-shaped settings (PostgreSQL, Redis) for this process and for worker processes."""
+    """Production-shaped settings (PostgreSQL, Redis) for this process and for worker processes;
+    a test changes some with ``@pytest.mark.parametrize("distributed", [{...}], indirect=True)``."""
     env = {
         "BMT_DATABASE_URL": postgres_url,
         "BMT_QUEUE_URL": redis_url,
@@ -53,24 +59,32 @@ def distributed(
         "BMT_REDELIVERY_SWEEP_S": "1",
         "BMT_JOB_HEARTBEAT_S": "0.5",
         "BMT_JOB_LOST_AFTER_S": "2",
+        **getattr(request, "param", {}),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
     ensure_schema()
-    keys = (
-        "broker_url",
-        "result_backend",
-        "task_always_eager",
-        "broker_transport_options",
-        "result_backend_transport_options",
-    )
-    previous = {key: queue.app.conf[key] for key in keys}
-    fresh = queue.make_app(get_settings()).conf
-    queue.app.conf.update({key: fresh[key] for key in keys})
-    reconnect()
+    previous = {key: queue.app.conf[key] for key in BROKER_KEYS}
+    use_settings(get_settings())
     yield env
     queue.app.conf.update(previous)
+    reconnect()
+
+
+BROKER_KEYS = (
+    "broker_url",
+    "result_backend",
+    "task_always_eager",
+    "broker_transport_options",
+    "result_backend_transport_options",
+)
+
+
+def use_settings(settings: Settings) -> None:
+    """Point the app (broker, result backend, eager or not) where ``settings`` say."""
+    fresh = queue.make_app(settings).conf
+    queue.app.conf.update({key: fresh[key] for key in BROKER_KEYS})
     reconnect()
 
 
@@ -246,3 +260,47 @@ def test_a_dead_workers_job_is_marked_lost_and_its_redelivery_reuses_the_run_row
     assert not (control / "started-3").exists()
     with session_scope() as session:
         assert session.scalar(select(func.count()).select_from(TrainingRun)) == 1
+
+
+# Starting bpy and extracting take more than the few seconds the kill tests allow a task.
+@pytest.mark.parametrize(
+    "distributed",
+    [
+        {
+            "BMT_TASK_TIME_LIMIT_S": "300",
+            "BMT_TASK_SOFT_TIME_LIMIT_S": "290",
+            "BMT_VISIBILITY_TIMEOUT_S": "310",
+        }
+    ],
+    indirect=True,
+)
+def test_an_asset_registered_while_the_broker_is_down_still_reaches_extraction(distributed: dict):
+    from services.scraper.ingest import hand_to_extract
+    from tests.asset_support import local_provenance, register_asset
+    from tests.extract_support import CORPUS
+
+    wrench = CORPUS / "blend" / "zeyu_free_blender_models" / "blend_wrench.blend"
+    with session_scope() as session:
+        asset, _ = register_asset(
+            session, get_blob_store(), wrench, "blend", local_provenance(wrench, "CC0-1.0")
+        )
+        sha = asset.sha256
+    down = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    use_settings(get_settings().model_copy(update={"queue_url": down, "result_url": down}))
+    hand_to_extract([sha])  # the broker outage costs a log line, not the asset
+    with session_scope() as session:
+        (unsent,) = session.scalars(select(Job).where(Job.kind == "extract.asset")).all()
+        assert unsent.state is JobState.UNSENT and unsent.args["args"] == [sha]
+        job_id = unsent.id
+    use_settings(get_settings())
+    with session_scope() as session:
+        assert queue.resend_unsent_jobs(session, older_than_s=0) == [job_id]
+    assert job(job_id).state is JobState.QUEUED
+    worker = start_worker(distributed, "extract")
+    try:
+        wait_for(lambda: job(job_id).state is JobState.SUCCEEDED, 120, "the extraction to finish")
+    finally:
+        stop(worker)
+    with session_scope() as session:
+        extraction = session.scalars(select(Extraction)).one()
+        assert extraction.asset.sha256 == sha and extraction.status is ExtractionStatus.OK

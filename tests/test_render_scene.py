@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 
+import bpy  # in CI a missing bpy fails the run: never importorskip
 import pytest
 
-bpy = pytest.importorskip("bpy")
-
-from blender_worker.render_scene import main  # noqa: E402
-from tests.addon_support import reset_blender, small_scene  # noqa: E402
+from blender_worker.render_scene import main
+from tests.addon_support import reset_blender, small_scene
 
 SIZE = 64
 

@@ -10,17 +10,16 @@ import re
 from collections import Counter
 from typing import Any
 
+import bpy  # in CI a missing bpy fails the run: never importorskip
 import orjson
 import pytest
 
-bpy = pytest.importorskip("bpy")
-
-from addon.injector import PLACEHOLDER_MAX_SIDE, inject_scene  # noqa: E402
-from blender_worker.loader import disable_auto_exec  # noqa: E402
-from blender_worker.scene_reader import ReadLimits, read_scene  # noqa: E402
-from shared.scene import Limits, parse_scene  # noqa: E402
-from tests.addon_support import reset_blender, rich_scene  # noqa: E402
-from tests.conftest import CORPUS  # noqa: E402
+from addon.injector import PLACEHOLDER_MAX_SIDE, inject_scene
+from blender_worker.loader import disable_auto_exec
+from blender_worker.scene_reader import ReadLimits, read_scene
+from shared.scene import Limits, parse_scene
+from tests.addon_support import reset_blender, rich_scene
+from tests.conftest import CORPUS
 
 LIMITS = ReadLimits(max_vertices=2_000_000, max_faces=2_000_000)
 TOLERANCE = 1e-4

@@ -173,6 +173,27 @@ def test_rate_limit_spaces_requests_to_one_host():
     assert run(scenario()) >= 0.55
 
 
+def test_rate_limit_per_host_is_shared_by_workers_through_redis(redis_url: str):
+    """Two clients, as two scraper workers would have, spend one host's rate between them."""
+    shared = fast_settings(scraper_rate_per_host=10, queue_url=redis_url)
+    separate = fast_settings(scraper_rate_per_host=10)
+
+    async def scenario(settings: Settings) -> list[float]:
+        arrivals: list[float] = []
+        async with FixtureSite() as site, PoliteClient(settings) as one, PoliteClient(settings) as other:
+            site.json("/r", lambda request: arrivals.append(time.monotonic()) or {})
+            for client in (one, other):
+                await client.allowed(site.base + "/r")  # robots.txt first, outside the count
+            await asyncio.gather(*(client.get(site.base + "/r") for client in (one, other) for _ in range(4)))
+        return sorted(arrivals)
+
+    def smallest_gap(starts: list[float]) -> float:
+        return min(b - a for a, b in zip(starts, starts[1:], strict=False))
+
+    assert smallest_gap(run(scenario(shared))) >= 0.08  # 10/s for both together
+    assert smallest_gap(run(scenario(separate))) < 0.05  # each its own 10/s: starts coincide
+
+
 def test_concurrency_cap_per_host():
     in_flight = {"now": 0, "max": 0}
 

@@ -29,6 +29,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import redis
+import redis.asyncio
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -145,16 +147,40 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, (when - current).total_seconds())
 
 
-class _HostGate:
-    """Spaces request starts to one host by ``interval`` and caps requests in flight."""
+# Reserves the next request start to a host on the Redis server's clock, for every scraper worker
+# at once: returns how long the caller waits (0 when the host has been quiet for an interval).
+_RESERVE_START = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local interval = tonumber(ARGV[1])
+local start = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
+redis.call('SET', KEYS[1], string.format('%.6f', start + interval), 'EX', math.ceil(start + interval - now) + 60)
+return string.format('%.6f', start - now)
+"""
 
-    def __init__(self, interval: float, concurrency: int) -> None:
+
+class _HostGate:
+    """Spaces request starts to one host by ``interval`` and caps requests in flight. With a Redis
+    script the spacing holds across every process that shares that Redis (N scraper workers send
+    a host no more than one worker would); the cap on requests in flight stays per process."""
+
+    def __init__(self, interval: float, concurrency: int, shared: Any = None, key: str = "") -> None:
         self.interval = interval
         self.slots = asyncio.Semaphore(concurrency)
         self._lock = asyncio.Lock()
         self._next_start = 0.0
+        self._shared, self._key = shared, key
 
     async def wait_turn(self) -> None:
+        if self._shared is not None and self.interval > 0:
+            try:
+                delay = float(await self._shared(keys=[self._key], args=[self.interval]))
+            except redis.exceptions.RedisError as error:
+                log.warning("shared rate limit unavailable (%s): this process spaces its own requests", error)
+            else:
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                return
         async with self._lock:
             delay = self._next_start - time.monotonic()
             if delay > 0:
@@ -173,6 +199,11 @@ class PoliteClient:
         self._robots: dict[str, urllib.robotparser.RobotFileParser] = {}
         self._robots_locks: dict[str, asyncio.Lock] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._redis: redis.asyncio.Redis | None = None
+        self._reserve_start: Any = None
+        if settings.queue_url.startswith(("redis://", "rediss://")):
+            self._redis = redis.asyncio.Redis.from_url(settings.queue_url)
+            self._reserve_start = self._redis.register_script(_RESERVE_START)
 
     async def __aenter__(self) -> PoliteClient:
         timeout = aiohttp.ClientTimeout(total=self.settings.scraper_timeout_s)
@@ -182,6 +213,8 @@ class PoliteClient:
     async def __aexit__(self, *exc: object) -> None:
         if self._session is not None:
             await self._session.close()
+        if self._redis is not None:
+            await self._redis.aclose()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -193,7 +226,10 @@ class PoliteClient:
         if host not in self._gates:
             rate = self.settings.scraper_rate_per_host
             self._gates[host] = _HostGate(
-                1.0 / rate if rate > 0 else 0.0, self.settings.scraper_concurrency_per_host
+                1.0 / rate if rate > 0 else 0.0,
+                self.settings.scraper_concurrency_per_host,
+                self._reserve_start,
+                f"{self.settings.queue_key_prefix}scraper:next-start:{host}",
             )
         return self._gates[host]
 

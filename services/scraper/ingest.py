@@ -71,7 +71,8 @@ def hand_to_extract(shas: list[str]) -> int:
     """Queue extraction of new assets by task name; returns how many were queued.
 
     With Redis, ``submit`` sends the name (``app.send_task``): the scraper never imports the blender
-    worker, which runs in its own container with bpy. In the embedded mode tasks run right here, so
+    worker, which runs in its own container with bpy. A broker outage leaves the job unsent in the
+    jobs table, the outbox that every worker's sweep sends from (shared.queue). In the embedded mode tasks run right here, so
     extraction can only happen when the worker's task is registered (blender_worker importable and
     listed in TASK_MODULES); otherwise it is skipped with a log line and the assets keep status
     "new" for a later extract pass over the database.

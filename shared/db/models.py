@@ -83,6 +83,9 @@ class JobState(enum.StrEnum):
     # No heartbeat from the worker running it: it died (or lost the database). Redis redelivers
     # the task after the visibility timeout; the next attempt sets the job running again.
     WORKER_LOST = "worker_lost"
+    # Recorded but not yet handed to the broker (it was away): the jobs table is the outbox, and
+    # every worker's sweep sends such jobs once the broker answers again.
+    UNSENT = "unsent"
 
 
 def _enum(cls: type[enum.Enum]) -> Enum:
