@@ -170,7 +170,10 @@ class BMT_OT_insert_result(bpy.types.Operator):
                 result = apply_to_object(document, target, parts=entry.parts.split(","))
             else:
                 result = inject_scene(
-                    document, collection=context.collection, offset=context.scene.cursor.location.copy()
+                    document,
+                    collection=context.collection,
+                    offset=context.scene.cursor.location.copy(),
+                    add_uv_maps=True,  # generated meshes arrive without one; a user textures at once
                 )
         except InjectionError as exc:
             return self._fail(state, f"The result could not be created, nothing was added: {exc}")

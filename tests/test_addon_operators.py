@@ -211,6 +211,7 @@ def test_generate_inserts_the_real_gateways_meshes_at_the_cursor(real):
     assert not state.is_running and state.error_text == "", state.error_text
     table = bpy.data.objects["A_Round_Table"]
     assert table.type == "MESH" and 1 <= len(table.data.polygons) <= 40
+    assert [layer.name for layer in table.data.uv_layers] == ["UVMap"]  # unwrapped on insert
     assert tuple(table.location) == (5.0, 0.0, 0.0)  # variation 1 stands at the gateway's x = 0
     assert table.select_get() and bpy.context.view_layer.objects.active == table
     assert [r.label for r in state.results] == ["a round table #1", "a round table #2"]
