@@ -385,6 +385,24 @@ def test_progress_per_stage_and_warnings_are_shown(enabled):
     assert ("label", "Inserted a small wooden crate: 1 objects, 1 parts skipped") in idle
 
 
+def test_a_result_that_arrives_in_edit_mode_waits_in_recent_results(real):
+    operators, prefs, state = real
+    mesh = bpy.data.meshes.new("Editing")
+    mesh.from_pydata([[0, 0, 0], [1, 0, 0], [0, 1, 0]], [], [[0, 1, 2]])
+    editing = bpy.data.objects.new("Editing", mesh)
+    bpy.context.scene.collection.objects.link(editing)
+    bpy.context.view_layer.objects.active = editing
+    assert bpy.ops.bmt.generate() == {"FINISHED"}
+    bpy.ops.object.mode_set(mode="EDIT")
+    drive(operators)
+    assert bpy.context.mode == "EDIT_MESH" and "A_Small_Wooden_Crate" not in bpy.data.objects
+    assert state.status_text == "Done: back in Object Mode, insert it from Recent Results."
+    assert [r.label for r in state.results] == ["a small wooden crate"]
+    bpy.ops.object.mode_set(mode="OBJECT")
+    assert bpy.ops.bmt.insert_result(index=0) == {"FINISHED"}
+    assert "A_Small_Wooden_Crate" in bpy.data.objects
+
+
 def test_cancel_sends_delete_and_stops_polling(enabled):
     """Fake: the real gateway finishes the test model's mesh in under a second, too soon to cancel."""
     operators, prefs, state = enabled
