@@ -96,6 +96,13 @@ BENCHES += bench-addon
 bench-addon: $(STAMP)
 	$(PY) -m benchmarks.addon_inject
 
+# UV maps for generated meshes: xatlas (gateway side) against Blender's Smart UV Project (injector).
+# xatlas is not a dependency (the injector won): XATLAS_DIR holds `pip install --target DIR xatlas`.
+XATLAS_DIR ?= var/xatlas
+bench-uv: $(STAMP)
+	test -d $(XATLAS_DIR)/xatlas || $(PY) -m pip install -q --target $(XATLAS_DIR) --no-deps xatlas==0.0.11
+	PYTHONPATH=$(XATLAS_DIR) $(PY) -m benchmarks.uv_unwrap --checkpoint $(GEOMETRY_CHECKPOINT)
+
 # --- scraper (services/scraper) ---
 .PHONY: scrape-all bench-scrape
 BENCHES += bench-scrape

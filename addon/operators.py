@@ -170,7 +170,10 @@ class BMT_OT_insert_result(bpy.types.Operator):
                 result = apply_to_object(document, target, parts=entry.parts.split(","))
             else:
                 result = inject_scene(
-                    document, collection=context.collection, offset=context.scene.cursor.location.copy()
+                    document,
+                    collection=context.collection,
+                    offset=context.scene.cursor.location.copy(),
+                    add_uv_maps=True,  # generated meshes arrive without one; a user textures at once
                 )
         except InjectionError as exc:
             return self._fail(state, f"The result could not be created, nothing was added: {exc}")
@@ -276,7 +279,11 @@ def _insert_from_timer(wm, index: int) -> None:
             with bpy.context.temp_override(window=window):
                 bpy.ops.bmt.insert_result("EXEC_DEFAULT", True, index=index)
     except RuntimeError:
-        pass  # the operator refused; its message is already in the panel and the Info log
+        # Refused: its own failures are already in the panel; a poll refusal (not in Object
+        # Mode) says nothing by itself.
+        state = wm.bmt
+        if not state.error_text:
+            state.status_text = "Done: back in Object Mode, insert it from Recent Results."
 
 
 def stop_job() -> None:

@@ -2,6 +2,10 @@
 extractor's preview renderer (Cycles on the CPU, framed camera, sun, grey world) draws it.
 
     python -m blender_worker.render_scene scene.json preview.png [--size 256] [--samples 16]
+        [--blend scene.blend] [--uv-maps]
+
+``--blend`` also saves the rendered file (with its camera and sun); ``--uv-maps`` unwraps meshes
+that arrive without a UV map, as the add-on's Insert does.
 """
 
 from __future__ import annotations
@@ -17,13 +21,22 @@ from addon.injector import inject_scene
 from blender_worker.preview import render_preview
 
 
-def render(document: dict, out: Path, size: int = 256, samples: int = 16) -> list[str]:
+def render(
+    document: dict,
+    out: Path,
+    size: int = 256,
+    samples: int = 16,
+    blend: Path | None = None,
+    uv_maps: bool = False,
+) -> list[str]:
     """Inject ``document`` into an empty file and render it; return the injector's warnings."""
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    result = inject_scene(document, collection=bpy.context.scene.collection)
+    result = inject_scene(document, collection=bpy.context.scene.collection, add_uv_maps=uv_maps)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not render_preview(out, size=size, samples=samples):
         raise ValueError("the scene has nothing visible to render")
+    if blend is not None:
+        bpy.ops.wm.save_as_mainfile(filepath=str(blend.resolve()), check_existing=False)
     return result.warnings
 
 
@@ -33,8 +46,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out", type=Path, help="PNG to write")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--blend", type=Path, help="also save the rendered file here")
+    parser.add_argument("--uv-maps", action="store_true", help="unwrap meshes without a UV map")
     args = parser.parse_args(argv)
-    warnings = render(json.loads(args.scene.read_text()), args.out.resolve(), args.size, args.samples)
+    document = json.loads(args.scene.read_text())
+    warnings = render(document, args.out.resolve(), args.size, args.samples, args.blend, args.uv_maps)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(args.out)

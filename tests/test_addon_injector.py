@@ -6,7 +6,7 @@ from __future__ import annotations
 import bpy  # in CI a missing bpy fails the run: never importorskip
 import pytest
 
-from addon.injector import InjectionError, _Injector, inject_scene
+from addon.injector import InjectionError, _Injector, apply_to_object, inject_scene
 from addon.validate import SceneValidationError
 from shared.scene import Limits, parse_scene
 from tests.addon_support import PYRAMID_FACES, PYRAMID_VERTICES, data_counts, reset_blender, rich_scene
@@ -611,3 +611,122 @@ def test_matrix_parameters_are_set_row_by_row():
     constraint = result.objects[2].constraints["Hold"]
     assert [list(row) for row in constraint.inverse_matrix] == rows
     assert result.warnings == RICH_WARNINGS
+
+
+def uv_area_per_face(mesh) -> list[float]:
+    uvs = mesh.uv_layers.active.data
+    areas = []
+    for polygon in mesh.polygons:
+        corners = [uvs[i].uv for i in polygon.loop_indices]
+        twice = sum(
+            (corners[k] - corners[0]).cross(corners[k + 1] - corners[0]) for k in range(1, len(corners) - 1)
+        )
+        areas.append(abs(twice) / 2)
+    return areas
+
+
+def test_generated_meshes_get_a_uv_map_covering_every_face():
+    """What the add-on's Insert asks for: each mesh without a UV map is unwrapped, in its own unit
+    square; the user's own selected mesh is neither unwrapped nor deselected."""
+    user_mesh = bpy.data.meshes.new("Mine")
+    user_mesh.from_pydata([[0, 0, 0], [1, 0, 0], [0, 1, 0]], [], [[0, 1, 2]])
+    mine = bpy.data.objects.new("Mine", user_mesh)
+    bpy.context.scene.collection.objects.link(mine)
+    mine.select_set(True)
+    bpy.context.view_layer.objects.active = mine
+    document = rich_scene()  # Body has two UV maps of its own; ChildMesh has none
+    document["objects"].append(
+        {
+            "name": "Generated",
+            "mesh": {"name": "Generated", "vertices": PYRAMID_VERTICES, "faces": PYRAMID_FACES},
+        }
+    )
+    result = inject_scene(document, add_uv_maps=True)
+    made = {obj.name: obj for obj in result.objects}
+    for name in ("Generated", "Child"):
+        mesh = made[name].data
+        assert [layer.name for layer in mesh.uv_layers] == ["UVMap"]
+        areas = uv_area_per_face(mesh)
+        assert len(areas) == len(mesh.polygons) and min(areas) > 0  # every face has its own UV area
+        uv = [c for loop in mesh.uv_layers.active.data for c in loop.uv]
+        assert min(uv) >= 0.0 and max(uv) <= 1.0
+    assert [layer.name for layer in made["Body"].data.uv_layers] == ["UVMap", "Second"]  # kept as sent
+    assert len(user_mesh.uv_layers) == 0
+    assert mine.select_get() and bpy.context.view_layer.objects.active == mine
+    assert not made["Generated"].select_get() and bpy.context.mode == "OBJECT"
+
+
+def test_without_add_uv_maps_a_mesh_stays_as_the_document_says():
+    """Round trips: a corpus mesh without UVs comes back without UVs."""
+    document = {
+        "schema_version": "1.0",
+        "objects": [
+            {"name": "Plain", "mesh": {"name": "Plain", "vertices": PYRAMID_VERTICES, "faces": PYRAMID_FACES}}
+        ],
+    }
+    assert len(inject_scene(document).objects[0].data.uv_layers) == 0
+
+
+def dressing() -> dict:
+    return {
+        "schema_version": "1.0",
+        "objects": [
+            {
+                "name": "Anything",
+                "material_slots": ["Paint"],
+                "modifiers": [{"name": "Bevel", "type": "BEVEL", "params": {"width": 0.1}}],
+                "animation": {"action": "Spin"},
+            }
+        ],
+        "materials": [{"name": "Paint", "pbr": {"base_color": [0, 0, 1, 1]}}],
+        "actions": [
+            {
+                "name": "Spin",
+                "fcurves": [
+                    {
+                        "data_path": "rotation_euler",
+                        "index": 2,
+                        "keyframes": [{"co": [1, 0]}, {"co": [20, 3]}],
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def users_object():
+    mesh = bpy.data.meshes.new("Yours")
+    mesh.from_pydata([[0, 0, 0], [1, 0, 0], [0, 1, 0]], [], [[0, 1, 2]])
+    mesh.materials.append(bpy.data.materials.new("Old"))
+    obj = bpy.data.objects.new("Yours", mesh)
+    bpy.context.scene.collection.objects.link(obj)
+    obj.modifiers.new("Keep", "SUBSURF")
+    return obj
+
+
+def test_apply_to_object_dresses_only_the_parts_asked_for():
+    obj = users_object()
+    result = apply_to_object(dressing(), obj, parts=("materials", "animation"))
+    assert result.objects == [obj] and result.warnings == []
+    assert [m.name for m in obj.data.materials] == ["Paint"]
+    assert [m.name for m in obj.modifiers] == ["Keep"]  # modifiers were not asked for
+    assert obj.animation_data.action.name == "Spin"
+    assert len(obj.data.vertices) == 3  # the geometry stays the user's
+    apply_to_object(dressing(), obj, parts=("modifiers",))
+    assert [m.name for m in obj.modifiers] == ["Keep", "Bevel"]
+
+
+def test_a_failed_apply_restores_the_object_and_removes_what_it_made(monkeypatch):
+    obj = users_object()
+    before = data_counts()
+
+    def explode(self, target, doc, path):
+        raise RuntimeError("simulated failure after materials and modifiers were applied")
+
+    # Nothing the validator lets through fails here; the failure is injected at the last step.
+    monkeypatch.setattr(_Injector, "animate", explode)
+    with pytest.raises(InjectionError, match="simulated failure .* nothing was changed"):
+        apply_to_object(dressing(), obj)
+    assert data_counts() == before
+    assert [m.name for m in obj.data.materials] == ["Old"] and [m.name for m in obj.modifiers] == ["Keep"]
+    assert obj.animation_data is None

@@ -213,6 +213,7 @@ def test_generate_inserts_the_real_gateways_meshes_at_the_cursor(real):
     assert not state.is_running and state.error_text == "", state.error_text
     table = bpy.data.objects["A_Round_Table"]
     assert table.type == "MESH" and 1 <= len(table.data.polygons) <= 40
+    assert [layer.name for layer in table.data.uv_layers] == ["UVMap"]  # unwrapped on insert
     assert tuple(table.location) == (5.0, 0.0, 0.0)  # variation 1 stands at the gateway's x = 0
     assert table.select_get() and bpy.context.view_layer.objects.active == table
     assert [r.label for r in state.results] == ["a round table #1", "a round table #2"]
@@ -384,6 +385,24 @@ def test_progress_per_stage_and_warnings_are_shown(enabled):
     idle = draw(bpy.types.BMT_PT_generate)
     assert ("label", "animation is not available on this gateway") in idle
     assert ("label", "Inserted a small wooden crate: 1 objects, 1 parts skipped") in idle
+
+
+def test_a_result_that_arrives_in_edit_mode_waits_in_recent_results(real):
+    operators, prefs, state = real
+    mesh = bpy.data.meshes.new("Editing")
+    mesh.from_pydata([[0, 0, 0], [1, 0, 0], [0, 1, 0]], [], [[0, 1, 2]])
+    editing = bpy.data.objects.new("Editing", mesh)
+    bpy.context.scene.collection.objects.link(editing)
+    bpy.context.view_layer.objects.active = editing
+    assert bpy.ops.bmt.generate() == {"FINISHED"}
+    bpy.ops.object.mode_set(mode="EDIT")
+    drive(operators)
+    assert bpy.context.mode == "EDIT_MESH" and "A_Small_Wooden_Crate" not in bpy.data.objects
+    assert state.status_text == "Done: back in Object Mode, insert it from Recent Results."
+    assert [r.label for r in state.results] == ["a small wooden crate"]
+    bpy.ops.object.mode_set(mode="OBJECT")
+    assert bpy.ops.bmt.insert_result(index=0) == {"FINISHED"}
+    assert "A_Small_Wooden_Crate" in bpy.data.objects
 
 
 def test_cancel_sends_delete_and_stops_polling(enabled):
