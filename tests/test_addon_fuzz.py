@@ -6,14 +6,12 @@ from __future__ import annotations
 import copy
 import random
 
-import pytest
+import bpy
 
-bpy = pytest.importorskip("bpy")
-
-from addon.injector import InjectionError, inject_scene  # noqa: E402
-from addon.validate import SceneValidationError  # noqa: E402
-from shared.scene import Limits, parse_scene  # noqa: E402
-from tests.addon_support import data_counts, reset_blender, rich_scene  # noqa: E402
+from addon.injector import InjectionError, inject_scene
+from addon.validate import SceneValidationError
+from shared.scene import Limits, parse_scene
+from tests.addon_support import data_counts, reset_blender, rich_scene
 
 MUTATIONS_PER_RUN = 150
 SEED = 20261125

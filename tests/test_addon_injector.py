@@ -3,14 +3,13 @@ de-duplicated the Blender way; anything it refuses or fails on leaves the file u
 
 from __future__ import annotations
 
+import bpy
 import pytest
 
-bpy = pytest.importorskip("bpy")
-
-from addon.injector import InjectionError, _Injector, apply_to_object, inject_scene  # noqa: E402
-from addon.validate import SceneValidationError  # noqa: E402
-from shared.scene import Limits, parse_scene  # noqa: E402
-from tests.addon_support import PYRAMID_FACES, PYRAMID_VERTICES, data_counts, reset_blender, rich_scene  # noqa: E402
+from addon.injector import InjectionError, _Injector, apply_to_object, inject_scene
+from addon.validate import SceneValidationError
+from shared.scene import Limits, parse_scene
+from tests.addon_support import PYRAMID_FACES, PYRAMID_VERTICES, data_counts, reset_blender, rich_scene
 
 APPROX = {"abs": 1e-5}
 
