@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -348,10 +350,31 @@ def test_cached_caption_embeddings_spare_the_encoder(tmp_path, monkeypatch):
     text_embedding.embed([c for it in items for c in it["captions"]])  # in memory only: still written
     assert cache_caption_embeddings(str(tmp_path / "ds")) >= len({c for it in items for c in it["captions"]})
     # As on a machine without the encoder: nothing in memory, the encoder unavailable.
-    monkeypatch.setattr(text_embedding, "_memory", {})
+    monkeypatch.setattr(text_embedding, "_memory", OrderedDict())
     monkeypatch.setattr(text_embedding, "_encoder", lambda: pytest.fail("the encoder was needed"))
     source = TokenSource(load_items(str(tmp_path / "ds"), "train"), small_model().config, default_cache_dir())
     assert len(source.caption_vectors) >= 4
+
+
+def test_the_memory_cache_of_embeddings_keeps_only_the_most_recently_used(monkeypatch):
+    """A server embeds every new prompt: the cache must not grow with them."""
+    from shared.ml import text_embedding
+
+    monkeypatch.setattr(text_embedding, "MEMORY_CACHE_ITEMS", 3)
+    monkeypatch.setattr(text_embedding, "_memory", OrderedDict())
+    prompts = [f"a wooden chair number {i}" for i in range(5)]
+    vectors = text_embedding.embed(prompts)  # a batch larger than the cache still comes back whole
+    assert vectors.shape == (5, 384)
+
+    def cached() -> list[str]:
+        digests = {hashlib.sha256(p.encode()).hexdigest(): p for p in [*prompts, "a table"]}
+        return [digests[key] for key in text_embedding._memory]
+
+    assert cached() == prompts[2:]
+    text_embedding.embed([prompts[2]])  # used again: now the most recent
+    text_embedding.embed(["a table"])
+    assert cached() == [prompts[4], prompts[2], "a table"]
+    assert np.allclose(text_embedding.embed([prompts[0]])[0], vectors[0], atol=1e-5)  # encoded again
 
 
 def test_resume_without_a_checkpoint_is_an_error(tmp_path):
