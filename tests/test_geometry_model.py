@@ -377,6 +377,26 @@ def test_the_memory_cache_of_embeddings_keeps_only_the_most_recently_used(monkey
     assert np.allclose(text_embedding.embed([prompts[0]])[0], vectors[0], atol=1e-5)  # encoded again
 
 
+def test_an_embedding_depends_on_its_text_only_not_its_batch_or_threads(monkeypatch):
+    """Bit for bit: the labeller's category choice is an argmax over these vectors, and a 1e-7
+    change flips a near-tie (the same corpus built two dataset versions)."""
+    from shared.ml import text_embedding
+
+    def fresh(texts: list[str], threads: int) -> np.ndarray:
+        monkeypatch.setattr(text_embedding, "_memory", OrderedDict())
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return text_embedding.embed(texts)
+        finally:
+            torch.set_num_threads(previous)
+
+    alone = fresh(["a wooden chair"], 1)[0]
+    tower = "a tall stone castle tower with a wooden door, narrow windows and a pointed slate roof"
+    for threads in (1, 2):
+        assert np.array_equal(fresh([tower, "a wooden chair", "sword"], threads)[1], alone)
+
+
 def test_resume_without_a_checkpoint_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(TrainConfig(run_dir=str(tmp_path / "none"), resume=True, model_overrides=SMALL))

@@ -49,6 +49,37 @@ def _encoder():
         return _model
 
 
+def _encode(texts: dict[str, str]) -> dict[str, np.ndarray]:
+    """Vectors of texts (by key), each independent of the others encoded with it: a batch is padded
+    to its longest text and the padding moves the last bits of the others' vectors (by 1e-7, enough
+    to flip a near-tie in the labeller's category choice, so the same corpus built different dataset
+    versions depending on which texts met in a batch). Texts of one token length need no padding
+    and come out bit-identical to alone, so each length is its own batch. The thread count splits
+    the sums differently too: encoding runs on one thread (the process's count is restored)."""
+    if not texts:
+        return {}
+    import torch
+
+    encoder = _encoder()
+    lengths = encoder.tokenizer(list(texts.values()), truncation=True, max_length=encoder.max_seq_length)
+    by_length: dict[int, list[str]] = {}
+    for key, ids in zip(texts, lengths["input_ids"], strict=True):
+        by_length.setdefault(len(ids), []).append(key)
+    vectors = {}
+    with _lock:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for keys in by_length.values():
+                encoded = encoder.encode(
+                    [texts[k] for k in keys], normalize_embeddings=True, convert_to_numpy=True
+                )
+                vectors.update({k: v.astype(np.float32) for k, v in zip(keys, encoded, strict=True)})
+        finally:
+            torch.set_num_threads(threads)
+    return vectors
+
+
 def default_cache_dir() -> Path:
     """The on-disk cache that training and evaluation share (<BMT_DATA_DIR>/cache/text_embeddings);
     carrying it to another machine spares that machine the encoder."""
@@ -77,12 +108,10 @@ def embed(texts: list[str], cache_dir: str | Path | None = None) -> np.ndarray:
             missing[key] = text
         else:
             found[key] = vector
-    if missing:
-        vectors = _encoder().encode(list(missing.values()), normalize_embeddings=True, convert_to_numpy=True)
-        for key, vector in zip(missing, vectors, strict=True):
-            found[key] = vector.astype(np.float32)
-            _remember(key, found[key])
-        unsaved.extend(missing)
+    for key, vector in _encode(missing).items():
+        found[key] = vector
+        _remember(key, vector)
+        unsaved.append(key)
     if folder is not None and unsaved:
         folder.mkdir(parents=True, exist_ok=True)
         for key in unsaved:
