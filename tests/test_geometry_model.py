@@ -194,6 +194,15 @@ def test_nan_and_infinite_logits_give_an_allowed_token_promptly():
         sample_token(torch.zeros(4), torch.zeros(4, dtype=torch.bool), 1.0, 0.9)
 
 
+def test_decoding_past_its_deadline_stops_with_a_clear_error():
+    from shared.ml.geometry_model import GenerationTimeout
+
+    model = small_model(2)
+    with pytest.raises(GenerationTimeout, match="passed its deadline of 0 s after 1 tokens"):
+        model.generate(torch.randn(384), face_budget=4, deadline_s=0.0)
+    model.generate(torch.randn(384), face_budget=4, deadline_s=60.0)  # time enough: a mesh
+
+
 def test_bounded_rejection_falls_back_to_the_exact_top_p_distribution(monkeypatch):
     """With no rejection draws every sample comes from the exact fallback: the top-p
     distribution (tokens 0..2 hold 0.9 >= 0.85 of the mass, renormalised), ties kept together."""
