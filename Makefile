@@ -48,6 +48,10 @@ BENCHES += bench-extract-memory
 bench-extract-memory: $(STAMP)
 	$(PY) -m benchmarks.extract_memory
 
+BENCHES += bench-faults
+bench-faults: $(STAMP)
+	$(PY) -m benchmarks.faults
+
 clean:
 	rm -rf $(VENV) var dist
 

@@ -212,15 +212,22 @@ def mark_lost_jobs(session: Session, lost_after_s: float) -> list[str]:
     return [job.id for job in lost]
 
 
-def resend_unsent_jobs(session: Session, older_than_s: float) -> list[str]:
+def resend_unsent_jobs(session: Session, older_than_s: float, lost_for_s: float | None = None) -> list[str]:
     """Hands the broker every job recorded unsent at least ``older_than_s`` ago (younger ones may
-    be in the middle of their own submit); their ids. Stops at the first the broker refuses."""
-    cutoff = utcnow() - timedelta(seconds=older_than_s)
-    unsent = session.scalars(
-        select(Job).where(Job.state == JobState.UNSENT, Job.updated_at <= cutoff).order_by(Job.created_at)
-    ).all()
+    be in the middle of their own submit) and, with ``lost_for_s``, every job marked worker_lost
+    that long ago and never redelivered (a task cancelled while Redis restarted can lose its
+    message; tasks are idempotent, so a late redelivery as well only repeats finished work);
+    their ids. Stops at the first the broker refuses."""
+    now = utcnow()
+    waiting = Job.state == JobState.UNSENT
+    waiting &= Job.updated_at <= now - timedelta(seconds=older_than_s)
+    if lost_for_s is not None:
+        waiting |= (Job.state == JobState.WORKER_LOST) & (
+            Job.updated_at <= now - timedelta(seconds=lost_for_s)
+        )
+    jobs = session.scalars(select(Job).where(waiting).order_by(Job.created_at)).all()
     sent = []
-    for job in unsent:
+    for job in jobs:
         if not _send(job.id, job.kind, job.args.get("args", ()), job.args.get("kwargs", {})):
             break
         _mark_sent(session, job.id)
@@ -253,7 +260,10 @@ class JobSweeper:
                     for job_id in mark_lost_jobs(session, self.settings.job_lost_after_s):
                         log.warning("job %s: its worker stopped sending heartbeats", job_id)
                 with Session(engine) as session:
-                    for job_id in resend_unsent_jobs(session, self.settings.job_lost_after_s):
+                    # A lost job's own message comes back after the visibility timeout; one that
+                    # has not by then, and a sweep later, is sent again.
+                    lost_for = self.settings.visibility_timeout_s + 2 * self.settings.redelivery_sweep_s
+                    for job_id in resend_unsent_jobs(session, self.settings.job_lost_after_s, lost_for):
                         log.info("job %s: sent to the broker from the outbox", job_id)
             except Exception:
                 log.warning("sweeping the jobs table failed", exc_info=True)
@@ -328,7 +338,9 @@ def _send(job_id: str, name: str, args: Any, kwargs: Any) -> bool:
 
 
 def _mark_sent(session: Session, job_id: str) -> None:
-    # Only while unsent: a worker may have started the job already.
+    # Only while unsent or lost: a worker may have started the job already.
     session.execute(
-        update(Job).where(Job.id == job_id, Job.state == JobState.UNSENT).values(state=JobState.QUEUED)
+        update(Job)
+        .where(Job.id == job_id, Job.state.in_((JobState.UNSENT, JobState.WORKER_LOST)))
+        .values(state=JobState.QUEUED)
     )

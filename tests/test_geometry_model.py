@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -192,6 +194,15 @@ def test_nan_and_infinite_logits_give_an_allowed_token_promptly():
         sample_token(torch.zeros(4), torch.zeros(4, dtype=torch.bool), 1.0, 0.9)
 
 
+def test_decoding_past_its_deadline_stops_with_a_clear_error():
+    from shared.ml.geometry_model import GenerationTimeout
+
+    model = small_model(2)
+    with pytest.raises(GenerationTimeout, match="passed its deadline of 0 s after 1 tokens"):
+        model.generate(torch.randn(384), face_budget=4, deadline_s=0.0)
+    model.generate(torch.randn(384), face_budget=4, deadline_s=60.0)  # time enough: a mesh
+
+
 def test_bounded_rejection_falls_back_to_the_exact_top_p_distribution(monkeypatch):
     """With no rejection draws every sample comes from the exact fallback: the top-p
     distribution (tokens 0..2 hold 0.9 >= 0.85 of the mass, renormalised), ties kept together."""
@@ -348,10 +359,51 @@ def test_cached_caption_embeddings_spare_the_encoder(tmp_path, monkeypatch):
     text_embedding.embed([c for it in items for c in it["captions"]])  # in memory only: still written
     assert cache_caption_embeddings(str(tmp_path / "ds")) >= len({c for it in items for c in it["captions"]})
     # As on a machine without the encoder: nothing in memory, the encoder unavailable.
-    monkeypatch.setattr(text_embedding, "_memory", {})
+    monkeypatch.setattr(text_embedding, "_memory", OrderedDict())
     monkeypatch.setattr(text_embedding, "_encoder", lambda: pytest.fail("the encoder was needed"))
     source = TokenSource(load_items(str(tmp_path / "ds"), "train"), small_model().config, default_cache_dir())
     assert len(source.caption_vectors) >= 4
+
+
+def test_the_memory_cache_of_embeddings_keeps_only_the_most_recently_used(monkeypatch):
+    """A server embeds every new prompt: the cache must not grow with them."""
+    from shared.ml import text_embedding
+
+    monkeypatch.setattr(text_embedding, "MEMORY_CACHE_ITEMS", 3)
+    monkeypatch.setattr(text_embedding, "_memory", OrderedDict())
+    prompts = [f"a wooden chair number {i}" for i in range(5)]
+    vectors = text_embedding.embed(prompts)  # a batch larger than the cache still comes back whole
+    assert vectors.shape == (5, 384)
+
+    def cached() -> list[str]:
+        digests = {hashlib.sha256(p.encode()).hexdigest(): p for p in [*prompts, "a table"]}
+        return [digests[key] for key in text_embedding._memory]
+
+    assert cached() == prompts[2:]
+    text_embedding.embed([prompts[2]])  # used again: now the most recent
+    text_embedding.embed(["a table"])
+    assert cached() == [prompts[4], prompts[2], "a table"]
+    assert np.allclose(text_embedding.embed([prompts[0]])[0], vectors[0], atol=1e-5)  # encoded again
+
+
+def test_an_embedding_depends_on_its_text_only_not_its_batch_or_threads(monkeypatch):
+    """Bit for bit: the labeller's category choice is an argmax over these vectors, and a 1e-7
+    change flips a near-tie (the same corpus built two dataset versions)."""
+    from shared.ml import text_embedding
+
+    def fresh(texts: list[str], threads: int) -> np.ndarray:
+        monkeypatch.setattr(text_embedding, "_memory", OrderedDict())
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return text_embedding.embed(texts)
+        finally:
+            torch.set_num_threads(previous)
+
+    alone = fresh(["a wooden chair"], 1)[0]
+    tower = "a tall stone castle tower with a wooden door, narrow windows and a pointed slate roof"
+    for threads in (1, 2):
+        assert np.array_equal(fresh([tower, "a wooden chair", "sword"], threads)[1], alone)
 
 
 def test_resume_without_a_checkpoint_is_an_error(tmp_path):

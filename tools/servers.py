@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -57,3 +58,49 @@ def gateway_process(env: dict[str, str], timeout_s: float = 60) -> Iterator[str]
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def start_celery_worker(
+    env: dict[str, str], queues: str, include: str, log_path: str | None = None
+) -> subprocess.Popen:
+    """``celery -A shared.queue worker`` on ``queues`` (one task at a time), also loading the task
+    module ``include``, in its own process group so that it can be killed whole."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "shared.queue",
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            "1",
+            "-I",
+            include,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"worker-{os.getpid()}-{time.monotonic_ns()}@%h",
+            "--loglevel",
+            "WARNING",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, **env},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log_path or os.devnull, "ab"),  # noqa: SIM115  (the child keeps it)
+    )
+
+
+def stop_process_group(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop a process and its children; one that ignores SIGTERM for 30 s gets SIGKILL."""
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)

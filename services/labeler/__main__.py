@@ -5,6 +5,7 @@
     python -m services.labeler quality                                       rejection report
     python -m services.labeler dataset --name NAME [--specialist S|all] [--seed S]
     python -m services.labeler export NAME --out DIR [--specialist S]    a dataset as a folder, to train elsewhere
+    python -m services.labeler diff A B [--specialist S]                 the items two versions disagree on, and how
 
 Reports and plots go to <data_dir>/datasets/<name>/<specialist>/ and <data_dir>/quality.json.
 """
@@ -20,6 +21,7 @@ from sqlalchemy import select
 
 from services.labeler import pipeline
 from services.labeler.dataset import SPECIALISTS, DatasetBuildError, build_dataset, load_records
+from services.labeler.diff import diff_datasets
 from services.labeler.report import quality_report, quality_table, write_dataset_report
 from shared.blobs import get_blob_store
 from shared.db import ensure_schema, session_scope
@@ -95,9 +97,22 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("dataset", help="dataset name or manifest sha256")
     export.add_argument("--specialist", choices=SPECIALISTS, default="geometry")
     export.add_argument("--out", required=True, help="folder; --dataset DIR reads it on another machine")
+    diff = sub.add_parser("diff", help="name the items two dataset versions disagree on, and how")
+    diff.add_argument("a", help="dataset name, manifest sha256, folder or manifest.json")
+    diff.add_argument("b", help="the other one")
+    diff.add_argument("--specialist", choices=SPECIALISTS, default="geometry")
+    diff.add_argument("--most", type=int, default=50, help="item lines printed at most")
     args = parser.parse_args(argv)
 
     ensure_schema()
+    if args.command == "diff":
+        try:
+            found = diff_datasets(args.a, args.b, args.specialist)
+        except DatasetError as exc:
+            print(f"diff failed: {exc}", file=sys.stderr)
+            return 2
+        print("\n".join(found.lines(args.most)))
+        return 0 if found.same else 1
     if args.command == "run":
         started = time.perf_counter()
         done = pipeline.run(args.per_pack, tuple(args.formats.split(",")))

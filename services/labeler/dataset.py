@@ -31,7 +31,7 @@ from shared.settings import Settings
 
 SPECIALISTS = ("geometry", "material", "modifier", "animation")
 SPLITS = ("train", "val", "test")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every manifest entry carries its item's content hashes
 
 # Attribution for corpus sources whose license requires it, when the asset row carries none
 # (text from ../shared/corpus/README.md).
@@ -301,6 +301,21 @@ def _add(build: Build, record: ObjectRecord, item: dict[str, Any]) -> None:
         "asset_sha256": record.asset.sha256,
         "object": record.row.name,
         "faces": record.row.face_count,
+    }
+    build.entries[item["id"]].update(content_hashes(item, build.entries[item["id"]]))
+
+
+def content_hashes(item: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """The item's sha256 (of its bytes in the shard) and one short hash per field the manifest
+    entry does not already carry in clear (mesh, captions, material...): what a diff of two
+    versions names when an item changed."""
+    return {
+        "sha256": hashlib.sha256(canonical_json(item)).hexdigest(),
+        "hashes": {
+            key: hashlib.sha256(canonical_json(value)).hexdigest()[:16]
+            for key, value in sorted(item.items())
+            if key not in entry
+        },
     }
 
 

@@ -9,6 +9,7 @@ every step, so every sample decodes to a valid mesh within the face and token bu
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -238,10 +239,11 @@ class GeometryModel(nn.Module):
         generator: torch.Generator | None = None,
         use_cache: bool = True,
         min_faces: int = 1,
+        deadline_s: float | None = None,
     ) -> tuple[list[int], QuantizedMesh]:
         """One grammar-constrained sample for a (text_dim,) embedding: (tokens, canonical mesh)."""
         return self.generate_batch(
-            text.view(1, -1), face_budget, temperature, top_p, generator, use_cache, min_faces
+            text.view(1, -1), face_budget, temperature, top_p, generator, use_cache, min_faces, deadline_s
         )[0]
 
     @torch.inference_mode()
@@ -254,11 +256,14 @@ class GeometryModel(nn.Module):
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
         use_cache: bool = True,
         min_faces: int = 1,
+        deadline_s: float | None = None,
     ) -> list[tuple[list[int], QuantizedMesh]]:
         """A sample per row of (B, text_dim) embeddings, decoded side by side: at batch 1 the time
         goes in per-token overhead, which B rows share. Rows leave the batch (and its KV cache)
         when they end. With a generator per row, a row's sample is the one it gets alone (up to
-        rounding in the batched matrix products); one generator serves the rows in turn."""
+        rounding in the batched matrix products); one generator serves the rows in turn. Decoding
+        past ``deadline_s`` seconds raises GenerationTimeout, so a slow request frees the model."""
+        started = time.monotonic()
         self.eval()
         c = self.config
         generators = generator if isinstance(generator, Sequence) else [generator] * texts.shape[0]
@@ -278,6 +283,10 @@ class GeometryModel(nn.Module):
         hidden = self._run(x, cache)
         rows = list(range(len(grammars)))  # the samples still being written, in batch order
         while rows:
+            if deadline_s is not None and time.monotonic() - started > deadline_s:
+                raise GenerationTimeout(
+                    f"decoding passed its deadline of {deadline_s:g} s after {len(tokens[rows[0]])} tokens"
+                )
             masks = np.stack([grammars[i].allowed_mask() for i in rows])
             # The grammar allows one contiguous stretch of the vocabulary at a time (structure
             # tokens, or corners): the output head needs only those rows of its weight.
@@ -308,6 +317,10 @@ class GeometryModel(nn.Module):
                 seq = torch.tensor([tokens[i] for i in rows], device=device)
                 hidden = self._run(torch.cat([prefix, self.tok_emb(seq)], 1))
         return [(t, g.mesh()) for t, g in zip(tokens, grammars, strict=True)]
+
+
+class GenerationTimeout(TimeoutError):
+    """Decoding ran past the request's deadline."""
 
 
 # Below this a tempered softmax is the argmax to float32 precision; dividing by less only
