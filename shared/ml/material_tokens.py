@@ -560,7 +560,7 @@ class MaterialGrammar:
     path to EOS within ``max_tokens`` (BOS and EOS included) and ``max_nodes``."""
 
     def __init__(self, max_tokens: int = 256, max_nodes: int = 48):
-        self.vocab = vocabulary(max_nodes)
+        self.vocab = vocabulary()  # one vocabulary; max_nodes only bounds this sample
         self.specs = node_specs()
         self.max_tokens, self.max_nodes = max_tokens, min(max_nodes, self.vocab.max_nodes)
         self.tokens = [BOS]
