@@ -288,6 +288,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     parser.add_argument("--threads", type=int, default=TrainConfig.threads)
+    parser.add_argument(
+        "--schedule-minutes", type=float, help="decay the learning rate over this many minutes instead of --max-steps"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--export", help="after training, write the best weights in fp16 here")
     parser.set_defaults(handler=_run)
@@ -304,6 +307,7 @@ def _run(args) -> None:
         batch_size=args.batch_size,
         lr=args.lr,
         threads=args.threads,
+        schedule_minutes=args.schedule_minutes,
         seed=args.seed,
         resume=args.resume,
     )

@@ -90,6 +90,26 @@ L_GRID = np.round(np.linspace(0.0, 1.0, 51), 6)
 AB_GRID = np.round(np.linspace(-0.32, 0.32, 33), 6)
 
 
+def _gamut() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (L, a, b) grid points whose colour lies in linear RGB [0, 1]: Blender clamps a socket
+    colour into that range, so only these survive a trip through Blender. Points that the
+    clipping of rounding noise would move to another point are left out, so the grid is
+    idempotent. (bins, their OKLab values, valid[L, a, b])."""
+    grid = np.stack(np.meshgrid(L_GRID, AB_GRID, AB_GRID, indexing="ij"), -1)
+    rgb = oklab_to_linear(grid)
+    valid = ((rgb >= -1e-6) & (rgb <= 1 + 1e-6)).all(-1)  # white (L = 1) rounds a hair above 1
+    for _ in range(3):
+        bins, lab = np.argwhere(valid), grid[valid]
+        linear = oklab_to_linear(lab)
+        clipped = np.flatnonzero(((linear < 0) | (linear > 1)).any(-1))  # only these can move
+        again = linear_to_oklab(np.clip(linear[clipped], 0.0, 1.0))
+        moved = clipped[((again[:, None] - lab[None]) ** 2).sum(-1).argmin(1) != clipped]
+        if not len(moved):
+            break
+        valid[tuple(bins[moved].T)] = False
+    return np.argwhere(valid), grid[valid], valid
+
+
 class MaterialTokenError(ValueError):
     """Tokens the grammar refuses, or a material that has no graph at the grid."""
 
@@ -122,6 +142,9 @@ def oklab_to_linear(lab) -> np.ndarray:
     return (np.asarray(lab, dtype=np.float64) @ _M2_INV.T) ** 3 @ _M1_INV.T
 
 
+GAMUT_BINS, GAMUT_LAB, IN_GAMUT = _gamut()
+
+
 def _nearest(grid: np.ndarray, x: float) -> int:
     i = int(np.clip(np.searchsorted(grid, x), 1, len(grid) - 1))
     return i - 1 if abs(x - grid[i - 1]) <= abs(grid[i] - x) else i
@@ -141,10 +164,9 @@ def quantise(value: Any, socket_type: str, size: int) -> tuple[int, ...]:
             if not isinstance(value, list | tuple)
             else list(value[:3]) + [0.0] * (3 - len(value[:3]))
         )
-        lab = linear_to_oklab(
-            np.asarray(rgb, dtype=np.float64)
-        )  # no clipping: a grid colour out of gamut re-quantises to itself
-        return (_nearest(L_GRID, lab[0]), _nearest(AB_GRID, lab[1]), _nearest(AB_GRID, lab[2]))
+        lab = linear_to_oklab(np.clip(np.asarray(rgb, dtype=np.float64), 0.0, 1.0))
+        nearest = int(np.argmin(((GAMUT_LAB - lab) ** 2).sum(1)))
+        return tuple(int(b) for b in GAMUT_BINS[nearest])
     if size == 1:
         return (_nearest(FLOAT_GRID, _scalar(value)),)
     values = list(value) if isinstance(value, list | tuple) else [_scalar(value)] * size
@@ -154,7 +176,7 @@ def quantise(value: Any, socket_type: str, size: int) -> tuple[int, ...]:
 
 def dequantise(bins: tuple[int, ...], socket_type: str) -> Any:
     if socket_type == "RGBA":
-        rgb = oklab_to_linear([L_GRID[bins[0]], AB_GRID[bins[1]], AB_GRID[bins[2]]])
+        rgb = np.clip(oklab_to_linear([L_GRID[bins[0]], AB_GRID[bins[1]], AB_GRID[bins[2]]]), 0.0, 1.0)
         return [round(float(c), 6) for c in rgb] + [1.0]
     values = [float(FLOAT_GRID[b]) for b in bins]
     if socket_type == "INT":
@@ -635,8 +657,14 @@ class MaterialGrammar:
             mask[EOS] = True
             return mask
         if self.pending == "values" or self.pending == "stop":
-            lo, hi = v.bin_range(self.kinds[len(self.bins)])
-            mask[lo:hi] = True
+            kind = self.kinds[len(self.bins)]
+            lo, hi = v.bin_range(kind)
+            if kind == "a":  # a colour stays in gamut: an a that some b completes
+                mask[lo:hi] = IN_GAMUT[self.bins[-1]].any(1)
+            elif kind == "b":
+                mask[lo:hi] = IN_GAMUT[self.bins[-2], self.bins[-1]]
+            else:
+                mask[lo:hi] = True
             return mask
         closing = self._closing()
         if self.pending == "out":
