@@ -9,14 +9,15 @@ properties with their items and defaults, and which socket types a link may join
 tokenizer and its decoding grammar read only this table, so a sampled graph names nothing that
 Blender does not have.
 
-Sockets: a socket is listed when Blender enables it for some value of one of the node's enum
-properties (Math's third input under Multiply Add); sockets never enabled (a BSDF's hidden
-Weight) are left out. A node whose data type switches its sockets (Mix) gets one entry per data
+Sockets: a socket is listed when Blender enables it under some combination of the node's enum
+properties (Math's third input under Multiply Add), and "availability" says under which; sockets
+never enabled (a BSDF's hidden Weight) are left out. A node whose data type switches its sockets (Mix) gets one entry per data
 type ("ShaderNodeMix:RGBA"), so the grammar knows its sockets from the type token alone.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -109,19 +110,22 @@ def _properties(node) -> list[dict]:
     return out
 
 
-def _enabled_sockets(node, properties: list[dict]) -> tuple[set[str], set[str]]:
-    """Identifiers of the inputs and outputs enabled under some value of one enum property."""
-    inputs = {s.identifier for s in node.inputs if s.enabled}
-    outputs = {s.identifier for s in node.outputs if s.enabled}
-    for prop in properties:
-        if prop["kind"] != "enum":
-            continue
-        for item in prop["items"]:
+def _availability(node, properties: list[dict]) -> dict:
+    """Which inputs and outputs Blender enables under each combination of the node's enum
+    properties (a link into or out of a disabled socket is invalid): {"props": names,
+    "enabled": {"item|item": [inputs, outputs]}}."""
+    enums = [p for p in properties if p["kind"] == "enum"]
+    enabled = {}
+    for combo in itertools.product(*(p["items"] for p in enums)):
+        for prop, item in zip(enums, combo, strict=True):
             setattr(node, prop["name"], item)
-            inputs |= {s.identifier for s in node.inputs if s.enabled}
-            outputs |= {s.identifier for s in node.outputs if s.enabled}
+        enabled["|".join(combo)] = [
+            [s.identifier for s in node.inputs if s.enabled],
+            [s.identifier for s in node.outputs if s.enabled],
+        ]
+    for prop in enums:
         setattr(node, prop["name"], prop["default"])
-    return inputs, outputs
+    return {"props": [p["name"] for p in enums], "enabled": enabled}
 
 
 def _entry(tree, node_type: str, variant: str | None) -> dict:
@@ -129,7 +133,9 @@ def _entry(tree, node_type: str, variant: str | None) -> dict:
     if variant is not None:
         setattr(node, VARIANT_PROPERTY[node_type], variant)
     properties = _properties(node)
-    inputs, outputs = _enabled_sockets(node, properties)
+    availability = _availability(node, properties)
+    inputs = {i for ins, _ in availability["enabled"].values() for i in ins}
+    outputs = {o for _, outs in availability["enabled"].values() for o in outs}
     entry = {
         "type": node_type,
         "variant": {VARIANT_PROPERTY[node_type]: variant} if variant else {},
@@ -144,6 +150,7 @@ def _entry(tree, node_type: str, variant: str | None) -> dict:
             if s.identifier in outputs and s.type in SOCKET_TYPES
         ],
         "properties": properties,
+        "availability": availability,
     }
     if node_type == "ShaderNodeValToRGB":
         entry["ramp"] = [[e.position, list(e.color)] for e in node.color_ramp.elements]

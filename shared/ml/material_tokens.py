@@ -207,9 +207,16 @@ class NodeSpec:
     outputs: tuple[tuple[str, str], ...]  # (identifier, socket type) that links may leave from
     properties: tuple[dict, ...]  # {"name", "kind", "default", "items"}
     ramp: tuple | None  # default stops (position bin, L, a, b) of a colour ramp
+    availability_props: tuple[str, ...]  # the enum properties that switch sockets on and off
+    enabled: dict[str, tuple[frozenset[str], frozenset[str]]]  # "item|item" -> (inputs, outputs)
 
     def input_index(self, identifier: str) -> int | None:
         return next((i for i, s in enumerate(self.inputs) if s.identifier == identifier), None)
+
+    def sockets_for(self, props: dict[str, Any]) -> tuple[frozenset[str], frozenset[str]]:
+        """The inputs and outputs Blender enables under these property values (defaults elsewhere)."""
+        defaults = {p["name"]: p["default"] for p in self.properties}
+        return self.enabled["|".join(str(props.get(n, defaults[n])) for n in self.availability_props)]
 
 
 def _socket(identifier: str, socket_type: str, default: Any, linkable: bool = True) -> Socket:
@@ -247,6 +254,7 @@ def node_specs() -> dict[str, NodeSpec]:
         ramp = None
         if "ramp" in entry:
             ramp = tuple((_nearest(FLOAT_GRID, p), *quantise(c, "RGBA", 3)) for p, c in entry["ramp"])
+        own_values = frozenset(s.identifier for s in inputs if not s.linkable)  # a Value node's number
         specs[key] = NodeSpec(
             key,
             entry["type"],
@@ -255,6 +263,11 @@ def node_specs() -> dict[str, NodeSpec]:
             tuple((i, t) for i, t, _ in entry["outputs"]),
             properties,
             ramp,
+            tuple(entry["availability"]["props"]),
+            {
+                combo: (frozenset(ins) | own_values, frozenset(outs))
+                for combo, (ins, outs) in entry["availability"]["enabled"].items()
+            },
         )
     return specs
 
@@ -351,13 +364,17 @@ def _flatten(tree: dict, groups: dict[str, dict], prefix: str = "", depth: int =
     ]
 
 
-def _node_values(node: dict, spec: NodeSpec, linked: set[str]) -> dict[str, tuple[int, ...]]:
+def _node_values(
+    node: dict, spec: NodeSpec, linked: set[str], enabled: frozenset[str] | None = None
+) -> dict[str, tuple[int, ...]]:
     given = {s["identifier"]: s.get("default") for s in node.get("inputs", [])}
     if spec.type in VALUE_ON_OUTPUT:
         given.update({s["identifier"]: s.get("default") for s in node.get("outputs", [])})
     values = {}
     for socket in spec.inputs:
         if socket.size == 0 or socket.identifier in linked or given.get(socket.identifier) is None:
+            continue
+        if enabled is not None and socket.identifier not in enabled:  # hidden by a property: no effect
             continue
         bins = quantise(given[socket.identifier], socket.type, socket.size)
         if bins != socket.default:
@@ -419,13 +436,15 @@ def canonical_graph(material: dict, node_groups: list[dict] | None = None) -> Gr
     outputs = [n for n, k in keys.items() if k == OUTPUT_TYPE]
     active = [n for n in outputs if (nodes[n].get("properties") or {}).get("is_active_output", True)]
     root = (active or outputs or [None])[0]
+    props = {n: _node_props(nodes[n], specs[k]) for n, k in keys.items() if k is not None}
+    enabled = {n: specs[keys[n]].sockets_for(p) for n, (p, _) in props.items()}  # type: ignore[index]
     incoming: dict[str, dict[str, tuple[str, str]]] = {}
     for fn, fs, tn, ts in links:
         if keys.get(fn) is None or keys.get(tn) is None:
             continue
         out_type = dict(specs[keys[fn]].outputs).get(fs)
         index = specs[keys[tn]].input_index(ts)
-        if out_type is None or index is None:
+        if out_type is None or index is None or fs not in enabled[fn][1] or ts not in enabled[tn][0]:
             continue
         socket = specs[keys[tn]].inputs[index]
         if socket.linkable and compatible(out_type, socket.type):
@@ -439,8 +458,7 @@ def canonical_graph(material: dict, node_groups: list[dict] | None = None) -> Gr
     def visit(name: str) -> int:
         spec = specs[keys[name]]  # type: ignore[index]
         index[name] = len(graph)
-        props, ramp = _node_props(nodes[name], spec)
-        node = GraphNode(spec.key, props=props, ramp=ramp)
+        node = GraphNode(spec.key, props=props[name][0], ramp=props[name][1])
         graph.append(node)
         sources = incoming.get(name, {})
         for socket in spec.inputs:
@@ -453,7 +471,7 @@ def canonical_graph(material: dict, node_groups: list[dict] | None = None) -> Gr
             elif from_name not in closed:  # a cycle: Blender would refuse the link too
                 continue
             node.links[socket.identifier] = (index[from_name], from_socket)
-        node.values = _node_values(nodes[name], spec, set(node.links))
+        node.values = _node_values(nodes[name], spec, set(node.links), enabled[name][0])
         closed.add(name)
         return index[name]
 
@@ -532,35 +550,36 @@ def encode(graph: Graph, vocab: Vocabulary | None = None) -> list[int]:
     """BOS ... EOS for a graph in walk order (canonical_graph's or a decoded one)."""
     vocab = vocab or vocabulary()
     specs = node_specs()
-    tokens = [BOS]
+    tokens = [BOS, vocab.node[graph[0].key]]
     written: set[int] = set()
 
-    def write(i: int) -> None:
+    def write(i: int, out: str | None) -> None:
         node, spec = graph[i], specs[graph[i].key]
         written.add(i)
         for p in spec.properties:
             if p["name"] in node.props:
                 tokens.append(vocab.prop[(spec.type, p["name"], node.props[p["name"]])])
+        if out is not None:
+            tokens.append(vocab.output[out])
         for stop in node.ramp or ():
             tokens.extend([STOP, vocab.float + stop[0], *vocab.value_tokens(stop[1:], "RGBA")])
         for socket in spec.inputs:
             if socket.identifier in node.links:
-                child, out = node.links[socket.identifier]
+                child, child_out = node.links[socket.identifier]
                 tokens.append(vocab.input[socket.identifier])
                 if child in written:
-                    tokens.extend([vocab.ref + child, vocab.output[out]])
+                    tokens.extend([vocab.ref + child, vocab.output[child_out]])
                 else:
                     if child != len(written):
                         raise MaterialTokenError(f"node {child} is not the next in walk order")
-                    tokens.extend([vocab.node[graph[child].key], vocab.output[out]])
-                    write(child)
+                    tokens.append(vocab.node[graph[child].key])
+                    write(child, child_out)
             elif socket.identifier in node.values:
                 tokens.append(vocab.input[socket.identifier])
                 tokens.extend(vocab.value_tokens(node.values[socket.identifier], socket.type))
         tokens.append(END)
 
-    tokens.append(vocab.node[graph[0].key])
-    write(0)
+    write(0, None)
     tokens.append(EOS)
     return tokens
 
@@ -572,14 +591,21 @@ def encode(graph: Graph, vocab: Vocabulary | None = None) -> list[int]:
 class _Frame:
     node: int
     spec: NodeSpec
+    link: Socket | None = None  # for a new node: the parent's input it feeds, until OUT names the output
     next_prop: int = 0  # properties before this index are passed
     next_input: int = 0  # inputs before this index are passed
     stops: int = 0
+    inputs: frozenset[str] = frozenset()  # enabled, once the properties are settled
+    settled: bool = False
 
 
 class MaterialGrammar:
     """Which tokens may come next; feeding tokens builds the graph. Every allowed token keeps a
-    path to EOS within ``max_tokens`` (BOS and EOS included) and ``max_nodes``."""
+    path to EOS within ``max_tokens`` (BOS and EOS included) and ``max_nodes``.
+
+    A node's properties come right after its TYPE; they settle which sockets Blender enables
+    (Math's operation, Mix's factor mode), so its output (OUT, for a new node) and its inputs
+    are chosen among the enabled ones only."""
 
     def __init__(self, max_tokens: int = 256, max_nodes: int = 48):
         self.vocab = vocabulary()  # one vocabulary; max_nodes only bounds this sample
@@ -587,62 +613,68 @@ class MaterialGrammar:
         self.max_tokens, self.max_nodes = max_tokens, min(max_nodes, self.vocab.max_nodes)
         self.tokens = [BOS]
         self.graph: Graph = []
+        self.outputs: dict[int, frozenset[str]] = {}  # closed or settled node -> its enabled outputs
         self.frames: list[_Frame] = []
         self.closed: set[int] = set()
         self.done = False
-        # what the next tokens complete: None (node body), "entry" (after IN), "out" (after
-        # TYPE/REF), "values" (value bins), "stop" (ramp stop bins)
+        # what the next tokens complete: "root", None (a node body), "entry" (after IN),
+        # "out" (after REF), "values" or "stop" (bins), "eos"
         self.pending: str | None = "root"
-        self.socket: Socket | None = None
-        self.link_from: tuple[int, NodeSpec] | None = None
+        self.socket: Socket | None = None  # the input of the entry being written
+        self.ref: int | None = None
         self.kinds: list[str] = []
         self.bins: list[int] = []
         self._masks: dict[Any, np.ndarray] = {}
 
     # -- costs --
+    def _root_linked(self) -> bool:
+        return bool(self.graph) and any(s in self.graph[0].links for s in ROOT_LINK_SOCKETS)
+
     def _closing(self) -> int:
-        """Fewest tokens that end the sequence from a node body: ENDs, the root's link, EOS."""
-        root_needs = 4 if self.graph and not any(s in self.graph[0].links for s in ROOT_LINK_SOCKETS) else 0
-        if self.pending == "entry" and len(self.frames) == 1 and self.socket is not None:
+        """Fewest tokens that end the sequence from a node body: OUT of a new node still without
+        one, ENDs, the root's link (IN TYPE OUT END), EOS."""
+        root_needs = 0 if self._root_linked() else 4
+        if self.pending in ("entry", "out") and len(self.frames) == 1 and self.socket is not None:
             if self.socket.identifier in ROOT_LINK_SOCKETS:  # this entry is the root's link
                 root_needs = 0
-        return len(self.frames) + root_needs + 1
+        if len(self.frames) > 1 and self.frames[1].link is not None:
+            if self.frames[1].link.identifier in ROOT_LINK_SOCKETS:  # a new node for the root's link
+                root_needs = 0
+        unsettled = sum(1 for f in self.frames if f.link is not None and not f.settled)
+        return len(self.frames) + unsettled + root_needs + 1
 
     def _fits(self, extra: int) -> bool:
         return len(self.tokens) + extra <= self.max_tokens
 
-    def _mask(self, key, build) -> np.ndarray:
+    def _types_with_output(self, socket_type: str) -> np.ndarray:
+        key = ("types", socket_type == "SHADER")
         if key not in self._masks:
             mask = np.zeros(self.vocab.size, dtype=bool)
-            for t in build():
-                mask[t] = True
+            for k, spec in self.specs.items():
+                if k != OUTPUT_TYPE and any(
+                    compatible(t, socket_type) and o in spec.sockets_for({})[1] for o, t in spec.outputs
+                ):
+                    mask[self.vocab.node[k]] = True
             self._masks[key] = mask
         return self._masks[key]
 
-    def _types_with_output(self, socket_type: str) -> np.ndarray:
-        return self._mask(
-            ("types", socket_type == "SHADER"),
-            lambda: [
-                self.vocab.node[k]
-                for k, s in self.specs.items()
-                if k != OUTPUT_TYPE and any(compatible(t, socket_type) for _, t in s.outputs)
-            ],
-        )
+    def _compatible_outputs(self, spec: NodeSpec, enabled: frozenset[str], socket_type: str) -> list[str]:
+        return [o for o, t in spec.outputs if o in enabled and compatible(t, socket_type)]
 
     def _refs(self, socket_type: str) -> list[int]:
         return [
             self.vocab.ref + i
             for i in self.closed
-            if any(compatible(t, socket_type) for _, t in self.specs[self.graph[i].key].outputs)
+            if self._compatible_outputs(self.specs[self.graph[i].key], self.outputs[i], socket_type)
         ]
 
     def _entry_cost(self, socket: Socket) -> int | None:
         """Fewest tokens an entry for this input needs after its IN token (None: impossible)."""
         options = [socket.size] if socket.size else []
         if socket.linkable and len(self.graph) < self.max_nodes:
-            options.append(3)
+            options.append(3)  # TYPE OUT END
         if socket.linkable and self._refs(socket.type):
-            options.append(2)
+            options.append(2)  # REF OUT
         return min(options) if options else None
 
     # -- masks --
@@ -656,7 +688,7 @@ class MaterialGrammar:
         if self.pending == "eos":
             mask[EOS] = True
             return mask
-        if self.pending == "values" or self.pending == "stop":
+        if self.pending in ("values", "stop"):
             kind = self.kinds[len(self.bins)]
             lo, hi = v.bin_range(kind)
             if kind == "a":  # a colour stays in gamut: an a that some b completes
@@ -666,17 +698,17 @@ class MaterialGrammar:
             else:
                 mask[lo:hi] = True
             return mask
-        closing = self._closing()
         if self.pending == "out":
-            assert self.socket is not None and self.link_from is not None
-            for o, t in self.link_from[1].outputs:
-                if compatible(t, self.socket.type):
-                    mask[v.output[o]] = True
+            assert self.socket is not None and self.ref is not None
+            spec = self.specs[self.graph[self.ref].key]
+            for o in self._compatible_outputs(spec, self.outputs[self.ref], self.socket.type):
+                mask[v.output[o]] = True
             return mask
+        closing = self._closing()
         if self.pending == "entry":
             socket = self.socket
             assert socket is not None
-            # The pending entry is not in ``closing``; its cheapest completion was reserved by IN.
+            # The entry is not in ``closing``: IN reserved its cheapest completion.
             if socket.size and self._fits(socket.size + closing):
                 mask[slice(*v.bin_range(_value_kinds(socket)[0]))] = True
             if socket.linkable and len(self.graph) < self.max_nodes and self._fits(3 + closing):
@@ -687,23 +719,32 @@ class MaterialGrammar:
             return mask
         frame = self.frames[-1]
         spec, node = frame.spec, self.graph[frame.node]
+        if not frame.settled:
+            if self._fits(1 + closing):
+                for index, p in enumerate(spec.properties[frame.next_prop :], frame.next_prop):
+                    for item in p["items"]:
+                        if item != p["default"] and self._prop_keeps_an_output(frame, index, item):
+                            mask[v.prop[(spec.type, p["name"], item)]] = True
+            if frame.link is not None:  # a new node: its output, once its properties are chosen
+                for o in self._compatible_outputs(spec, spec.sockets_for(node.props)[1], frame.link.type):
+                    mask[v.output[o]] = True
+                return mask
+            inputs = spec.sockets_for(node.props)[0]
+        else:
+            inputs = frame.inputs
         is_root = frame.node == 0
-        root_linked = any(s in node.links for s in ROOT_LINK_SOCKETS)
-        if frame.next_input == 0 and frame.stops == 0 and self._fits(1 + closing):
-            for p in spec.properties[frame.next_prop :]:
-                for item in p["items"]:
-                    if item != p["default"]:
-                        mask[v.prop[(spec.type, p["name"], item)]] = True
+        root_linked = self._root_linked()
         if spec.ramp is not None and frame.next_input == 0 and frame.stops < MAX_RAMP_STOPS:
             mask[STOP] = self._fits(5 + closing)
         for socket in spec.inputs[frame.next_input :]:
+            if socket.identifier not in inputs:
+                continue
             if is_root and not root_linked and socket.identifier not in ROOT_LINK_SOCKETS:
                 continue
             cost = self._entry_cost(socket)
             if cost is None:
                 continue
             if is_root and not root_linked:  # this entry is the root's link: it replaces the reserve
-                cost = 2 if self._refs("SHADER") else 3
                 if self._fits(1 + cost + closing - 4):
                     mask[v.input[socket.identifier]] = True
             elif self._fits(1 + cost + closing):
@@ -712,91 +753,93 @@ class MaterialGrammar:
             mask[END] = True
         return mask
 
+    def _prop_keeps_an_output(self, frame: _Frame, index: int, item: Any) -> bool:
+        """A new node's property value leaves it an output for its link (always so for the root)."""
+        if frame.link is None:
+            return True
+        props = {**self.graph[frame.node].props, frame.spec.properties[index]["name"]: item}
+        outputs = frame.spec.sockets_for(props)[1]
+        return bool(self._compatible_outputs(frame.spec, outputs, frame.link.type))
+
     # -- feeding --
     def feed(self, token: int) -> None:
         if not self.allowed_mask()[token]:
-            raise MaterialTokenError(
-                f"token {self.vocab.names[token] if token < self.vocab.size else token} not allowed here"
-            )
+            name = self.vocab.names[token] if 0 <= token < self.vocab.size else token
+            raise MaterialTokenError(f"token {name} not allowed here")
         self.tokens.append(token)
         v = self.vocab
         if self.pending == "root":
-            self._open(OUTPUT_TYPE)
+            self._open(OUTPUT_TYPE, None)
             self.pending = None
         elif self.pending == "eos":
             self.done, self.pending = True, None
         elif self.pending in ("values", "stop"):
-            lo, _ = v.bin_range(self.kinds[len(self.bins)])
-            self.bins.append(token - lo)
-            if len(self.bins) == len(self.kinds):
-                frame = self.frames[-1]
-                node = self.graph[frame.node]
-                if self.pending == "stop":
-                    node.ramp = tuple(sorted((node.ramp or ()) + (tuple(self.bins),)))
-                else:
-                    assert self.socket is not None
-                    if tuple(self.bins) != self.socket.default:
-                        node.values[self.socket.identifier] = tuple(self.bins)
-                self.pending = None
+            self._feed_bin(token)
         elif self.pending == "entry":
             assert self.socket is not None
             if token in v.node_of:
-                key = v.node_of[token]
-                self.link_from = (len(self.graph), self.specs[key])
-                self._open(key, push=False)
-                self.pending = "out"
+                self._open(v.node_of[token], self.socket)
+                self.pending = None
             elif v.ref <= token < v.ref + v.max_nodes:
-                i = token - v.ref
-                self.link_from = (i, self.specs[self.graph[i].key])
-                self.pending = "out"
+                self.ref, self.pending = token - v.ref, "out"
             else:
                 self.kinds, self.bins, self.pending = _value_kinds(self.socket), [], "values"
-                self.feed_bin(token)
+                self._feed_bin(token)
         elif self.pending == "out":
-            assert self.socket is not None and self.link_from is not None
-            frame = self.frames[-1]
-            child, spec = self.link_from
-            self.graph[frame.node].links[self.socket.identifier] = (child, v.output_of[token])
-            self.pending = None
-            if child not in self.closed:
-                self.frames.append(_Frame(child, spec))
-        elif token == END:
-            frame = self.frames.pop()
-            self.closed.add(frame.node)
-            if frame.node == 0:
-                self.pending = "eos"
-        elif token == STOP:
-            self.frames[-1].stops += 1
-            self.kinds, self.bins, self.pending = ["f", "L", "a", "b"], [], "stop"
+            assert self.socket is not None and self.ref is not None
+            self.graph[self.frames[-1].node].links[self.socket.identifier] = (self.ref, v.output_of[token])
+            self.pending, self.ref = None, None
         elif token in v.prop_of:
             frame = self.frames[-1]
             _, name, item = v.prop_of[token]
-            index = next(i for i, p in enumerate(frame.spec.properties) if p["name"] == name)
             self.graph[frame.node].props[name] = item
-            frame.next_prop = index + 1
+            frame.next_prop = 1 + next(i for i, p in enumerate(frame.spec.properties) if p["name"] == name)
+        elif token in v.output_of:  # a new node's output: it now feeds its parent's input
+            frame = self.frames[-1]
+            assert frame.link is not None
+            self._settle(frame)
+            parent = self.frames[-2]
+            self.graph[parent.node].links[frame.link.identifier] = (frame.node, v.output_of[token])
         else:
             frame = self.frames[-1]
-            identifier = v.input_of[token]
-            index = frame.spec.input_index(identifier)
-            assert index is not None
-            frame.next_input = index + 1
-            self.socket = frame.spec.inputs[index]
-            self.pending = "entry"
+            self._settle(frame)
+            if token == END:
+                self.frames.pop()
+                self.closed.add(frame.node)
+                if frame.node == 0:
+                    self.pending = "eos"
+            elif token == STOP:
+                frame.stops += 1
+                self.kinds, self.bins, self.pending = ["f", "L", "a", "b"], [], "stop"
+            else:
+                index = frame.spec.input_index(v.input_of[token])
+                assert index is not None
+                frame.next_input = index + 1
+                self.socket = frame.spec.inputs[index]
+                self.pending = "entry"
 
-    def feed_bin(self, token: int) -> None:
-        """The first value token of an entry (already appended by feed)."""
-        lo, _ = self.vocab.bin_range(self.kinds[0])
+    def _settle(self, frame: _Frame) -> None:
+        if not frame.settled:
+            frame.inputs, self.outputs[frame.node] = frame.spec.sockets_for(self.graph[frame.node].props)
+            frame.settled = True
+
+    def _feed_bin(self, token: int) -> None:
+        lo, _ = self.vocab.bin_range(self.kinds[len(self.bins)])
         self.bins.append(token - lo)
-        if len(self.bins) == len(self.kinds):
+        if len(self.bins) < len(self.kinds):
+            return
+        node = self.graph[self.frames[-1].node]
+        if self.pending == "stop":
+            node.ramp = tuple(sorted((node.ramp or ()) + (tuple(self.bins),)))
+        else:
             assert self.socket is not None
             if tuple(self.bins) != self.socket.default:
-                self.graph[self.frames[-1].node].values[self.socket.identifier] = tuple(self.bins)
-            self.pending = None
+                node.values[self.socket.identifier] = tuple(self.bins)
+        self.pending = None
 
-    def _open(self, key: str, push: bool = True) -> None:
+    def _open(self, key: str, link: Socket | None) -> None:
         self.graph.append(GraphNode(key))
-        if push:
-            self.frames.append(_Frame(len(self.graph) - 1, self.specs[key]))
+        self.frames.append(_Frame(len(self.graph) - 1, self.specs[key], link))
 
 
 def decode(tokens: list[int], max_tokens: int = 10_000, max_nodes: int = 48) -> Graph:
