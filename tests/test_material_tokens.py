@@ -30,20 +30,8 @@ from shared.ml.material_tokens import (
     vocabulary,
 )
 from shared.scene.models import Material
-from tests.extract_support import CORPUS, extract, load_document
+from tests.material_support import extracted_materials
 
-# Corpus files whose materials cover the tokens' cases: glTF node groups and image textures
-# (01_alpha_blend, 01_factors), Mix nodes and properties (01_factors, 19_sheen), vertex colours,
-# a checker texture (collection_to_link), legacy materials (Alien, 4Cubes4Mats_248).
-SLICE = [
-    "blend/gltf_blender_io/scenes_01_alpha_blend.blend",
-    "blend/gltf_blender_io/scenes_01_factors.blend",
-    "blend/gltf_blender_io/scenes_19_sheen.blend",
-    "blend/gltf_blender_io/scenes_24_vertex_colors.blend",
-    "blend/gltf_blender_io/scenes_collection_to_link.blend",
-    "blend/quaternius/Characters_and_Animals/Alien_Animated_-_April_2019/Alien.blend",
-    "blend/assimp_testmodels/4Cubes4Mats_248.blend",
-]
 FULL_DATASET = Path(os.environ.get("BMT_MATERIAL_DATASET", "/work/datasets/material"))
 
 
@@ -60,14 +48,8 @@ def assert_round_trip(material: dict, groups: list[dict]) -> int:
 
 @pytest.fixture(scope="module")
 def corpus_materials(tmp_path_factory) -> list[tuple[dict, list[dict]]]:
-    out = tmp_path_factory.mktemp("extracted")
-    entries = extract([CORPUS / p for p in SLICE], out)
-    materials = []
-    for entry in entries.values():
-        doc = load_document(entry)
-        for material in doc["materials"]:
-            materials.append((material, doc["node_groups"]))
-    return materials
+    items = extracted_materials(tmp_path_factory.mktemp("extracted"))
+    return [({"name": it["material"], "pbr": it["pbr"], "node_tree": it["node_tree"]}, it["node_groups"]) for it in items]
 
 
 def test_every_material_of_the_corpus_slice_round_trips(corpus_materials):

@@ -41,12 +41,12 @@ class TrainConfig:
     dataset: str = "full"
     geometry_dataset: str | None = None  # object sizes; default: the geometry dataset beside --dataset
     run_dir: str = "runs/material-tiny"
-    max_steps: int = 1200
+    max_steps: int = 1500
     max_minutes: float = 15.0
     batch_size: int = 32
     lr: float = 2e-3
     warmup_steps: int = 100
-    weight_decay: float = 0.05
+    weight_decay: float = 0.1
     checkpoint_every: int = 250
     seed: int = 0
     threads: int = 1
@@ -62,6 +62,21 @@ def item_noun(item: dict) -> str:
         if match:
             return match.group(1)
     return re.sub(r"[_.\d]+", " ", item.get("object") or "").strip().lower()
+
+
+def prompt_variants(captions: list[str], noun: str) -> list[str]:
+    """The captions and the shorter ways a person types them: "red material for a chair" also as
+    "red chair", "red wood material" also as "red wood" and "red wood chair"."""
+    out = list(captions)
+    for caption in captions:
+        head, sep, _ = caption.partition(" material for a")
+        if sep:
+            out.append(f"{head} {noun}")
+        elif caption.endswith(" material"):
+            out.append(caption.removesuffix(" material"))
+            if noun:
+                out.append(f"{caption.removesuffix(' material')} {noun}")
+    return list(dict.fromkeys(out))
 
 
 def geometry_ref(dataset: str, geometry_dataset: str | None) -> str | None:
@@ -107,6 +122,7 @@ def material_examples(items: list[dict], sizes: dict) -> list[dict]:
                 "graph": graph,
                 "tokens": encode(graph),
                 "captions": item["captions"],
+                "prompts": prompt_variants(item["captions"], item_noun(item)),
                 "object_text": object_text(item_noun(item), item["category"]),
                 "numbers": context_features(sizes.get(key), names.index(item["material"]), len(names)),
             }
@@ -120,7 +136,7 @@ class Batches:
         self.skipped = len(examples) - len(self.examples)
         if not self.examples:
             raise ValueError(f"no material fits max_tokens={max_tokens}")
-        texts = sorted({c for e in self.examples for c in e["captions"]} | {e["object_text"] for e in self.examples})
+        texts = sorted({c for e in self.examples for c in e["prompts"]} | {e["object_text"] for e in self.examples})
         self.vectors = dict(zip(texts, embed(texts, default_cache_dir()), strict=True))
         self.by_length = np.argsort([len(e["tokens"]) for e in self.examples], kind="stable")
 
@@ -132,7 +148,7 @@ class Batches:
             start = int(rng.integers(len(self.examples) - window + 1))
             indices = rng.choice(self.by_length[start : start + window], size=size, replace=window < size)
         chosen = [self.examples[int(i)] for i in indices]
-        text = np.stack([self.vectors[e["captions"][rng.integers(len(e["captions"]))]] for e in chosen])
+        text = np.stack([self.vectors[e["prompts"][rng.integers(len(e["prompts"]))]] for e in chosen])
         objects = np.stack([self.vectors[e["object_text"]] for e in chosen])
         numbers = np.stack([e["numbers"] for e in chosen])
         tokens = to_tensor([e["tokens"] for e in chosen])

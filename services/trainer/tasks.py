@@ -1,6 +1,6 @@
 """Celery tasks of the train queue. torch is imported inside the task, so any worker can load this.
 
-``train.geometry`` is idempotent: the run folder is keyed by the hash of what determines the run
+``train.geometry`` and ``train.material`` are idempotent: the run folder is keyed by the hash of what determines the run
 (preset, dataset, steps, code version), so a redelivered task resumes the same run from its last
 checkpoint, and a finished run returns its recorded result without training again.
 """
@@ -28,10 +28,51 @@ def run_key(preset: str, dataset: str | None, max_steps: int, commit: str | None
 def train_geometry(
     self, preset: str = "tiny", dataset: str | None = None, max_steps: int = 3000, max_minutes: float = 20.0
 ) -> dict:
-    from services.trainer.geometry import TrainConfig, code_version, train
+    from services.trainer.geometry import TrainConfig, train
+
+    def run(run_dir: Path, resume: bool) -> dict:
+        config = TrainConfig(
+            preset=preset,
+            dataset=dataset,
+            run_dir=str(run_dir),
+            max_steps=max_steps,
+            max_minutes=max_minutes,
+            resume=resume,
+        )
+        return train(config, progress=self.progress)
+
+    return tracked_training(self, "geometry", preset, dataset, max_steps, max_minutes, run)
+
+
+@app.task(name="train.material", base=TrackedTask, bind=True)
+def train_material(
+    self, preset: str = "tiny", dataset: str = "full", max_steps: int = 1500, max_minutes: float = 30.0
+) -> dict:
+    from services.trainer.material import TrainConfig, train
+
+    def run(run_dir: Path, resume: bool) -> dict:
+        config = TrainConfig(
+            preset=preset,
+            dataset=dataset,
+            run_dir=str(run_dir),
+            max_steps=max_steps,
+            max_minutes=max_minutes,
+            resume=resume,
+        )
+        return train(config, progress=self.progress)
+
+    return tracked_training(self, "material", preset, dataset, max_steps, max_minutes, run)
+
+
+def tracked_training(
+    task, specialist: str, preset: str, dataset: str | None, max_steps: int, max_minutes: float, run
+) -> dict:
+    """A training run keyed by what determines it, recorded as a TrainingRun row; ``run(run_dir,
+    resume)`` trains and returns the run record."""
+    from services.trainer.geometry import code_version
 
     key = run_key(preset, dataset, max_steps, code_version()["commit"])
-    run_dir = Path(get_settings().data_dir) / "runs" / f"geometry-{preset}-{key}"
+    run_dir = Path(get_settings().data_dir) / "runs" / f"{specialist}-{preset}-{key}"
     record_path = run_dir / "run.json"
     if (
         record_path.is_file()
@@ -42,35 +83,25 @@ def train_geometry(
         dataset_row = (
             session.query(Dataset).filter_by(manifest_key=dataset).one_or_none() if dataset else None
         )
-        run = TrainingRun(
-            specialist="geometry",
+        training_run = TrainingRun(
+            specialist=specialist,
             dataset_id=dataset_row.id if dataset_row else None,
             preset=preset,
             config={
                 "max_steps": max_steps,
                 "max_minutes": max_minutes,
                 "run_dir": str(run_dir),
-                "job": self.request.id,
+                "job": task.request.id,
             },
             code_version=code_version()["commit"],
             status=RunStatus.RUNNING,
             started_at=utcnow(),
         )
-        session.add(run)
+        session.add(training_run)
         session.flush()
-        run_id = run.id
+        run_id = training_run.id
     try:
-        record = train(
-            TrainConfig(
-                preset=preset,
-                dataset=dataset,
-                run_dir=str(run_dir),
-                max_steps=max_steps,
-                max_minutes=max_minutes,
-                resume=(run_dir / "checkpoint.pt").is_file(),
-            ),
-            progress=self.progress,
-        )
+        record = run(run_dir, (run_dir / "checkpoint.pt").is_file())
     except BaseException:
         with session_scope() as session:
             failed = session.get(TrainingRun, run_id)

@@ -26,7 +26,7 @@ from shared.ml.text_embedding import EMBEDDING_DIM
 
 PRESETS = {
     # Trains in minutes on 2 CPU cores; about 1M parameters.
-    "tiny": dict(d_model=128, n_layers=3, n_heads=4, max_tokens=128, prefix_tokens=2, dropout=0.1),
+    "tiny": dict(d_model=128, n_layers=3, n_heads=4, max_tokens=128, prefix_tokens=2, dropout=0.2),
     # For a GPU: about 25M parameters, the longest graphs of the corpus.
     "base": dict(d_model=512, n_layers=8, n_heads=8, max_tokens=320, prefix_tokens=4, dropout=0.1),
 }
@@ -171,12 +171,13 @@ class MaterialModel(nn.Module):
         hidden = self._run(x, cache)
         rows = list(range(rows_n))
         while rows:
-            masks = torch.from_numpy(np.stack([grammars[i].allowed_mask() for i in rows])).to(device)
+            allowed = np.stack([grammars[i].allowed_mask() for i in rows])
+            masks = torch.from_numpy(allowed).to(device)
             logits = self.head(hidden[:, -1]).float()
             going = []
             for b, i in enumerate(rows):
                 token = sample_token(logits[b], masks[b], temperature, top_p, generators[i])
-                grammars[i].feed(token)
+                grammars[i].feed(token, allowed[b])
                 tokens[i].append(token)
                 if token != EOS:
                     going.append(b)
@@ -190,7 +191,9 @@ class MaterialModel(nn.Module):
         return [(t, g.graph) for t, g in zip(tokens, grammars, strict=True)]
 
 
-def load_model(path, device: str = "cpu", half_precision: bool = True) -> tuple[MaterialModel, dict]:
+def load_model(path, device: str = "cpu", half_precision: bool = False) -> tuple[MaterialModel, dict]:
+    """(model in eval mode, checkpoint dict). fp32 by default: at d_model 128 the weights fit in
+    cache, and the fp16 path's conversions cost more than the bytes it saves."""
     ckpt = torch.load(path, map_location=device, weights_only=False)
     model = MaterialModel(MaterialModelConfig.from_dict(ckpt["model_config"]))
     load_weights(model, ckpt["state_dict"])

@@ -762,8 +762,9 @@ class MaterialGrammar:
         return bool(self._compatible_outputs(frame.spec, outputs, frame.link.type))
 
     # -- feeding --
-    def feed(self, token: int) -> None:
-        if not self.allowed_mask()[token]:
+    def feed(self, token: int, allowed: np.ndarray | None = None) -> None:
+        """Appends a token; ``allowed`` is allowed_mask() of this state when the caller has it."""
+        if not (self.allowed_mask() if allowed is None else allowed)[token]:
             name = self.vocab.names[token] if 0 <= token < self.vocab.size else token
             raise MaterialTokenError(f"token {name} not allowed here")
         self.tokens.append(token)
