@@ -18,7 +18,16 @@ import torch
 
 from shared.ml.material_generator import MaterialGenerator
 
-PROMPTS = ["red painted wood", "brushed steel", "green glass", "glowing blue", "old leather", "white marble", "gold", "dark rubber"]
+PROMPTS = [
+    "red painted wood",
+    "brushed steel",
+    "green glass",
+    "glowing blue",
+    "old leather",
+    "white marble",
+    "gold",
+    "dark rubber",
+]
 NOUNS = [("chair", "furniture"), ("sword", "weapon"), ("car", "vehicle"), ("lamp", "lighting")]
 
 

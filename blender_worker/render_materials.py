@@ -26,7 +26,11 @@ def sphere(rings: int = 16, segments: int = 32) -> dict:
     for r in range(1, rings):
         theta = math.pi * r / rings
         vertices += [
-            [math.sin(theta) * math.cos(2 * math.pi * s / segments), math.sin(theta) * math.sin(2 * math.pi * s / segments), math.cos(theta)]
+            [
+                math.sin(theta) * math.cos(2 * math.pi * s / segments),
+                math.sin(theta) * math.sin(2 * math.pi * s / segments),
+                math.cos(theta),
+            ]
             for s in range(segments)
         ]
     vertices.append([0.0, 0.0, -1.0])
@@ -42,7 +46,9 @@ def sphere(rings: int = 16, segments: int = 32) -> dict:
     return {"name": "Sphere", "vertices": vertices, "faces": faces, "face_smooth": [True] * len(faces)}
 
 
-def render_materials(materials: list[dict], out_dir: Path, size: int = 128, samples: int = 16) -> list[list[str]]:
+def render_materials(
+    materials: list[dict], out_dir: Path, size: int = 128, samples: int = 16
+) -> list[list[str]]:
     out_dir.mkdir(parents=True, exist_ok=True)
     warnings = []
     mesh = sphere()

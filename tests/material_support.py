@@ -25,8 +25,16 @@ SLICE = [
 ]
 
 
-def extracted_materials(out: Path) -> list[dict]:
-    """Material items (the labeler's material item fields) of every mesh slot in the slice."""
+def extracted_materials(tmp_path_factory) -> list[dict]:
+    """Material items (the labeler's material item fields) of every mesh slot in the slice,
+    extracted once per test session."""
+    cached = tmp_path_factory.getbasetemp() / "material-slice.json"
+    if not cached.is_file():
+        cached.write_text(json.dumps(_extract(tmp_path_factory.mktemp("material-slice"))))
+    return json.loads(cached.read_text())
+
+
+def _extract(out: Path) -> list[dict]:
     items = []
     for name, entry in sorted(extract([CORPUS / p for p in SLICE], out).items()):
         doc = load_document(entry)

@@ -58,8 +58,23 @@ def test_a_thousand_grammar_samples_build_without_a_warning_and_read_back():
 def test_generated_materials_fill_an_objects_slots_as_node_materials():
     generator = MaterialGenerator(CHECKPOINT, device="cpu")
     requests = [
-        {"prompt": "red painted wood", "noun": "chair", "category": "furniture", "size": [0.5, 0.5, 1.0], "slot": 0, "slots": 2},
-        {"prompt": "shiny metal", "noun": "chair", "category": "furniture", "size": [0.5, 0.5, 1.0], "slot": 1, "slots": 2, "seed": 3},
+        {
+            "prompt": "red painted wood",
+            "noun": "chair",
+            "category": "furniture",
+            "size": [0.5, 0.5, 1.0],
+            "slot": 0,
+            "slots": 2,
+        },
+        {
+            "prompt": "shiny metal",
+            "noun": "chair",
+            "category": "furniture",
+            "size": [0.5, 0.5, 1.0],
+            "slot": 1,
+            "slots": 2,
+            "seed": 3,
+        },
     ]
     results = generator.run_many(requests)
     materials = [dict(r["material"], name=f"Chair {i}") for i, r in enumerate(results)]
@@ -76,7 +91,9 @@ def test_generated_materials_fill_an_objects_slots_as_node_materials():
     result = inject_scene(scene(materials, [obj]))
     assert result.warnings == []
     (chair,) = result.objects
-    assert [s.material.name for s in chair.material_slots] == [result.names["materials"][m["name"]] for m in materials]
+    assert [s.material.name for s in chair.material_slots] == [
+        result.names["materials"][m["name"]] for m in materials
+    ]
     for slot, doc in zip(chair.material_slots, materials, strict=True):
         tree = slot.material.node_tree
         assert {n.bl_idname for n in tree.nodes} == {n["type"] for n in doc["node_tree"]["nodes"]}

@@ -24,12 +24,19 @@ SMALL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "prefix_tokens": 1}
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    items = extracted_materials(tmp_path_factory.mktemp("extracted"))
+    items = extracted_materials(tmp_path_factory)
     return write_material_dataset(tmp_path_factory.mktemp("dataset"), items)
 
 
 def test_training_resumes_and_exports_a_small_checkpoint(dataset, tmp_path):
-    config = TrainConfig(dataset=str(dataset), run_dir=str(tmp_path / "run"), max_steps=3, batch_size=4, checkpoint_every=2, model_overrides=SMALL)
+    config = TrainConfig(
+        dataset=str(dataset),
+        run_dir=str(tmp_path / "run"),
+        max_steps=3,
+        batch_size=4,
+        checkpoint_every=2,
+        model_overrides=SMALL,
+    )
     first = train(config)
     assert first["result"]["steps"] == 3 and first["dataset"]["name"] == "slice"
     resumed = train(TrainConfig(**{**config.__dict__, "max_steps": 5, "resume": True}))
@@ -50,6 +57,7 @@ def test_train_material_task_records_the_run_and_is_idempotent(dataset, monkeypa
     from shared.db.models import Job, RunStatus, TrainingRun
     from shared.queue import submit
 
+    # A one-layer model keeps the task's training in seconds; the task and trainer are the real ones.
     small = MaterialModelConfig.preset("tiny", **SMALL)
     monkeypatch.setattr(material.MaterialModelConfig, "preset", classmethod(lambda cls, name, **kw: small))
     ensure_schema()
@@ -68,10 +76,11 @@ def test_train_material_task_records_the_run_and_is_idempotent(dataset, monkeypa
 def test_committed_checkpoint_makes_scene_materials_per_request():
     generator = MaterialGenerator(CHECKPOINT, device="cpu")
     assert generator.meta["run"]["dataset"]["name"] == "full"  # the card's data and licence claims rest on it
+    chair = {"prompt": "red chair", "noun": "chair", "category": "furniture", "size": [0.5, 0.5, 1]}
     requests = [
-        {"prompt": "red chair", "noun": "chair", "category": "furniture", "size": [0.5, 0.5, 1], "slot": 0, "slots": 2, "seed": 1},
+        {**chair, "slot": 0, "slots": 2, "seed": 1},
         {"prompt": "gold sword", "noun": "sword", "seed": 2, "temperature": 0},
-        {"prompt": "red chair", "noun": "chair", "category": "furniture", "size": [0.5, 0.5, 1], "slot": 0, "slots": 2, "seed": 1},
+        {**chair, "slot": 0, "slots": 2, "seed": 1},
     ]
     results = generator.run_many(requests)
     assert len(results) == 3
@@ -110,7 +119,9 @@ def test_evaluation_scores_the_model_against_baselines_and_renders_a_grid(datase
     from services.trainer.evaluate_material import main
 
     monkeypatch.setenv("EVAL_LIMIT", "3")
-    main(["--dataset", str(dataset), "--checkpoint", str(CHECKPOINT), "--out", str(tmp_path), "--threads", "1"])
+    main(
+        ["--dataset", str(dataset), "--checkpoint", str(CHECKPOINT), "--out", str(tmp_path), "--threads", "1"]
+    )
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     for key in (
         "valid_share",

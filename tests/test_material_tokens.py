@@ -48,8 +48,11 @@ def assert_round_trip(material: dict, groups: list[dict]) -> int:
 
 @pytest.fixture(scope="module")
 def corpus_materials(tmp_path_factory) -> list[tuple[dict, list[dict]]]:
-    items = extracted_materials(tmp_path_factory.mktemp("extracted"))
-    return [({"name": it["material"], "pbr": it["pbr"], "node_tree": it["node_tree"]}, it["node_groups"]) for it in items]
+    items = extracted_materials(tmp_path_factory)
+    return [
+        ({"name": it["material"], "pbr": it["pbr"], "node_tree": it["node_tree"]}, it["node_groups"])
+        for it in items
+    ]
 
 
 def test_every_material_of_the_corpus_slice_round_trips(corpus_materials):
@@ -96,7 +99,11 @@ def test_groups_are_flattened_through_their_interface():
         "nodes": [
             {"name": "In", "type": "NodeGroupInput", "outputs": [{"identifier": "Socket_0"}]},
             {"name": "Out", "type": "NodeGroupOutput", "inputs": [{"identifier": "Socket_1"}]},
-            {"name": "Diffuse", "type": "ShaderNodeBsdfDiffuse", "inputs": [{"identifier": "Color", "default": [0.8, 0.8, 0.8, 1]}]},
+            {
+                "name": "Diffuse",
+                "type": "ShaderNodeBsdfDiffuse",
+                "inputs": [{"identifier": "Color", "default": [0.8, 0.8, 0.8, 1]}],
+            },
         ],
         "links": [
             {"from_node": "In", "from_socket": "Socket_0", "to_node": "Diffuse", "to_socket": "Color"},
@@ -109,12 +116,22 @@ def test_groups_are_flattened_through_their_interface():
             "name": "Grouped",
             "nodes": [
                 {"name": "Output", "type": "ShaderNodeOutputMaterial"},
-                {"name": "G", "type": "ShaderNodeGroup", "node_tree": "Tint", "inputs": [{"identifier": "Socket_0", "default": [1.0, 0.0, 0.0, 1.0]}]},
+                {
+                    "name": "G",
+                    "type": "ShaderNodeGroup",
+                    "node_tree": "Tint",
+                    "inputs": [{"identifier": "Socket_0", "default": [1.0, 0.0, 0.0, 1.0]}],
+                },
                 {"name": "Reroute", "type": "NodeReroute"},
             ],
             "links": [
                 {"from_node": "G", "from_socket": "Socket_1", "to_node": "Reroute", "to_socket": "Input"},
-                {"from_node": "Reroute", "from_socket": "Output", "to_node": "Output", "to_socket": "Surface"},
+                {
+                    "from_node": "Reroute",
+                    "from_socket": "Output",
+                    "to_node": "Output",
+                    "to_socket": "Surface",
+                },
             ],
         },
     }
@@ -129,7 +146,11 @@ def test_a_material_without_a_linked_output_becomes_its_principled_summary():
     material = {
         "name": "Loose",
         "pbr": {"base_color": [0.0, 0.0, 1.0, 1.0], "metallic": 1.0},
-        "node_tree": {"name": "Loose", "nodes": [{"name": "Output", "type": "ShaderNodeOutputMaterial"}], "links": []},
+        "node_tree": {
+            "name": "Loose",
+            "nodes": [{"name": "Output", "type": "ShaderNodeOutputMaterial"}],
+            "links": [],
+        },
     }
     graph = canonical_graph(material)
     assert [n.key for n in graph] == ["ShaderNodeOutputMaterial", "ShaderNodeBsdfPrincipled"]
@@ -179,7 +200,17 @@ def test_grammar_refuses_what_blender_could_not_build():
     with pytest.raises(MaterialTokenError, match="not allowed"):  # a colour into a shader socket
         decode([BOS, out, v.input["Surface"], v.node["ShaderNodeRGB"]])
     with pytest.raises(MaterialTokenError, match="not allowed"):  # a shader into a colour socket
-        decode([BOS, out, v.input["Surface"], principled, v.output["BSDF"], v.input["Base Color"], v.node["ShaderNodeEmission"]])
+        decode(
+            [
+                BOS,
+                out,
+                v.input["Surface"],
+                principled,
+                v.output["BSDF"],
+                v.input["Base Color"],
+                v.node["ShaderNodeEmission"],
+            ]
+        )
     # a link back to the open output node would be a cycle: no reference to it exists
     grammar = MaterialGrammar()
     for token in [out, v.input["Surface"], principled, v.output["BSDF"], v.input["Base Color"]]:

@@ -51,7 +51,9 @@ def delta_e(linear_a, linear_b) -> float:
     """CIEDE2000 between two linear-sRGB colours."""
 
     def lab(rgb):
-        return colour.XYZ_to_Lab(colour.sRGB_to_XYZ(np.clip(np.asarray(rgb[:3], float), 0, 1), apply_cctf_decoding=False))
+        return colour.XYZ_to_Lab(
+            colour.sRGB_to_XYZ(np.clip(np.asarray(rgb[:3], float), 0, 1), apply_cctf_decoding=False)
+        )
 
     return float(colour.delta_E(lab(linear_a), lab(linear_b), method="CIE 2000"))
 
@@ -64,7 +66,11 @@ def node_type_f1(a: list[GraphNode], b: list[GraphNode]) -> float:
 
 def visible_colour(pbr: dict) -> list[float]:
     """The colour a word like "red" is about: the emission colour of an emitter, else the base colour."""
-    if pbr["emission_strength"] > 0.5 and max(pbr["emission_color"][:3]) > 0.05 and max(pbr["base_color"][:3]) < 0.05:
+    if (
+        pbr["emission_strength"] > 0.5
+        and max(pbr["emission_color"][:3]) > 0.05
+        and max(pbr["base_color"][:3]) < 0.05
+    ):
         return pbr["emission_color"]
     return pbr["base_color"]
 
@@ -87,7 +93,12 @@ def category_means(train: list[dict]) -> dict[str, dict]:
 
 
 def evaluate_material(
-    checkpoint: str, dataset: str, out: str, limit: int | None = None, render: bool = True, grid_rows: int = 10
+    checkpoint: str,
+    dataset: str,
+    out: str,
+    limit: int | None = None,
+    render: bool = True,
+    grid_rows: int = 10,
 ) -> dict:
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +114,9 @@ def evaluate_material(
     grey = pbr_graph({})
 
     def retrieve(prompt: str) -> list[GraphNode]:
-        return owner[captions[int(np.argmax(caption_vectors @ embed([prompt], default_cache_dir())[0]))]]["graph"]
+        return owner[captions[int(np.argmax(caption_vectors @ embed([prompt], default_cache_dir())[0]))]][
+            "graph"
+        ]
 
     def category_graph(category: str) -> list[GraphNode]:
         return pbr_graph(means.get(category, {}))
@@ -116,7 +129,9 @@ def evaluate_material(
                 "prompt": caps[1] if len(caps) > 1 else caps[0],
                 "noun": item_noun(e["item"]),
                 "category": e["item"]["category"],
-                "slot": int(round(e["numbers"][4] * (slots[(e["item"]["asset_sha256"], e["item"]["object"])] - 1))),
+                "slot": int(
+                    round(e["numbers"][4] * (slots[(e["item"]["asset_sha256"], e["item"]["object"])] - 1))
+                ),
                 "slots": slots[(e["item"]["asset_sha256"], e["item"]["object"])],
             }
         )
@@ -136,10 +151,20 @@ def evaluate_material(
     for method, produced in graphs.items():
         pbrs = [_summary(g) for g in produced]
         scores[method] = {
-            "delta_e": float(np.median([delta_e(pbrs[i]["base_color"], test[i]["pbr"]["base_color"]) for i in coloured])),
-            "roughness_error": float(np.mean([abs(p["roughness"] - e["pbr"]["roughness"]) for p, e in zip(pbrs, test, strict=True)])),
-            "metallic_error": float(np.mean([abs(p["metallic"] - e["pbr"]["metallic"]) for p, e in zip(pbrs, test, strict=True)])),
-            "node_type_f1": float(np.mean([node_type_f1(g, e["graph"]) for g, e in zip(produced, test, strict=True)])),
+            "delta_e": float(
+                np.median([delta_e(pbrs[i]["base_color"], test[i]["pbr"]["base_color"]) for i in coloured])
+            ),
+            "roughness_error": float(
+                np.mean(
+                    [abs(p["roughness"] - e["pbr"]["roughness"]) for p, e in zip(pbrs, test, strict=True)]
+                )
+            ),
+            "metallic_error": float(
+                np.mean([abs(p["metallic"] - e["pbr"]["metallic"]) for p, e in zip(pbrs, test, strict=True)])
+            ),
+            "node_type_f1": float(
+                np.mean([node_type_f1(g, e["graph"]) for g, e in zip(produced, test, strict=True)])
+            ),
         }
     prompts = colour_prompt_scores(generator, retrieve, category_graph)
     metrics = {
@@ -205,7 +230,9 @@ def colour_prompt_scores(generator, retrieve, category_graph) -> dict:
             elif word == "glass":
                 by_word[word].append(float(pbr["transmission"] >= 0.5 or pbr["alpha"] <= 0.5))
             else:
-                by_word[word].append(float(pbr["emission_strength"] > 0 and max(pbr["emission_color"][:3]) > 0.05))
+                by_word[word].append(
+                    float(pbr["emission_strength"] > 0 and max(pbr["emission_color"][:3]) > 0.05)
+                )
         colour_scores = [d for w in spec["colours"] for d in by_word[w]]
         out[method] = {
             "delta_e": float(np.median(colour_scores)),
@@ -234,18 +261,34 @@ def render_grid(test, requests, generated, graphs, out_dir: Path, rows: int) -> 
     columns = ("model", "retrieval", "reference")
     materials = []
     for k in chosen:
-        materials += [generated[k], graph_to_material(graphs["retrieval"][k]), graph_to_material(test[k]["graph"])]
+        materials += [
+            generated[k],
+            graph_to_material(graphs["retrieval"][k]),
+            graph_to_material(test[k]["graph"]),
+        ]
     renders = out_dir / "renders"
     (out_dir / "materials.json").write_text(json.dumps(materials))
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "blender_worker.render_materials", str(out_dir / "materials.json"), str(renders), "--size", "128", "--samples", "16"],
+        [
+            sys.executable,
+            "-m",
+            "blender_worker.render_materials",
+            str(out_dir / "materials.json"),
+            str(renders),
+            "--size",
+            "128",
+            "--samples",
+            "16",
+        ],
         check=True,
         cwd=REPO,
         capture_output=True,
     )
     warnings = json.loads((renders / "warnings.json").read_text())
-    fig, axes = plt.subplots(len(chosen), len(columns), figsize=(2.4 * len(columns), 2.5 * len(chosen)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(chosen), len(columns), figsize=(2.4 * len(columns), 2.5 * len(chosen)), squeeze=False
+    )
     for r, k in enumerate(chosen):
         for c, name in enumerate(columns):
             ax = axes[r][c]
@@ -269,7 +312,9 @@ def render_grid(test, requests, generated, graphs, out_dir: Path, rows: int) -> 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m services.trainer.evaluate_material")
-    parser.add_argument("--dataset", default="full", help="material dataset: name, manifest sha256, file or folder")
+    parser.add_argument(
+        "--dataset", default="full", help="material dataset: name, manifest sha256, file or folder"
+    )
     parser.add_argument("--checkpoint", default="models/material/tiny/model.pt")
     parser.add_argument("--out", default="var/eval/material")
     parser.add_argument("--no-render", action="store_true", help="skip the Blender render grid")

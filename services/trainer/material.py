@@ -28,7 +28,13 @@ from services.trainer.geometry import _lr, code_version
 from shared.ml.datasets import DatasetError, dataset_version, iter_split
 from shared.ml.geometry_model import to_tensor
 from shared.ml.material_generator import object_text
-from shared.ml.material_model import MaterialModel, MaterialModelConfig, context_features, load_weights, save_checkpoint
+from shared.ml.material_model import (
+    MaterialModel,
+    MaterialModelConfig,
+    context_features,
+    load_weights,
+    save_checkpoint,
+)
 from shared.ml.material_tokens import canonical_graph, encode
 from shared.ml.text_embedding import default_cache_dir, embed
 
@@ -136,7 +142,9 @@ class Batches:
         self.skipped = len(examples) - len(self.examples)
         if not self.examples:
             raise ValueError(f"no material fits max_tokens={max_tokens}")
-        texts = sorted({c for e in self.examples for c in e["prompts"]} | {e["object_text"] for e in self.examples})
+        texts = sorted(
+            {c for e in self.examples for c in e["prompts"]} | {e["object_text"] for e in self.examples}
+        )
         self.vectors = dict(zip(texts, embed(texts, default_cache_dir()), strict=True))
         self.by_length = np.argsort([len(e["tokens"]) for e in self.examples], kind="stable")
 
@@ -189,10 +197,17 @@ def train(config: TrainConfig, progress=None) -> dict:
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         model_config = MaterialModelConfig.from_dict(state["model_config"])
     sizes = object_sizes(geometry_ref(config.dataset, config.geometry_dataset))
-    train_batches = Batches(material_examples(list(iter_split(config.dataset, "train", "material")), sizes), model_config.max_tokens)
-    val_batches = Batches(material_examples(list(iter_split(config.dataset, "val", "material")), sizes), model_config.max_tokens)
+    train_batches = Batches(
+        material_examples(list(iter_split(config.dataset, "train", "material")), sizes),
+        model_config.max_tokens,
+    )
+    val_batches = Batches(
+        material_examples(list(iter_split(config.dataset, "val", "material")), sizes), model_config.max_tokens
+    )
     model = MaterialModel(model_config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95)
+    )
     step, minutes_before, best_val, best_step = 0, 0.0, math.inf, None
     rng = np.random.default_rng(config.seed)
     if state is not None:
@@ -255,7 +270,10 @@ def train(config: TrainConfig, progress=None) -> dict:
         tokens_seen += int((targets != 0).sum())
         losses.append(loss.item())
         if progress:
-            done = max((step - first_step) / max(1, config.max_steps - first_step), (time.monotonic() - started) / (60 * config.max_minutes))
+            done = max(
+                (step - first_step) / max(1, config.max_steps - first_step),
+                (time.monotonic() - started) / (60 * config.max_minutes),
+            )
             progress(min(1.0, done), f"step {step} loss {losses[-1]:.3f}")
         if step % config.checkpoint_every == 0:
             val = validate()
@@ -295,8 +313,14 @@ def add_parser(subparsers) -> None:
     """Registers ``python -m services.trainer material`` and ``material-export``."""
     parser = subparsers.add_parser("material", help="train the prompt-to-node-material model")
     parser.add_argument("--preset", default="tiny", choices=["tiny", "base"])
-    parser.add_argument("--dataset", default=TrainConfig.dataset, help="material dataset: name, manifest sha256, file or folder")
-    parser.add_argument("--geometry-dataset", help="for object sizes; default: the geometry dataset beside --dataset")
+    parser.add_argument(
+        "--dataset",
+        default=TrainConfig.dataset,
+        help="material dataset: name, manifest sha256, file or folder",
+    )
+    parser.add_argument(
+        "--geometry-dataset", help="for object sizes; default: the geometry dataset beside --dataset"
+    )
     parser.add_argument("--run-dir", help="default runs/material-<preset>")
     parser.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint.pt")
     parser.add_argument("--max-steps", type=int, default=TrainConfig.max_steps)
@@ -305,7 +329,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     parser.add_argument("--threads", type=int, default=TrainConfig.threads)
     parser.add_argument(
-        "--schedule-minutes", type=float, help="decay the learning rate over this many minutes instead of --max-steps"
+        "--schedule-minutes",
+        type=float,
+        help="decay the learning rate over this many minutes instead of --max-steps",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--export", help="after training, write the best weights in fp16 here")

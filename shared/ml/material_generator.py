@@ -15,7 +15,9 @@ from shared.ml.material_model import context_features, load_model
 from shared.ml.material_tokens import graph_to_material
 from shared.ml.text_embedding import embed
 
-REQUEST_KEYS = frozenset({"prompt", "noun", "category", "size", "slot", "slots", "seed", "temperature", "top_p"})
+REQUEST_KEYS = frozenset(
+    {"prompt", "noun", "category", "size", "slot", "slots", "seed", "temperature", "top_p"}
+)
 
 
 def object_text(noun: str | None, category: str | None) -> str:
@@ -107,7 +109,12 @@ class MaterialGenerator:
                 np.stack([embed([object_text(checked[i]["noun"], checked[i]["category"])])[0] for i in rows])
             )
             numbers = torch.from_numpy(
-                np.stack([context_features(checked[i]["size"], checked[i]["slot"], checked[i]["slots"]) for i in rows])
+                np.stack(
+                    [
+                        context_features(checked[i]["size"], checked[i]["slot"], checked[i]["slots"])
+                        for i in rows
+                    ]
+                )
             )
             generators = [torch.Generator(device=self.device).manual_seed(checked[i]["seed"]) for i in rows]
             with self._lock:

@@ -82,7 +82,9 @@ class MaterialModel(nn.Module):
         self.config = c = config
         self.text_proj = nn.Linear(c.text_dim, c.prefix_tokens * c.d_model)
         self.object_proj = nn.Linear(c.text_dim, c.d_model)
-        self.numbers_proj = nn.Sequential(nn.Linear(CONTEXT_FEATURES, c.d_model), nn.GELU(), nn.Linear(c.d_model, c.d_model))
+        self.numbers_proj = nn.Sequential(
+            nn.Linear(CONTEXT_FEATURES, c.d_model), nn.GELU(), nn.Linear(c.d_model, c.d_model)
+        )
         self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
         self.pos_emb = nn.Embedding(c.prefix_length + c.max_tokens, c.d_model)
         self.drop = nn.Dropout(c.dropout)
@@ -133,12 +135,16 @@ class MaterialModel(nn.Module):
     def forward(self, text, objects, numbers, tokens, targets=None):
         """Logits (B, T, V) for the token after each of ``tokens``; with targets also the mean loss."""
         if tokens.shape[1] > self.config.max_tokens:
-            raise ValueError(f"sequence of {tokens.shape[1]} tokens exceeds max_tokens={self.config.max_tokens}")
+            raise ValueError(
+                f"sequence of {tokens.shape[1]} tokens exceeds max_tokens={self.config.max_tokens}"
+            )
         x = torch.cat([self._prefix(text, objects, numbers), self.tok_emb(tokens)], 1)
         logits = self.head(self._run(x)[:, self.config.prefix_length :])
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=PAD)
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=PAD
+        )
         return logits, loss
 
     @torch.inference_mode()
@@ -196,6 +202,6 @@ def load_model(path, device: str = "cpu", half_precision: bool = False) -> tuple
     cache, and the fp16 path's conversions cost more than the bytes it saves."""
     ckpt = torch.load(path, map_location=device, weights_only=False)
     model = MaterialModel(MaterialModelConfig.from_dict(ckpt["model_config"]))
-    load_weights(model, ckpt["state_dict"])
+    load_weights(model, ckpt["state_dict"])  # type: ignore[arg-type]  # any model with tied tok_emb/head
     model.use_half_precision(half_precision and device == "cpu")
     return model.to(device).eval(), ckpt

@@ -293,13 +293,12 @@ Graph = list[GraphNode]  # index 0 is the Material Output; nodes in walk (TYPE t
 
 
 def _node_key(node: dict, specs: dict[str, NodeSpec]) -> str | None:
-    node_type = node.get("type")
+    """The vocabulary entry of a node: its type, with its variant (a Mix without a stored data
+    type is Blender's default, FLOAT, the first)."""
+    properties = node.get("properties") or {}
     for key, spec in specs.items():
-        if spec.type == node_type and all(
-            (node.get("properties") or {}).get(p, v) == v for p, v in spec.variant.items()
-        ):
-            if spec.variant or key == node_type:
-                return key
+        if spec.type == node.get("type") and all(properties.get(p, v) == v for p, v in spec.variant.items()):
+            return key
     return None
 
 
@@ -430,23 +429,25 @@ def canonical_graph(material: dict, node_groups: list[dict] | None = None) -> Gr
         return pbr_graph(material.get("pbr") or {})
     specs = node_specs()
     nodes, links = _flatten(tree, {g["name"]: g for g in node_groups or []})
-    keys = {name: _node_key(node, specs) for name, node in nodes.items()}
-    if any((node.get("properties") or {}).get("mute") for node in nodes.values()):
-        keys = {n: k for n, k in keys.items() if not (nodes[n].get("properties") or {}).get("mute")}
+    keys = {  # nodes of the vocabulary, muted ones left out
+        name: key
+        for name, node in nodes.items()
+        if (key := _node_key(node, specs)) is not None and not (node.get("properties") or {}).get("mute")
+    }
     outputs = [n for n, k in keys.items() if k == OUTPUT_TYPE]
     active = [n for n in outputs if (nodes[n].get("properties") or {}).get("is_active_output", True)]
     root = (active or outputs or [None])[0]
-    props = {n: _node_props(nodes[n], specs[k]) for n, k in keys.items() if k is not None}
-    enabled = {n: specs[keys[n]].sockets_for(p) for n, (p, _) in props.items()}  # type: ignore[index]
+    props = {n: _node_props(nodes[n], specs[k]) for n, k in keys.items()}
+    enabled = {n: specs[keys[n]].sockets_for(p) for n, (p, _) in props.items()}
     incoming: dict[str, dict[str, tuple[str, str]]] = {}
     for fn, fs, tn, ts in links:
-        if keys.get(fn) is None or keys.get(tn) is None:
+        if fn not in keys or tn not in keys:
             continue
         out_type = dict(specs[keys[fn]].outputs).get(fs)
-        index = specs[keys[tn]].input_index(ts)
-        if out_type is None or index is None or fs not in enabled[fn][1] or ts not in enabled[tn][0]:
+        position = specs[keys[tn]].input_index(ts)
+        if out_type is None or position is None or fs not in enabled[fn][1] or ts not in enabled[tn][0]:
             continue
-        socket = specs[keys[tn]].inputs[index]
+        socket = specs[keys[tn]].inputs[position]
         if socket.linkable and compatible(out_type, socket.type):
             incoming.setdefault(tn, {})[ts] = (fn, fs)
     if root is None or not any(s in incoming.get(root, {}) for s in ROOT_LINK_SOCKETS):
@@ -456,7 +457,7 @@ def canonical_graph(material: dict, node_groups: list[dict] | None = None) -> Gr
     closed: set[str] = set()
 
     def visit(name: str) -> int:
-        spec = specs[keys[name]]  # type: ignore[index]
+        spec = specs[keys[name]]
         index[name] = len(graph)
         node = GraphNode(spec.key, props=props[name][0], ramp=props[name][1])
         graph.append(node)
@@ -633,13 +634,19 @@ class MaterialGrammar:
     def _closing(self) -> int:
         """Fewest tokens that end the sequence from a node body: OUT of a new node still without
         one, ENDs, the root's link (IN TYPE OUT END), EOS."""
-        root_needs = 0 if self._root_linked() else 4
-        if self.pending in ("entry", "out") and len(self.frames) == 1 and self.socket is not None:
-            if self.socket.identifier in ROOT_LINK_SOCKETS:  # this entry is the root's link
-                root_needs = 0
-        if len(self.frames) > 1 and self.frames[1].link is not None:
-            if self.frames[1].link.identifier in ROOT_LINK_SOCKETS:  # a new node for the root's link
-                root_needs = 0
+        # The root's link is written, or under way: an entry of the root's Surface or Volume,
+        # or a new node opened for it.
+        linking = (
+            self.pending in ("entry", "out")
+            and len(self.frames) == 1
+            and self.socket is not None
+            and self.socket.identifier in ROOT_LINK_SOCKETS
+        ) or (
+            len(self.frames) > 1
+            and self.frames[1].link is not None
+            and self.frames[1].link.identifier in ROOT_LINK_SOCKETS
+        )
+        root_needs = 0 if self._root_linked() or linking else 4
         unsettled = sum(1 for f in self.frames if f.link is not None and not f.settled)
         return len(self.frames) + unsettled + root_needs + 1
 
@@ -970,7 +977,7 @@ def summarise(graph: Graph) -> dict:
     """A PBR summary of a graph (the scene format's PBRSummary fields): the shaders that reach the
     output's Surface, mixed by their factors; a colour that varies over the surface counts as
     the default grey."""
-    out = {
+    out: dict[str, Any] = {
         "base_color": np.array([0.8, 0.8, 0.8]),
         "metallic": 0.0,
         "roughness": 0.5,
@@ -981,7 +988,7 @@ def summarise(graph: Graph) -> dict:
     }
     if "Surface" not in graph[0].links:
         return _summary_json(out)
-    acc = {k: (np.zeros(3) if isinstance(v, np.ndarray) else 0.0) for k, v in out.items()}
+    acc: dict[str, Any] = {k: (np.zeros(3) if isinstance(v, np.ndarray) else 0.0) for k, v in out.items()}
 
     def num(i: int, identifier: str, fallback: float) -> float:
         v = (
@@ -1010,10 +1017,8 @@ def summarise(graph: Graph) -> dict:
             f = 0.5 if kind == "ShaderNodeAddShader" else min(1.0, max(0.0, num(i, "Fac", 0.5)))
             shaders = [s.identifier for s in spec.inputs if s.type == "SHADER"]
             for socket, w in zip(shaders, (1 - f, f), strict=True):
-                if socket in graph[i].links:
+                if socket in graph[i].links:  # an empty shader slot adds nothing: it is black
                     shade(graph[i].links[socket][0], weight * w, depth + 1)
-                elif kind == "ShaderNodeMixShader":
-                    acc["alpha"] += 0.0  # an empty shader slot lets nothing through: it is dark
             return
         colour_socket = next((s for s in _COLOUR_INPUTS if spec.input_index(s) is not None), None)
         entry = dict(out)
