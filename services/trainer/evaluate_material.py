@@ -31,11 +31,16 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import colour
 import numpy as np
 import torch
 
-from services.trainer.material import item_noun, material_examples
+from services.trainer.material import (
+    delta_e,
+    geometry_ref,
+    item_noun,
+    material_examples,
+    object_sizes,
+)
 from shared.ml.datasets import dataset_version, iter_split
 from shared.ml.material_generator import MaterialGenerator
 from shared.ml.material_tokens import GraphNode, canonical_graph, graph_to_material, node_specs, pbr_graph
@@ -45,17 +50,6 @@ from shared.scene.models import Material
 REPO = Path(__file__).resolve().parents[2]
 PROMPTS = Path(__file__).with_name("colour_prompts.json")
 METHODS = ("model", "retrieval", "category_mean", "grey")
-
-
-def delta_e(linear_a, linear_b) -> float:
-    """CIEDE2000 between two linear-sRGB colours."""
-
-    def lab(rgb):
-        return colour.XYZ_to_Lab(
-            colour.sRGB_to_XYZ(np.clip(np.asarray(rgb[:3], float), 0, 1), apply_cctf_decoding=False)
-        )
-
-    return float(colour.delta_E(lab(linear_a), lab(linear_b), method="CIE 2000"))
 
 
 def node_type_f1(a: list[GraphNode], b: list[GraphNode]) -> float:
@@ -99,11 +93,13 @@ def evaluate_material(
     limit: int | None = None,
     render: bool = True,
     grid_rows: int = 10,
+    split: str = "test",
 ) -> dict:
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train = material_examples(list(iter_split(dataset, "train", "material")), {})
-    test = material_examples(list(iter_split(dataset, "test", "material")), {})[:limit]
+    sizes = object_sizes(geometry_ref(dataset, None))
+    train = material_examples(list(iter_split(dataset, "train", "material")), sizes)
+    test = material_examples(list(iter_split(dataset, split, "material")), sizes)[:limit]
     for e in train + test:
         e["pbr"] = _summary(e["graph"])
     generator = MaterialGenerator(checkpoint, device="cpu")
@@ -169,6 +165,7 @@ def evaluate_material(
     prompts = colour_prompt_scores(generator, retrieve, category_graph)
     metrics = {
         "items": len(test),
+        "split": split,
         "colour_items": len(coloured),
         "valid_share": float(np.mean(valid)),
         "delta_e": scores["model"]["delta_e"],
@@ -319,10 +316,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="var/eval/material")
     parser.add_argument("--no-render", action="store_true", help="skip the Blender render grid")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--split", default="test", choices=["val", "test"], help="val: to choose a checkpoint"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     limit = int(os.environ["EVAL_LIMIT"]) if os.environ.get("EVAL_LIMIT") else None
-    metrics = evaluate_material(args.checkpoint, args.dataset, args.out, limit, render=not args.no_render)
+    metrics = evaluate_material(
+        args.checkpoint, args.dataset, args.out, limit, render=not args.no_render, split=args.split
+    )
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=2))
 
 

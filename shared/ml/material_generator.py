@@ -46,9 +46,9 @@ def check_request(request: Any) -> dict:
     if size is not None and (
         not isinstance(size, list | tuple)
         or len(size) != 3
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < 1e6 for v in size)
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1e6 for v in size)
     ):
-        raise ValueError("size: three positive numbers [x, y, z] in metres")
+        raise ValueError("size: three numbers [x, y, z] in metres, each 0 or more (a plane is flat)")
     slots, slot = request.get("slots", 1), request.get("slot", 0)
     if not isinstance(slots, int) or isinstance(slots, bool) or not 1 <= slots <= 256:
         raise ValueError("slots: an integer from 1 to 256")
