@@ -47,18 +47,19 @@ def sphere(rings: int = 16, segments: int = 32) -> dict:
 
 
 def render_materials(
-    materials: list[dict], out_dir: Path, size: int = 128, samples: int = 16
+    renders: list[dict], out_dir: Path, size: int = 128, samples: int = 16
 ) -> list[list[str]]:
     out_dir.mkdir(parents=True, exist_ok=True)
     warnings = []
-    mesh = sphere()
-    for i, material in enumerate(materials):
+    ball = sphere()
+    for i, render in enumerate(renders):
         bpy.ops.wm.read_factory_settings(use_empty=True)
-        material = dict(material, name="Sample")
+        material = dict(render["material"], name="Sample")
+        mesh = {"name": "Object", **render["mesh"]} if render.get("mesh") else ball
         doc = {
             "schema_version": "1.0",
             "materials": [material],
-            "objects": [{"name": "Sphere", "mesh": mesh, "material_slots": ["Sample"]}],
+            "objects": [{"name": "Object", "mesh": mesh, "material_slots": ["Sample"]}],
         }
         warnings.append(inject_scene(doc).warnings)
         render_preview(out_dir / f"{i}.png", size=size, samples=samples)
@@ -67,13 +68,13 @@ def render_materials(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("materials", type=Path)
+    parser.add_argument("renders", type=Path)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--samples", type=int, default=16)
     args = parser.parse_args(argv)
     out_dir = args.out_dir.resolve()
-    warnings = render_materials(json.loads(args.materials.read_text()), out_dir, args.size, args.samples)
+    warnings = render_materials(json.loads(args.renders.read_text()), out_dir, args.size, args.samples)
     (out_dir / "warnings.json").write_text(json.dumps(warnings))
 
 

@@ -39,6 +39,7 @@ from services.trainer.material import (
     geometry_ref,
     item_noun,
     material_examples,
+    object_meshes,
     object_sizes,
 )
 from shared.ml.datasets import dataset_version, iter_split
@@ -186,7 +187,9 @@ def evaluate_material(
         "checkpoint_run": generator.meta.get("run", {}).get("result"),
     }
     if render:
-        metrics["render"] = render_grid(test, requests, generated, graphs, out_dir, grid_rows)
+        metrics["render"] = render_grid(
+            test, requests, generated, graphs, out_dir, grid_rows, geometry_ref(dataset, None)
+        )
         metrics["valid_share_blender"] = metrics["render"]["built_without_warning_share"]
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     return metrics
@@ -241,9 +244,10 @@ def colour_prompt_scores(generator, retrieve, category_graph) -> dict:
     return out
 
 
-def render_grid(test, requests, generated, graphs, out_dir: Path, rows: int) -> dict:
-    """Rows of test items (one per category first): the prompt, the model's material, the
-    retrieval baseline's, the reference, each on a sphere rendered by Cycles."""
+def render_grid(test, requests, generated, graphs, out_dir: Path, rows: int, meshes_ref: str | None) -> dict:
+    """Rows of test items (one per category first): the model's material on a sphere and on the
+    item's object (its mesh from the geometry dataset; a sphere when it has none), the retrieval
+    baseline's on a sphere, the reference on a sphere and on the object; Cycles renders."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -255,23 +259,29 @@ def render_grid(test, requests, generated, graphs, out_dir: Path, rows: int) -> 
             seen.add(e["item"]["category"])
             chosen.append(k)
     chosen = chosen[:rows]
-    columns = ("model", "retrieval", "reference")
-    materials = []
-    for k in chosen:
-        materials += [
-            generated[k],
-            graph_to_material(graphs["retrieval"][k]),
-            graph_to_material(test[k]["graph"]),
+    keys = [(test[k]["item"]["asset_sha256"], test[k]["item"]["object"]) for k in chosen]
+    meshes = object_meshes(meshes_ref, set(keys))
+    columns = ("model", "model on object", "retrieval", "reference", "reference on object")
+    jobs = []
+    for k, key in zip(chosen, keys, strict=True):
+        reference = graph_to_material(test[k]["graph"])
+        mesh = meshes.get(key)
+        jobs += [
+            {"material": generated[k]},
+            {"material": generated[k], "mesh": mesh},
+            {"material": graph_to_material(graphs["retrieval"][k])},
+            {"material": reference},
+            {"material": reference, "mesh": mesh},
         ]
     renders = out_dir / "renders"
-    (out_dir / "materials.json").write_text(json.dumps(materials))
+    (out_dir / "renders.json").write_text(json.dumps(jobs))
     started = time.perf_counter()
     subprocess.run(
         [
             sys.executable,
             "-m",
             "blender_worker.render_materials",
-            str(out_dir / "materials.json"),
+            str(out_dir / "renders.json"),
             str(renders),
             "--size",
             "128",
@@ -292,12 +302,14 @@ def render_grid(test, requests, generated, graphs, out_dir: Path, rows: int) -> 
             ax.imshow(plt.imread(renders / f"{r * len(columns) + c}.png"))
             ax.set_xticks([])
             ax.set_yticks([])
+            if name.endswith("object") and keys[r] not in meshes:
+                name += " (no mesh: sphere)"
             title = name if c else f'"{requests[k]["prompt"]}"\n({requests[k]["noun"]}) {name}'
             ax.set_title(title, fontsize=7)
     fig.tight_layout()
     fig.savefig(out_dir / "grid.png", dpi=90)
     plt.close(fig)
-    model_warnings = warnings[0 :: len(columns)]
+    model_warnings = warnings[0 :: len(columns)] + warnings[1 :: len(columns)]
     return {
         "png": str(out_dir / "grid.png"),
         "rows": len(chosen),

@@ -96,20 +96,31 @@ def geometry_ref(dataset: str, geometry_dataset: str | None) -> str | None:
     return dataset  # a dataset name: the geometry dataset built under the same name
 
 
-def object_sizes(ref: str | None) -> dict[tuple[str, str], list[float]]:
-    """(asset sha256, object name) -> bounding-box size of the object's mesh, from a geometry dataset."""
-    sizes: dict[tuple[str, str], list[float]] = {}
+def _geometry_items(ref: str | None):
+    """(asset sha256, object name) and mesh of every item of a geometry dataset (none if absent)."""
     if ref is None:
-        return sizes
+        return
     try:
         for split in ("train", "val", "test"):
             for item in iter_split(ref, split, "geometry"):
-                vertices = np.asarray(item["mesh"]["vertices"], dtype=np.float64)
-                if len(vertices):
-                    sizes[(item["asset_sha256"], item["object"])] = np.ptp(vertices, axis=0).tolist()
+                yield (item["asset_sha256"], item["object"]), item["mesh"]
     except DatasetError:
-        return {}
+        return
+
+
+def object_sizes(ref: str | None) -> dict[tuple[str, str], list[float]]:
+    """(asset sha256, object name) -> bounding-box size of the object's mesh, from a geometry dataset."""
+    sizes = {}
+    for key, mesh in _geometry_items(ref):
+        vertices = np.asarray(mesh["vertices"], dtype=np.float64)
+        if len(vertices):
+            sizes[key] = np.ptp(vertices, axis=0).tolist()
     return sizes
+
+
+def object_meshes(ref: str | None, keys: set[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+    """The meshes of these objects that a geometry dataset holds."""
+    return {key: mesh for key, mesh in _geometry_items(ref) if key in keys}
 
 
 def material_examples(items: list[dict], sizes: dict) -> list[dict]:
