@@ -84,6 +84,18 @@ bench-serving: $(STAMP)
 eval-geometry: $(STAMP)
 	$(PY) -m services.trainer.evaluate geometry --checkpoint $(GEOMETRY_CHECKPOINT) $(if $(GEOMETRY_DATASET),--dataset $(GEOMETRY_DATASET))
 
+# Material (issue 15). MATERIAL_DATASET: a material dataset name (full, after make dataset-full),
+# manifest sha256 or folder. EVAL_LIMIT=N scores the first N test items.
+MATERIAL_DATASET ?= full
+MATERIAL_CHECKPOINT ?= models/material/tiny/model.pt
+
+eval-material: $(STAMP)
+	$(PY) -m services.trainer.evaluate_material --dataset $(MATERIAL_DATASET) --checkpoint $(MATERIAL_CHECKPOINT)
+
+BENCHES += bench-material
+bench-material: $(STAMP)
+	$(PY) -m benchmarks.material --checkpoint $(MATERIAL_CHECKPOINT)
+
 # What models/geometry/gpu-runs.sh needs on a machine with PyTorch alone: the dataset as a folder and
 # the caption embeddings, packed into .gpu/bundle.tgz (carry it, unpack it into .gpu there).
 gpu-bundle: $(STAMP)

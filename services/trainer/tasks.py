@@ -1,7 +1,7 @@
 """Celery tasks of the train queue. torch is imported inside the task, so any worker can load this.
 
-``train.geometry`` is idempotent: the run folder is keyed by the hash of what determines the run
-(preset, dataset, steps, code version), so a redelivered task resumes the same run from its last
+Every ``train.NAME`` task is idempotent: the run folder is keyed by the hash of what determines
+the run (preset, dataset, steps, code version), so a redelivered task resumes the same run from its last
 checkpoint in the same training_runs row, and a finished run returns its recorded result (row id
 and checkpoint key included) without training again.
 """
@@ -97,29 +97,60 @@ def finish_run(run_id: int, checkpoint: Path | None, metrics: dict | None) -> di
 def train_geometry(
     self, preset: str = "tiny", dataset: str | None = None, max_steps: int = 3000, max_minutes: float = 20.0
 ) -> dict:
-    from services.trainer.geometry import TrainConfig, code_version, train
+    from services.trainer.geometry import TrainConfig, train
+
+    def run(run_dir: Path, resume: bool) -> dict:
+        config = TrainConfig(
+            preset=preset,
+            dataset=dataset,
+            run_dir=str(run_dir),
+            max_steps=max_steps,
+            max_minutes=max_minutes,
+            resume=resume,
+        )
+        return train(config, progress=self.progress)
+
+    return tracked_training(self, "geometry", preset, dataset, max_steps, max_minutes, run)
+
+
+@app.task(name="train.material", base=TrackedTask, bind=True)
+def train_material(
+    self, preset: str = "tiny", dataset: str = "full", max_steps: int = 1500, max_minutes: float = 30.0
+) -> dict:
+    from services.trainer.material import TrainConfig, train
+
+    def run(run_dir: Path, resume: bool) -> dict:
+        config = TrainConfig(
+            preset=preset,
+            dataset=dataset,
+            run_dir=str(run_dir),
+            max_steps=max_steps,
+            max_minutes=max_minutes,
+            resume=resume,
+        )
+        return train(config, progress=self.progress)
+
+    return tracked_training(self, "material", preset, dataset, max_steps, max_minutes, run)
+
+
+def tracked_training(
+    task, specialist: str, preset: str, dataset: str | None, max_steps: int, max_minutes: float, run
+) -> dict:
+    """A training run keyed by what determines it, recorded as a TrainingRun row; ``run(run_dir,
+    resume)`` trains and returns the run record."""
+    from services.trainer.geometry import code_version
 
     commit = code_version()["commit"]
     key = run_key(preset, dataset, max_steps, commit)
-    run_dir = Path(get_settings().data_dir) / "runs" / f"geometry-{preset}-{key}"
-    config = {"max_steps": max_steps, "max_minutes": max_minutes, "job": self.request.id}
+    run_dir = Path(get_settings().data_dir) / "runs" / f"{specialist}-{preset}-{key}"
+    config = {"max_steps": max_steps, "max_minutes": max_minutes, "job": task.request.id}
     run_id, finished = claim_run(
-        "geometry", run_dir, preset=preset, dataset=dataset, code_version=commit, config=config
+        specialist, run_dir, preset=preset, dataset=dataset, code_version=commit, config=config
     )
     if finished is not None:
         return finished
     try:
-        record = train(
-            TrainConfig(
-                preset=preset,
-                dataset=dataset,
-                run_dir=str(run_dir),
-                max_steps=max_steps,
-                max_minutes=max_minutes,
-                resume=(run_dir / "checkpoint.pt").is_file(),
-            ),
-            progress=self.progress,
-        )
+        record = run(run_dir, (run_dir / "checkpoint.pt").is_file())
     except BaseException:
         finish_run(run_id, None, None)
         raise
