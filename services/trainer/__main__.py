@@ -1,6 +1,6 @@
 """Trainer CLI.
 
-python -m services.trainer geometry --preset tiny [--dataset MANIFEST] [--resume]
+python -m services.trainer geometry [--model flat|parts] --preset tiny [--dataset MANIFEST] [--resume]
 python -m services.trainer export --run-dir runs/geometry-tiny --out models/geometry/tiny/model.pt
 python -m services.trainer embed-captions --dataset full    fill the text-embedding cache
 """
@@ -17,6 +17,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m services.trainer")
     sub = parser.add_subparsers(dest="specialist", required=True)
     geo = sub.add_parser("geometry", help="train the text-to-mesh model")
+    geo.add_argument(
+        "--model",
+        default="flat",
+        choices=["flat", "parts"],
+        help="flat: one token sequence per object; parts: a structure model, then a part model",
+    )
+    geo.add_argument(
+        "--stages",
+        nargs="+",
+        default=["structure", "part"],
+        choices=["structure", "part"],
+        help="--model parts: which of its two models to train",
+    )
     geo.add_argument("--preset", default="tiny", choices=["tiny", "base"])
     geo.add_argument(
         "--dataset", help="manifest sha256, manifest file or folder; default: synthetic primitives"
@@ -62,7 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     config = TrainConfig(
         preset=args.preset,
         dataset=args.dataset,
-        run_dir=args.run_dir or f"runs/geometry-{args.preset}",
+        model=args.model,
+        stages=tuple(args.stages),
+        run_dir=args.run_dir or f"runs/geometry-{'parts-' if args.model == 'parts' else ''}{args.preset}",
         max_steps=args.max_steps,
         max_minutes=args.max_minutes,
         batch_tokens=args.batch_tokens,

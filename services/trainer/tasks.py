@@ -17,26 +17,32 @@ from shared.queue import TrackedTask, app
 from shared.settings import get_settings
 
 
-def run_key(preset: str, dataset: str | None, max_steps: int, commit: str | None) -> str:
-    text = json.dumps(
-        {"preset": preset, "dataset": dataset, "max_steps": max_steps, "code": commit}, sort_keys=True
-    )
+def run_key(preset: str, dataset: str | None, max_steps: int, commit: str | None, model: str = "flat") -> str:
+    fields = {"preset": preset, "dataset": dataset, "max_steps": max_steps, "code": commit}
+    if model != "flat":  # a flat run keeps the key it had before parts existed
+        fields["model"] = model
+    text = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @app.task(name="train.geometry", base=TrackedTask, bind=True)
 def train_geometry(
-    self, preset: str = "tiny", dataset: str | None = None, max_steps: int = 3000, max_minutes: float = 20.0
+    self,
+    preset: str = "tiny",
+    dataset: str | None = None,
+    max_steps: int = 3000,
+    max_minutes: float = 20.0,
+    model: str = "flat",
 ) -> dict:
     from services.trainer.geometry import TrainConfig, code_version, train
 
-    key = run_key(preset, dataset, max_steps, code_version()["commit"])
-    run_dir = Path(get_settings().data_dir) / "runs" / f"geometry-{preset}-{key}"
+    if model not in ("flat", "parts"):
+        raise ValueError(f"model must be 'flat' or 'parts', not {model!r}")
+    key = run_key(preset, dataset, max_steps, code_version()["commit"], model)
+    kind = "parts-" if model == "parts" else ""
+    run_dir = Path(get_settings().data_dir) / "runs" / f"geometry-{kind}{preset}-{key}"
     record_path = run_dir / "run.json"
-    if (
-        record_path.is_file()
-        and json.loads(record_path.read_text()).get("result", {}).get("steps") == max_steps
-    ):
+    if record_path.is_file() and _finished(json.loads(record_path.read_text()), max_steps):
         return {"run_dir": str(run_dir), **json.loads(record_path.read_text())["result"]}
     with session_scope() as session:
         dataset_row = (
@@ -49,6 +55,7 @@ def train_geometry(
             config={
                 "max_steps": max_steps,
                 "max_minutes": max_minutes,
+                "model": model,
                 "run_dir": str(run_dir),
                 "job": self.request.id,
             },
@@ -62,12 +69,13 @@ def train_geometry(
     try:
         record = train(
             TrainConfig(
+                model=model,
                 preset=preset,
                 dataset=dataset,
                 run_dir=str(run_dir),
                 max_steps=max_steps,
                 max_minutes=max_minutes,
-                resume=(run_dir / "checkpoint.pt").is_file(),
+                resume=_resumable(run_dir, model),
             ),
             progress=self.progress,
         )
@@ -78,7 +86,13 @@ def train_geometry(
         raise
     from shared.blobs import get_blob_store
 
-    checkpoint_key = get_blob_store().put_file(run_dir / "checkpoint.pt")
+    if model == "parts":  # one file holding both models, as served
+        from services.trainer.geometry import export_model
+
+        export_model(run_dir, run_dir / "model.pt")
+        checkpoint_key = get_blob_store().put_file(run_dir / "model.pt")
+    else:
+        checkpoint_key = get_blob_store().put_file(run_dir / "checkpoint.pt")
     with session_scope() as session:
         done = session.get(TrainingRun, run_id)
         done.status, done.finished_at = RunStatus.SUCCEEDED, utcnow()  # type: ignore[union-attr]
@@ -89,3 +103,19 @@ def train_geometry(
         "checkpoint_key": checkpoint_key,
         **record["result"],
     }
+
+
+def _finished(record: dict, max_steps: int) -> bool:
+    """A recorded run that reached max_steps (a parts run: both of its models)."""
+    if record.get("model_kind") == "parts":
+        return all(
+            record.get(m, {}).get("result", {}).get("steps") == max_steps for m in ("structure", "part")
+        )
+    return record.get("result", {}).get("steps") == max_steps
+
+
+def _resumable(run_dir: Path, model: str) -> bool:
+    """A redelivered task resumes what its first delivery saved."""
+    if model == "parts":  # the structure model trains first
+        return (run_dir / "structure" / "checkpoint.pt").is_file()
+    return (run_dir / "checkpoint.pt").is_file()
