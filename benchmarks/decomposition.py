@@ -22,7 +22,8 @@ from shared.ml.part_decomposition import DecompositionConfig, decompose, unit_fr
 
 
 def measure(items: list[dict], config: DecompositionConfig) -> dict:
-    parts, largest, fits, single, started = [], [], [], [], time.perf_counter()
+    parts, largest, fits, single, components = [], [], [], [], []
+    started = time.perf_counter()
     for item in items:
         d = decompose(item["mesh"]["vertices"], item["mesh"]["faces"], config)
         sizes = np.array([len(p.faces) for p in d.parts])
@@ -30,6 +31,7 @@ def measure(items: list[dict], config: DecompositionConfig) -> dict:
         largest.append(sizes.max() / sizes.sum())
         fits.append(d.fits)
         single.append(d.stats["components"] == 1)
+        components.append(d.stats["components"])
     return {
         "rule": {"target_parts": config.target_parts, "min_part_faces": config.min_part_faces},
         "objects": len(items),
@@ -39,6 +41,7 @@ def measure(items: list[dict], config: DecompositionConfig) -> dict:
         "largest_part_share_median": float(np.median(largest)),
         "fits_share": float(np.mean(fits)),
         "one_component_share": float(np.mean(single)),
+        "components_median": float(np.median(components)),
         "seconds_per_object": (time.perf_counter() - started) / max(1, len(items)),
     }
 

@@ -149,7 +149,7 @@ def test_face_ranges_and_part_budgets():
 
 def small_parts_model(seed: int = 0) -> PartsModel:
     torch.manual_seed(seed)
-    structure, part, decomposition = preset_configs("tiny", SMALL, {**SMALL, "max_tokens": 160})
+    structure, part, decomposition = preset_configs("tiny", SMALL, {**SMALL, "max_tokens": 48})
     return PartsModel(GeometryModel(structure), GeometryModel(part), decomposition)
 
 
@@ -157,15 +157,15 @@ def test_untrained_parts_model_assembles_valid_objects_inside_the_unit_cube():
     model = small_parts_model()
     texts = torch.randn(3, 384)
     generators = [torch.Generator().manual_seed(s) for s in range(3)]
-    objects = model.generate_batch(texts, face_budget=[5, 12, 30], temperature=1.2, generator=generators)
-    for obj, budget in zip(objects, [5, 12, 30], strict=True):
+    objects = model.generate_batch(texts, face_budget=[3, 6, 12], temperature=1.2, generator=generators)
+    for obj, budget in zip(objects, [3, 6, 12], strict=True):
         assert 1 <= len(obj.layout) <= budget and len(obj.parts) == len(obj.layout)
         assert 1 <= len(obj.faces) <= budget
         assert np.abs(obj.vertices).max() <= 0.5 + 1e-9 and np.isclose(np.ptp(obj.vertices, 0).max(), 1.0)
         assert all(0 <= v < len(obj.vertices) for f in obj.faces for v in f)
         assert all(len(set(f)) == len(f) >= 3 for f in obj.faces)
     again = model.generate_batch(
-        texts[1:2], face_budget=12, temperature=1.2, generator=[torch.Generator().manual_seed(1)]
+        texts[1:2], face_budget=6, temperature=1.2, generator=[torch.Generator().manual_seed(1)]
     )
     assert again[0].faces == objects[1].faces  # a row's object does not depend on its batch
 

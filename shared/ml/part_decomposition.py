@@ -6,8 +6,8 @@ README, "Parts"):
 1. The object is put in its unit frame (bounding box centred, longest side 1, as
    ``quantize_mesh`` does) and its vertices are welded at the tokenizer's grid (7 bits).
 2. Connected components of the welded faces are the first parts: the artist's loose pieces.
-3. A part whose tokens exceed ``max_part_tokens`` is cut in two at the median of its face
-   centroids along its box's longest axis, again until every piece fits.
+3. A part whose tokens exceed ``max_part_tokens`` is cut into slabs at quantiles of its face
+   centroids along their longest axis, as many as its tokens need, again until every piece fits.
 4. Parts with fewer than ``min_part_faces`` faces, and then the smallest parts while there are
    more than ``target_parts``, merge into the part whose box is nearest (gap between the boxes,
    then centre distance), if the two fit ``max_part_tokens`` together.
@@ -20,6 +20,7 @@ tokens are the mesh tokenizer's (``encode``), so the part model keeps its gramma
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -28,7 +29,12 @@ from scipy.sparse.csgraph import connected_components
 
 from shared.ml.mesh_tokenizer import QuantizedMesh, TokenizerConfig, encode, quantize_mesh
 
-RULE_VERSION = 1  # bump when the rule changes: cached decompositions are keyed by it
+RULE_VERSION = 2  # bump when the rule changes: cached decompositions are keyed by it
+
+# Pooled tokens per authored face of the corpus (models/geometry README, "Tokenizer"): the estimate
+# of a piece too large to encode, and how full a cut's slabs aim to be.
+TOKENS_PER_FACE = 3.2
+SLAB_FILL = 0.85
 
 # A box side below this (in the object's unit frame) is flat: the part is not stretched along it.
 FLAT = 1e-6
@@ -133,7 +139,10 @@ class _Builder:
         if tokens is None and 2 * len(face_ids) + 2 <= self.config.max_part_tokens:
             part = self.measure(face_ids)
             return _Piece(face_ids, lo, hi, len(part.tokens), part)
-        return _Piece(face_ids, lo, hi, 2 * len(face_ids) + 2 if tokens is None else tokens)
+        # Too many faces to fit at two tokens each: estimated at the corpus's tokens per face.
+        return _Piece(
+            face_ids, lo, hi, int(TOKENS_PER_FACE * len(face_ids)) + 2 if tokens is None else tokens
+        )
 
     def measure(self, face_ids: np.ndarray) -> Part:
         mesh, centre, size = quantize_part(self.v, [self.faces[i] for i in face_ids], self.config.tokenizer)
@@ -141,16 +150,16 @@ class _Builder:
         return Part(np.sort(face_ids), centre, size, tokens, len(mesh.faces))
 
     def fitted(self, piece: _Piece) -> list[_Piece]:
-        """The piece, or its halves cut at the median face centroid along the longest axis of the
-        centroids, again until each fits the token budget."""
-        if piece.tokens <= self.config.max_part_tokens or len(piece.faces) < 2:
+        """The piece, or slabs of it cut at quantiles of its face centroids along their longest
+        axis, as many as its tokens need (each slab checked again), so each fits the budget."""
+        budget = self.config.max_part_tokens
+        if piece.tokens <= budget or len(piece.faces) < 2:
             return [piece]
         c = self.centroids[piece.faces]
         axis = int(np.argmax(c.max(0) - c.min(0)))
         order = np.argsort(c[:, axis], kind="stable")
-        half = len(order) // 2
-        halves = (piece.faces[order[:half]], piece.faces[order[half:]])
-        return [p for ids in halves for p in self.fitted(self.piece(ids))]
+        slabs = min(len(order), max(2, math.ceil(piece.tokens / (SLAB_FILL * budget))))
+        return [p for ids in np.array_split(piece.faces[order], slabs) for p in self.fitted(self.piece(ids))]
 
     def merged(self, pieces: list[_Piece], stats: dict[str, int]) -> list[_Piece]:
         """Tiny pieces, then the smallest while there are more than target_parts, into the nearest box."""
