@@ -33,7 +33,11 @@ def measure(items: list[dict], config: DecompositionConfig) -> dict:
         single.append(d.stats["components"] == 1)
         components.append(d.stats["components"])
     return {
-        "rule": {"target_parts": config.target_parts, "min_part_faces": config.min_part_faces},
+        "rule": {
+            "target_parts": config.target_parts,
+            "min_part_faces": config.min_part_faces,
+            "concave_degrees": config.concave_degrees,
+        },
         "objects": len(items),
         "parts_median": float(np.median(parts)),
         "parts_mean": float(np.mean(parts)),
@@ -56,7 +60,7 @@ def render(items: list[dict], words: list[str], config: DecompositionConfig, pat
     chosen = []
     for word in words:
         for item in items:
-            if any(word in c for c in item["captions"]) and item not in chosen:
+            if any(word in c.split() for c in item["captions"]) and item not in chosen:
                 chosen.append(item)
                 break
     fig = plt.figure(figsize=(3 * len(chosen), 3.2))
@@ -88,12 +92,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int)
     parser.add_argument("--target-parts", type=int, nargs="+", default=[DecompositionConfig.target_parts])
     parser.add_argument("--min-part-faces", type=int, default=DecompositionConfig.min_part_faces)
+    parser.add_argument("--concave-degrees", type=float, default=DecompositionConfig.concave_degrees)
     parser.add_argument("--render", help="comma-separated caption words to draw, e.g. chair,table,tree,sword")
     parser.add_argument("--out", default="var/decomposition.png")
     args = parser.parse_args(argv)
     items = load_items(args.dataset, args.split)[: args.limit]
     for target in args.target_parts:
-        config = DecompositionConfig(target_parts=target, min_part_faces=args.min_part_faces)
+        config = DecompositionConfig(
+            target_parts=target, min_part_faces=args.min_part_faces, concave_degrees=args.concave_degrees
+        )
         print(json.dumps(measure(items, config)))
         if args.render:
             out = args.out if len(args.target_parts) == 1 else args.out.replace(".png", f"-{target}.png")

@@ -72,7 +72,8 @@ def run(checkpoints: list[str], dataset: str, limit: int, batch_size: int, timed
     train_clouds = [Cloud(sample_points(m, 1024, rng)) for m in train_meshes]
     train_index = NearestNeighbourIndex(train_clouds)
     test_clouds = [
-        Cloud(sample_points(quantize_mesh(it["mesh"]["vertices"], it["mesh"]["faces"]), 1024, rng)) for it in test
+        Cloud(sample_points(quantize_mesh(it["mesh"]["vertices"], it["mesh"]["faces"]), 1024, rng))
+        for it in test
     ]
     reference_distances = distance_matrix(test_clouds)
     prompts = [it["captions"][0] for it in test]
@@ -112,7 +113,9 @@ def run(checkpoints: list[str], dataset: str, limit: int, batch_size: int, timed
         results: list[dict] = []
         for start in range(0, len(prompts), batch_size):
             chunk = range(start, min(start + batch_size, len(prompts)))
-            results += generator.generate_many([MeshRequest(prompts[k], face_budget=400, seed=k) for k in chunk])
+            results += generator.generate_many(
+                [MeshRequest(prompts[k], face_budget=400, seed=k) for k in chunk]
+            )
         meshes = [as_quantized(r) for r in results]
         clouds = [Cloud(sample_points(m, 1024, rng)) for m in meshes]
         started = time.perf_counter()
@@ -124,7 +127,9 @@ def run(checkpoints: list[str], dataset: str, limit: int, batch_size: int, timed
             "seconds_per_object": (time.perf_counter() - started) / max(1, timed),
             "tokens_mean": float(np.mean([r["tokens"] for r in results])),
         }
-        sheets[checkpoint] = [as_quantized(generator.generate(p, face_budget=400, seed=0)) for p in PROMPT_SHEET]
+        sheets[checkpoint] = [
+            as_quantized(generator.generate(p, face_budget=400, seed=0)) for p in PROMPT_SHEET
+        ]
         print(json.dumps({checkpoint: metrics[checkpoint]}))
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -141,7 +146,9 @@ def render_sheet(sheets: dict[str, list[QuantizedMesh]], path: Path) -> None:
     fig = plt.figure(figsize=(1.9 * len(PROMPT_SHEET), 2.1 * len(sheets)))
     for r, (checkpoint, meshes) in enumerate(sheets.items()):
         for c, (prompt, mesh) in enumerate(zip(PROMPT_SHEET, meshes, strict=True)):
-            ax = fig.add_subplot(len(sheets), len(PROMPT_SHEET), r * len(PROMPT_SHEET) + c + 1, projection="3d")
+            ax = fig.add_subplot(
+                len(sheets), len(PROMPT_SHEET), r * len(PROMPT_SHEET) + c + 1, projection="3d"
+            )
             label = Path(checkpoint).parent.name
             _draw(ax, mesh, f'"{prompt}"\n{label}: {len(mesh.faces)} faces')
     fig.tight_layout()

@@ -23,7 +23,13 @@ from shared.ml.layout_tokens import (
     occupancy,
 )
 from shared.ml.mesh_tokenizer import EOS, TokenizerError, decode
-from shared.ml.part_decomposition import DecompositionConfig, decompose, quantize_box, unit_frame
+from shared.ml.part_decomposition import (
+    DecompositionConfig,
+    concave_regions,
+    decompose,
+    quantize_box,
+    unit_frame,
+)
 from shared.ml.parts_generator import PartsGenerator
 from shared.ml.parts_model import PartsModel, assemble, part_budgets, preset_configs
 from shared.ml.synthetic_meshes import synthetic_items
@@ -97,6 +103,41 @@ def test_part_boxes_contain_their_part_exactly():
         corners = unit[[v for f in part.faces for v in faces[f]]]
         np.testing.assert_allclose(corners.min(0), part.centre - part.size / 2, atol=1e-9)
         np.testing.assert_allclose(corners.max(0), part.centre + part.size / 2, atol=1e-9)
+
+
+def box_on_box() -> tuple[np.ndarray, list[tuple[int, ...]]]:
+    """A small box standing on a large one, welded into one closed piece: the large box's top is a
+    ring around the small box's foot, which meets it at concave 90-degree edges."""
+    outer = [(0, 0), (4, 0), (4, 4), (0, 4)]
+    inner = [(1, 1), (3, 1), (3, 3), (1, 3)]
+    verts = np.array(
+        [(x, y, 0) for x, y in outer]
+        + [(x, y, 1) for x, y in outer]
+        + [(x, y, 1) for x, y in inner]
+        + [(x, y, 2) for x, y in inner],
+        dtype=np.float64,
+    )
+    faces = [(0, 3, 2, 1), (12, 13, 14, 15)]  # large box's bottom, small box's top
+    for i in range(4):
+        j = (i + 1) % 4
+        faces.append((i, j, 4 + j, 4 + i))  # large box's sides
+        faces.append((4 + i, 4 + j, 8 + j, 8 + i))  # the ring
+        faces.append((8 + i, 8 + j, 12 + j, 12 + i))  # small box's sides
+    return verts, faces
+
+
+def test_concave_creases_part_a_welded_piece_and_convex_ones_do_not():
+    verts, faces = box_on_box()
+    unit = unit_frame(verts)
+    weld = np.arange(len(verts))
+    labels = concave_regions(unit, faces, weld, 30.0)
+    small = [1] + [2 + 3 * i + 2 for i in range(4)]  # the small box's top and sides
+    assert len(set(labels)) == 2 and len({labels[k] for k in small}) == 1
+    assert labels[0] != labels[1]
+    assert len(set(concave_regions(unit, faces, weld, 95.0))) == 1  # 90-degree creases kept above 95
+    d = decompose(verts, faces, DecompositionConfig(min_part_faces=1, concave_degrees=30.0))
+    assert len(d.parts) == 2 and d.stats["components"] == 1 and d.stats["regions"] == 2
+    assert len(decompose(verts, faces, DecompositionConfig(min_part_faces=1, concave_degrees=0.0)).parts) == 1
 
 
 def test_every_constrained_layout_decode_is_valid_and_inside_the_unit_cube():

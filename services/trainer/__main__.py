@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> None:
         "--batch-tokens", type=int, default=TrainConfig.batch_tokens, help="padded tokens per batch"
     )
     geo.add_argument("--lr", type=float, default=TrainConfig.lr)
+    geo.add_argument(
+        "--warmup-steps", type=int, default=TrainConfig.warmup_steps, help="linear learning-rate warm-up"
+    )
     geo.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
     geo.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch CPU threads")
     geo.add_argument(
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         max_minutes=args.max_minutes,
         batch_tokens=args.batch_tokens,
         lr=args.lr,
+        warmup_steps=args.warmup_steps,
         checkpoint_every=args.checkpoint_every,
         threads=args.threads,
         workers=args.workers,

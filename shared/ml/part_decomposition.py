@@ -6,6 +6,8 @@ README, "Parts"):
 1. The object is put in its unit frame (bounding box centred, longest side 1, as
    ``quantize_mesh`` does) and its vertices are welded at the tokenizer's grid (7 bits).
 2. Connected components of the welded faces are the first parts: the artist's loose pieces.
+   With ``concave_degrees``, a piece is parted further at its concave creases sharper than
+   that angle (``concave_regions``).
 3. A part whose tokens exceed ``max_part_tokens`` is cut into slabs at quantiles of its face
    centroids along their longest axis, as many as its tokens need, again until every piece fits.
 4. Parts with fewer than ``min_part_faces`` faces, and then the smallest parts while there are
@@ -29,7 +31,7 @@ from scipy.sparse.csgraph import connected_components
 
 from shared.ml.mesh_tokenizer import QuantizedMesh, TokenizerConfig, encode, quantize_mesh
 
-RULE_VERSION = 2  # bump when the rule changes: cached decompositions are keyed by it
+RULE_VERSION = 3  # bump when the rule changes: cached decompositions are keyed by it
 
 # Pooled tokens per authored face of the corpus (models/geometry README, "Tokenizer"): the estimate
 # of a piece too large to encode, and how full a cut's slabs aim to be.
@@ -45,6 +47,9 @@ class DecompositionConfig:
     max_part_tokens: int = 448
     min_part_faces: int = 4
     target_parts: int = 16
+    # Dihedral angle (degrees) above which a concave edge separates parts within a connected
+    # piece (a leg welded under a seat); 0 keeps connected pieces whole.
+    concave_degrees: float = 30.0
     max_parts: int = 64
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
 
@@ -97,6 +102,37 @@ def quantize_part(
     centre, size = (lo + hi) / 2, hi - lo
     local = [tuple(int(remap[v]) for v in f) for f in faces]
     return quantize_mesh(part_frame(verts, centre, size), local, tokenizer), centre, size
+
+
+def concave_regions(
+    unit_vertices: np.ndarray, faces: list[tuple[int, ...]], weld: np.ndarray, degrees: float
+) -> np.ndarray:
+    """Region label of each face: faces sharing a welded edge are connected unless the edge is
+    concave (each face's centroid in front of the other's plane) with a dihedral angle above
+    ``degrees``. Convex creases (a box's corners) keep a piece together; concave ones (where a
+    leg meets a seat) part it, which approximates a convex decomposition."""
+    sizes = np.array([len(f) for f in faces])
+    starts = np.cumsum(sizes) - sizes
+    corner = np.fromiter((v for f in faces for v in f), dtype=np.int64)
+    owner = np.repeat(np.arange(len(faces)), sizes)
+    following = corner.copy()  # each corner's next corner within its face
+    following[:-1] = corner[1:]
+    following[starts + sizes - 1] = corner[starts]
+    points, nexts = unit_vertices[corner], unit_vertices[following]
+    normals = np.add.reduceat(np.cross(points, nexts), starts)  # Newell's method
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    centroids = np.add.reduceat(points, starts) / sizes[:, None]
+    a, b = weld[corner], weld[following]
+    keys = np.minimum(a, b) * (int(weld.max()) + 1) + np.maximum(a, b)
+    order = np.argsort(keys, kind="stable")
+    same = keys[order][1:] == keys[order][:-1]
+    f1, f2 = owner[order][:-1][same], owner[order][1:][same]
+    cos = (normals[f1] * normals[f2]).sum(1)
+    bends_in = ((centroids[f2] - centroids[f1]) * normals[f1]).sum(1) > 1e-9
+    joined = ~(bends_in & (cos < np.cos(np.radians(degrees)))) & (f1 != f2)
+    n = len(faces)
+    graph = coo_matrix((np.ones(int(joined.sum())), (f1[joined], f2[joined])), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
 
 
 def face_components(faces: list[tuple[int, ...]], weld: np.ndarray) -> np.ndarray:
@@ -212,8 +248,11 @@ def decompose(vertices, faces, config: DecompositionConfig | None = None) -> Dec
     top = (1 << config.tokenizer.bits) - 1
     weld = np.unique(np.rint((unit + 0.5) * top).astype(np.int64), axis=0, return_inverse=True)[1].reshape(-1)
     labels = face_components(faces, weld)
-    builder = _Builder(unit, faces, config)
     stats = {"components": int(labels.max()) + 1, "merges": 0}
+    if config.concave_degrees > 0:
+        labels = concave_regions(unit, faces, weld, config.concave_degrees)
+        stats["regions"] = int(labels.max()) + 1
+    builder = _Builder(unit, faces, config)
     order = np.argsort(labels, kind="stable")
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
     pieces = [p for ids in np.split(order, bounds) for p in builder.fitted(builder.piece(ids))]
