@@ -63,13 +63,15 @@ def render(items: list[dict], words: list[str], config: DecompositionConfig, pat
             if any(word in c.split() for c in item["captions"]) and item not in chosen:
                 chosen.append(item)
                 break
-    fig = plt.figure(figsize=(3 * len(chosen), 3.2))
+    columns = min(4, len(chosen))
+    rows = -(-len(chosen) // columns)
+    fig = plt.figure(figsize=(3.2 * columns, 3.4 * rows))
     colours = plt.get_cmap("tab20")
     for k, item in enumerate(chosen):
         v = unit_frame(np.asarray(item["mesh"]["vertices"], dtype=np.float64))
         faces = item["mesh"]["faces"]
         d = decompose(v, faces, config)
-        ax = fig.add_subplot(1, len(chosen), k + 1, projection="3d")
+        ax = fig.add_subplot(rows, columns, k + 1, projection="3d")
         for i, part in enumerate(d.parts):
             polys = [v[list(faces[f])] for f in part.faces]
             ax.add_collection3d(
@@ -95,13 +97,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concave-degrees", type=float, default=DecompositionConfig.concave_degrees)
     parser.add_argument("--render", help="comma-separated caption words to draw, e.g. chair,table,tree,sword")
     parser.add_argument("--out", default="var/decomposition.png")
+    parser.add_argument("--render-only", action="store_true", help="draw without measuring the split")
     args = parser.parse_args(argv)
     items = load_items(args.dataset, args.split)[: args.limit]
     for target in args.target_parts:
         config = DecompositionConfig(
             target_parts=target, min_part_faces=args.min_part_faces, concave_degrees=args.concave_degrees
         )
-        print(json.dumps(measure(items, config)))
+        if not args.render_only:
+            print(json.dumps(measure(items, config)))
         if args.render:
             out = args.out if len(args.target_parts) == 1 else args.out.replace(".png", f"-{target}.png")
             render(items, args.render.split(","), config, out)

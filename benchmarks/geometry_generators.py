@@ -64,7 +64,7 @@ def as_quantized(result: dict) -> QuantizedMesh:
     return canonicalize(grid, [tuple(f) for f in result["faces"]], FINE_BITS)
 
 
-def run(checkpoints: list[str], dataset: str, limit: int, batch_size: int, timed: int, out: Path) -> dict:
+def run(checkpoints: list[str], dataset: str | None, limit: int, batch_size: int, timed: int, out: Path) -> dict:
     rng = np.random.default_rng(0)
     test = load_items(dataset, "test")[:limit]
     train = load_items(dataset, "train")
@@ -158,7 +158,7 @@ def render_sheet(sheets: dict[str, list[QuantizedMesh]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.geometry_generators")
-    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--dataset", help="geometry dataset; default: synthetic primitives")
     parser.add_argument("--checkpoint", action="append", required=True)
     parser.add_argument("--limit", type=int, default=64, help="first N test items")
     parser.add_argument("--batch-size", type=int, default=16)
