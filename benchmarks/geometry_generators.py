@@ -64,7 +64,9 @@ def as_quantized(result: dict) -> QuantizedMesh:
     return canonicalize(grid, [tuple(f) for f in result["faces"]], FINE_BITS)
 
 
-def run(checkpoints: list[str], dataset: str | None, limit: int, batch_size: int, timed: int, out: Path) -> dict:
+def run(
+    checkpoints: list[str], dataset: str | None, limit: int, batch_size: int, timed: int, out: Path
+) -> dict:
     rng = np.random.default_rng(0)
     test = load_items(dataset, "test")[:limit]
     train = load_items(dataset, "train")

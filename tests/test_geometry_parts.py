@@ -250,7 +250,7 @@ def test_parts_training_resumes_exports_one_file_and_generates(tmp_path, small_d
     assert shares == sorted(shares) and shares[-1] == 1.0
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["model_kind"] == "parts" and record["dataset"]["name"] == "test-geometry"
-    assert record["objects"]["train"] == {"fit": 24, "all": 24}
+    assert record["structure"]["items"]["train"] == 24 and record["part"]["skipped_too_long"]["train"] == 0
     assert record["result"]["minutes_trained"] > 0
     cached = list((tmp_path / "var" / "cache" / "parts").glob("train-*.pkl"))
     assert len(cached) == 1  # decomposed once, read back by later runs

@@ -31,7 +31,6 @@ import numpy as np
 from services.trainer.geometry import (
     LengthBucketedSource,
     TrainConfig,
-    data_version,
     load_items,
     train_model,
 )
@@ -185,12 +184,11 @@ def train_parts(config: TrainConfig, progress=None) -> dict:
     configs = {"structure": structure_config, "part": part_config}
     if config.resume and not any((run_dir / name / "checkpoint.pt").is_file() for name in config.stages):
         raise FileNotFoundError(f"--resume: no checkpoint in {run_dir}/structure or {run_dir}/part")
-    records = {}
     for k, name in enumerate(("structure", "part")):
         if name in config.stages:
             # A run stopped during its structure model resumes that and starts its part model.
             resume = config.resume and (run_dir / name / "checkpoint.pt").is_file()
-            records[name] = train_model(
+            train_model(
                 replace(config, run_dir=str(run_dir / name), resume=resume),
                 configs[name],
                 sources[name],
@@ -198,22 +196,29 @@ def train_parts(config: TrainConfig, progress=None) -> dict:
                 name,
                 extra,
             )
-        elif (run_dir / name / "run.json").is_file():  # trained by another session
-            records[name] = json.loads((run_dir / name / "run.json").read_text())
-    if set(records) != {"structure", "part"}:
-        return {"result": {name: r["result"] for name, r in records.items()}}
+    return parts_record(run_dir)
+
+
+def parts_record(run_dir: Path) -> dict:
+    """The run record of a parts run, from its two models' records (either may have been trained
+    by another session), also written to <run_dir>/run.json."""
+    records = {
+        name: json.loads((run_dir / name / "run.json").read_text())
+        for name in ("structure", "part")
+        if (run_dir / name / "run.json").is_file()
+    }
+    first = next(iter(records.values()))
     record = {
         "specialist": "geometry",
         "model_kind": "parts",
-        "preset": config.preset,
-        "dataset": data_version(config.dataset),
-        "decomposition": decomposition.to_dict(),
-        "objects": {s: {"fit": sum(o["fits"] for o in v), "all": len(v)} for s, v in splits.items()},
+        "preset": first["preset"],
+        "dataset": first["dataset"],
+        "decomposition": first["decomposition"],
         **records,
         "result": {
             "minutes_trained": sum(r["result"]["minutes_trained"] for r in records.values()),
-            "structure_val_loss": records["structure"]["result"]["val_loss"],
-            "part_val_loss": records["part"]["result"]["val_loss"],
+            **{f"{name}_val_loss": r["result"]["val_loss"] for name, r in records.items()},
+            **{f"{name}_steps": r["result"]["steps"] for name, r in records.items()},
         },
     }
     (run_dir / "run.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
@@ -227,7 +232,7 @@ def export_parts(run_dir: str | Path, out: str | Path, best: bool = False) -> di
     structure, structure_ckpt = load_model(run_dir / "structure" / name)
     part, part_ckpt = load_model(run_dir / "part" / name)
     decomposition = DecompositionConfig.from_dict(structure_ckpt["run"]["decomposition"])
-    run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    run = parts_record(run_dir)
     steps = {"structure": structure_ckpt["step"], "part": part_ckpt["step"]}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     save_parts_checkpoint(out, structure, part, decomposition, {"step": steps, "run": run}, half=True)

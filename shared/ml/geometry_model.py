@@ -284,10 +284,10 @@ class GeometryModel(nn.Module):
         self.eval()
         c = self.config
         generators = generator if isinstance(generator, Sequence) else [generator] * texts.shape[0]
-        if len(generators) != texts.shape[0] or len(grammars) != texts.shape[0]:
-            raise ValueError(
-                f"{len(generators)} generators and {len(grammars)} grammars for {texts.shape[0]} rows"
-            )
+        for name, count in (("generators", len(generators)), ("grammars", len(grammars))):
+            if count != texts.shape[0]:
+                raise ValueError(f"{count} {name} for {texts.shape[0]} rows")
+
         device = self.pos_emb.weight.device
         tokens = [[BOS] for _ in grammars]
         prefix = self._prefix(texts.to(device))
