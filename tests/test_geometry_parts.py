@@ -297,3 +297,23 @@ def test_load_generator_dispatches_on_model_kind(tmp_path):
     torch.save({"model_kind": "voxels"}, tmp_path / "odd.pt")
     with pytest.raises(ValueError, match="unknown model_kind"):
         load_generator(tmp_path / "odd.pt")
+
+
+def test_train_geometry_task_trains_and_exports_a_parts_model():
+    from shared.db import ensure_schema, session_scope
+    from shared.db.models import Job, RunStatus, TrainingRun
+    from shared.queue import submit
+
+    ensure_schema()
+    job = submit("train.geometry", preset="tiny", max_steps=1, max_minutes=5, model="parts")
+    with session_scope() as session:
+        result = session.get(Job, job).result
+        run = session.query(TrainingRun).one()
+        assert run.status == RunStatus.SUCCEEDED and run.config["model"] == "parts"
+        assert run.metrics["structure_steps"] == run.metrics["part_steps"] == 1
+    assert "parts-tiny" in result["run_dir"]
+    assert isinstance(load_generator(f"{result['run_dir']}/model.pt"), PartsGenerator)
+    again = submit("train.geometry", preset="tiny", max_steps=1, max_minutes=5, model="parts")
+    with session_scope() as session:
+        assert session.get(Job, again).result["run_dir"] == result["run_dir"]
+        assert session.query(TrainingRun).count() == 1  # the finished run was not trained again
