@@ -1,6 +1,6 @@
 """Trainer CLI.
 
-python -m services.trainer geometry --preset tiny [--dataset MANIFEST] [--resume]
+python -m services.trainer geometry [--model flat|parts] --preset tiny [--dataset MANIFEST] [--resume]
 python -m services.trainer export --run-dir runs/geometry-tiny --out models/geometry/tiny/model.pt
 python -m services.trainer embed-captions --dataset full    fill the text-embedding cache
 python -m services.trainer material --preset tiny --dataset full [--resume] [--export models/material/tiny/model.pt]
@@ -19,6 +19,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m services.trainer")
     sub = parser.add_subparsers(dest="specialist", required=True)
     geo = sub.add_parser("geometry", help="train the text-to-mesh model")
+    geo.add_argument(
+        "--model",
+        default="flat",
+        choices=["flat", "parts"],
+        help="flat: one token sequence per object; parts: a structure model, then a part model",
+    )
+    geo.add_argument(
+        "--stages",
+        nargs="+",
+        default=["structure", "part"],
+        choices=["structure", "part"],
+        help="--model parts: which of its two models to train",
+    )
     geo.add_argument("--preset", default="tiny", choices=["tiny", "base"])
     geo.add_argument(
         "--dataset", help="manifest sha256, manifest file or folder; default: synthetic primitives"
@@ -32,6 +45,9 @@ def main(argv: list[str] | None = None) -> None:
         "--batch-tokens", type=int, default=TrainConfig.batch_tokens, help="padded tokens per batch"
     )
     geo.add_argument("--lr", type=float, default=TrainConfig.lr)
+    geo.add_argument(
+        "--warmup-steps", type=int, default=TrainConfig.warmup_steps, help="linear learning-rate warm-up"
+    )
     geo.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
     geo.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch CPU threads")
     geo.add_argument(
@@ -68,11 +84,14 @@ def main(argv: list[str] | None = None) -> None:
     config = TrainConfig(
         preset=args.preset,
         dataset=args.dataset,
-        run_dir=args.run_dir or f"runs/geometry-{args.preset}",
+        model=args.model,
+        stages=tuple(args.stages),
+        run_dir=args.run_dir or f"runs/geometry-{'parts-' if args.model == 'parts' else ''}{args.preset}",
         max_steps=args.max_steps,
         max_minutes=args.max_minutes,
         batch_tokens=args.batch_tokens,
         lr=args.lr,
+        warmup_steps=args.warmup_steps,
         checkpoint_every=args.checkpoint_every,
         threads=args.threads,
         workers=args.workers,

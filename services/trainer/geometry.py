@@ -19,6 +19,7 @@ import math
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,8 @@ SYNTHETIC_ITEMS = {"train": 2000, "val": 64, "test": 64}
 
 @dataclass
 class TrainConfig:
+    model: str = "flat"  # "flat": one sequence per object; "parts": structure, then parts (geometry_parts)
+    stages: tuple[str, ...] = ("structure", "part")  # which of a parts run's models to train
     preset: str = "tiny"
     dataset: str | None = None
     run_dir: str = "runs/geometry-tiny"
@@ -127,13 +130,52 @@ def augment(
     return v + rng.normal(0, jitter * extent, size=v.shape)
 
 
-class TokenSource:
-    """Items with their caption embeddings; draws augmented, tokenized batches.
+class LengthBucketedSource:
+    """Training sequences of known lengths; draws batches of similar lengths.
 
     A batch is a random item plus others of similar length (its neighbours in length order), as
     many as fit ``batch_tokens`` once padded: real meshes range from tens to a thousand tokens, and
-    batches of mixed lengths spent most of their compute on padding.
+    batches of mixed lengths spent most of their compute on padding. Subclasses set ``items``,
+    ``skipped`` and ``lengths`` (then call ``_index_lengths``) and say how to draw one sample.
     """
+
+    items: list
+    skipped: int
+    lengths: np.ndarray
+
+    def _index_lengths(self) -> None:
+        self.by_length = np.argsort(self.lengths, kind="stable")
+        self.rank = np.empty_like(self.by_length)
+        self.rank[self.by_length] = np.arange(len(self.by_length))
+
+    def sample(
+        self, rng: np.random.Generator, augment_mesh: bool, train: TrainConfig, index: int
+    ) -> tuple[np.ndarray, list[int]]:
+        """(conditioning vector, tokens BOS .. EOS) of item ``index``."""
+        raise NotImplementedError
+
+    def batch_indices(self, rng: np.random.Generator, batch_tokens: int) -> np.ndarray:
+        def fitting(length: int) -> int:  # 10% headroom: augmentation changes lengths a little
+            return max(1, int(batch_tokens // (1.1 * (length + 1))))
+
+        anchor = int(rng.integers(len(self.items)))
+        window = max(2 * fitting(self.lengths[anchor]), len(self.items) // 50)
+        start = int(np.clip(self.rank[anchor] - window // 2, 0, max(0, len(self.items) - window)))
+        neighbours = self.by_length[start : start + window]
+        size = fitting(self.lengths[neighbours].max())
+        others = rng.choice(neighbours, size=size - 1, replace=len(neighbours) < size - 1)
+        return np.concatenate([[anchor], others]).astype(int)
+
+    def batch(self, rng, augment_mesh: bool, train: TrainConfig):
+        indices = self.batch_indices(rng, train.batch_tokens)
+        pairs = [self.sample(rng, augment_mesh, train, int(i)) for i in indices]
+        text = torch.from_numpy(np.stack([p[0] for p in pairs]))
+        tokens = to_tensor([p[1] for p in pairs])
+        return text, tokens[:, :-1], tokens[:, 1:]
+
+
+class TokenSource(LengthBucketedSource):
+    """Whole objects with their caption embeddings; draws augmented, tokenized batches."""
 
     def __init__(self, items: list[dict], model_config: GeometryModelConfig, cache_dir: Path | None = None):
         self.config = model_config
@@ -153,9 +195,7 @@ class TokenSource:
         if not self.items:
             raise ValueError(f"no item fits max_tokens={model_config.max_tokens} ({self.skipped} skipped)")
         self.lengths = np.array(lengths)
-        self.by_length = np.argsort(self.lengths, kind="stable")
-        self.rank = np.empty_like(self.by_length)
-        self.rank[self.by_length] = np.arange(len(self.by_length))
+        self._index_lengths()
         captions = sorted({c for it in self.items for c in it["captions"]})
         vectors = embed(captions, cache_dir)
         self.caption_vectors = dict(zip(captions, vectors, strict=True))
@@ -182,25 +222,6 @@ class TokenSource:
         caption = item["captions"][rng.integers(len(item["captions"]))]
         return self.caption_vectors[caption], tokens
 
-    def batch_indices(self, rng: np.random.Generator, batch_tokens: int) -> np.ndarray:
-        def fitting(length: int) -> int:  # 10% headroom: augmentation changes lengths a little
-            return max(1, int(batch_tokens // (1.1 * (length + 1))))
-
-        anchor = int(rng.integers(len(self.items)))
-        window = max(2 * fitting(self.lengths[anchor]), len(self.items) // 50)
-        start = int(np.clip(self.rank[anchor] - window // 2, 0, max(0, len(self.items) - window)))
-        neighbours = self.by_length[start : start + window]
-        size = fitting(self.lengths[neighbours].max())
-        others = rng.choice(neighbours, size=size - 1, replace=len(neighbours) < size - 1)
-        return np.concatenate([[anchor], others]).astype(int)
-
-    def batch(self, rng, augment_mesh: bool, train: TrainConfig):
-        indices = self.batch_indices(rng, train.batch_tokens)
-        pairs = [self.sample(rng, augment_mesh, train, int(i)) for i in indices]
-        text = torch.from_numpy(np.stack([p[0] for p in pairs]))
-        tokens = to_tensor([p[1] for p in pairs])
-        return text, tokens[:, :-1], tokens[:, 1:]
-
 
 def _lr(step: int, minutes: float, train: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to 10% of the peak by max_steps or, with
@@ -217,7 +238,7 @@ def _lr(step: int, minutes: float, train: TrainConfig) -> float:
 class _WorkerBatches(torch.utils.data.IterableDataset):
     """Endless augmented batches, one stream per DataLoader worker, each with its own seed."""
 
-    def __init__(self, source: TokenSource, train: TrainConfig, seed: list[int]):
+    def __init__(self, source: LengthBucketedSource, train: TrainConfig, seed: list[int]):
         self.source, self.train, self.seed = source, train, seed
 
     def __iter__(self):
@@ -227,7 +248,9 @@ class _WorkerBatches(torch.utils.data.IterableDataset):
             yield self.source.batch(rng, True, self.train)
 
 
-def _train_batches(source: TokenSource, train: TrainConfig, rng: np.random.Generator, seed: list[int]):
+def _train_batches(
+    source: LengthBucketedSource, train: TrainConfig, rng: np.random.Generator, seed: list[int]
+):
     """In-process batches from ``rng`` (saved in checkpoints, so a resumed run draws the same
     batches), or with workers, batches prepared in parallel from per-worker seeds."""
     if train.workers == 0:
@@ -257,10 +280,37 @@ def _distributed() -> tuple[int, int, torch.device]:
 
 def train(config: TrainConfig, progress=None) -> dict:
     """Trains (or resumes) a run; returns the run record also written to run.json."""
+    if config.model == "parts":
+        from services.trainer.geometry_parts import train_parts
+
+        return train_parts(config, progress)
+    if config.model != "flat":
+        raise ValueError(f"model must be 'flat' or 'parts', not {config.model!r}")
+
+    def sources(model_config: GeometryModelConfig) -> tuple[TokenSource, TokenSource]:
+        cache_dir = default_cache_dir()
+        return (
+            TokenSource(load_items(config.dataset, "train"), model_config, cache_dir),
+            TokenSource(load_items(config.dataset, "val"), model_config, cache_dir),
+        )
+
+    model_config = GeometryModelConfig.preset(config.preset, **config.model_overrides)
+    return train_model(config, model_config, sources, progress)
+
+
+def train_model(
+    config: TrainConfig,
+    model_config: GeometryModelConfig,
+    sources: Callable[[GeometryModelConfig], tuple[LengthBucketedSource, LengthBucketedSource]],
+    progress=None,
+    name: str = "geometry",
+    record_extra: dict | None = None,
+) -> dict:
+    """Trains (or resumes) one GeometryModel in config.run_dir on the (train, val) sources that
+    ``sources`` builds for its config; returns the run record also written to run.json."""
     torch.set_num_threads(config.threads)
     rank, world, device = _distributed()
     run_dir = Path(config.run_dir)
-    model_config = GeometryModelConfig.preset(config.preset, **config.model_overrides)
     checkpoint_path = run_dir / "checkpoint.pt"
     state, init, initialised_from = None, None, None
     if config.resume:
@@ -278,9 +328,7 @@ def train(config: TrainConfig, progress=None) -> dict:
             "step": init.get("step"),
             "dataset": init.get("run", {}).get("dataset"),
         }
-    cache_dir = default_cache_dir()
-    train_source = TokenSource(load_items(config.dataset, "train"), model_config, cache_dir)
-    val_source = TokenSource(load_items(config.dataset, "val"), model_config, cache_dir)
+    train_source, val_source = sources(model_config)
     model = GeometryModel(model_config).to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95)
@@ -303,6 +351,7 @@ def train(config: TrainConfig, progress=None) -> dict:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     record = {
         "specialist": "geometry",
+        "model": name,
         "preset": config.preset,
         "train_config": asdict(config),
         "model_config": model_config.to_dict(),
@@ -316,6 +365,7 @@ def train(config: TrainConfig, progress=None) -> dict:
     }
     if initialised_from:
         record["initialised_from"] = initialised_from
+    record.update(record_extra or {})
     writer = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
@@ -364,7 +414,7 @@ def train(config: TrainConfig, progress=None) -> dict:
     # In percent of share_done, so the time left is right whether steps or minutes end the run.
     bar = tqdm(
         total=100,
-        desc="geometry",
+        desc=name,
         bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}",
         disable=rank != 0,
     )
@@ -418,7 +468,7 @@ def train(config: TrainConfig, progress=None) -> dict:
 
 @torch.no_grad()
 def evaluate_loss(
-    model: GeometryModel, source: TokenSource, config: TrainConfig, device, batches: int = 4
+    model: GeometryModel, source: LengthBucketedSource, config: TrainConfig, device, batches: int = 4
 ) -> float:
     """Mean loss on un-augmented samples drawn with a fixed seed, so values compare across steps."""
     model.eval()
@@ -436,6 +486,10 @@ def export_model(run_dir: str | Path, out: str | Path, best: bool = False) -> di
     best: the weights of the lowest validation loss (best.pt) instead of the last ones."""
     from shared.ml.geometry_model import load_model
 
+    if (Path(run_dir) / "structure").is_dir():  # a parts run (geometry_parts)
+        from services.trainer.geometry_parts import export_parts
+
+        return export_parts(run_dir, out, best)
     model, ckpt = load_model(Path(run_dir) / ("best.pt" if best else "checkpoint.pt"))
     run = (
         json.loads((Path(run_dir) / "run.json").read_text())

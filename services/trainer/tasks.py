@@ -1,15 +1,16 @@
 """Celery tasks of the train queue. torch is imported inside the task, so any worker can load this.
 
 Every ``train.NAME`` task is idempotent: the run folder is keyed by the hash of what determines
-the run (preset, dataset, steps, code version), so a redelivered task resumes the same run from its last
-checkpoint in the same training_runs row, and a finished run returns its recorded result (row id
-and checkpoint key included) without training again.
+the run (preset, dataset, steps, code version, model design), so a redelivered task resumes the same
+run from its last checkpoint in the same training_runs row, and a finished run returns its
+recorded result (row id and checkpoint key included) without training again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import select, text
@@ -20,10 +21,11 @@ from shared.queue import TrackedTask, app
 from shared.settings import get_settings
 
 
-def run_key(preset: str, dataset: str | None, max_steps: int, commit: str | None) -> str:
-    text = json.dumps(
-        {"preset": preset, "dataset": dataset, "max_steps": max_steps, "code": commit}, sort_keys=True
-    )
+def run_key(preset: str, dataset: str | None, max_steps: int, commit: str | None, model: str = "flat") -> str:
+    fields = {"preset": preset, "dataset": dataset, "max_steps": max_steps, "code": commit}
+    if model != "flat":  # a flat run keeps the key it had before parts existed
+        fields["model"] = model
+    text = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -93,24 +95,74 @@ def finish_run(run_id: int, checkpoint: Path | None, metrics: dict | None) -> di
     return {"training_run_id": run_id, "checkpoint_key": checkpoint_key}
 
 
+def tracked_training(
+    task,
+    specialist: str,
+    preset: str,
+    dataset: str | None,
+    max_steps: int,
+    max_minutes: float,
+    run: Callable[[Path], tuple[dict, Path]],
+    model: str = "flat",
+) -> dict:
+    """A training run keyed by what determines it, recorded as one TrainingRun row; ``run(run_dir)``
+    trains (resuming what a first delivery saved there) and returns (run record, checkpoint)."""
+    from services.trainer.geometry import code_version
+
+    commit = code_version()["commit"]
+    key = run_key(preset, dataset, max_steps, commit, model)
+    kind = "" if model == "flat" else f"{model}-"
+    run_dir = Path(get_settings().data_dir) / "runs" / f"{specialist}-{kind}{preset}-{key}"
+    config = {"max_steps": max_steps, "max_minutes": max_minutes, "job": task.request.id}
+    if model != "flat":
+        config["model"] = model
+    run_id, finished = claim_run(
+        specialist, run_dir, preset=preset, dataset=dataset, code_version=commit, config=config
+    )
+    if finished is not None:
+        return finished
+    try:
+        record, checkpoint = run(run_dir)
+    except BaseException:
+        finish_run(run_id, None, None)
+        raise
+    recorded = finish_run(run_id, checkpoint, record["result"])
+    return {"run_dir": str(run_dir), **recorded, **record["result"]}
+
+
 @app.task(name="train.geometry", base=TrackedTask, bind=True)
 def train_geometry(
-    self, preset: str = "tiny", dataset: str | None = None, max_steps: int = 3000, max_minutes: float = 20.0
+    self,
+    preset: str = "tiny",
+    dataset: str | None = None,
+    max_steps: int = 3000,
+    max_minutes: float = 20.0,
+    model: str = "flat",
 ) -> dict:
-    from services.trainer.geometry import TrainConfig, train
+    from services.trainer.geometry import TrainConfig, export_model, train
 
-    def run(run_dir: Path, resume: bool) -> dict:
+    if model not in ("flat", "parts"):
+        raise ValueError(f"model must be 'flat' or 'parts', not {model!r}")
+
+    def run(run_dir: Path) -> tuple[dict, Path]:
+        # A parts run trains its structure model first: that checkpoint says there is one to resume.
+        first = run_dir / "structure" if model == "parts" else run_dir
         config = TrainConfig(
+            model=model,
             preset=preset,
             dataset=dataset,
             run_dir=str(run_dir),
             max_steps=max_steps,
             max_minutes=max_minutes,
-            resume=resume,
+            resume=(first / "checkpoint.pt").is_file(),
         )
-        return train(config, progress=self.progress)
+        record = train(config, progress=self.progress)
+        if model == "flat":
+            return record, run_dir / "checkpoint.pt"
+        export_model(run_dir, run_dir / "model.pt")  # one file holding both models, as served
+        return record, run_dir / "model.pt"
 
-    return tracked_training(self, "geometry", preset, dataset, max_steps, max_minutes, run)
+    return tracked_training(self, "geometry", preset, dataset, max_steps, max_minutes, run, model)
 
 
 @app.task(name="train.material", base=TrackedTask, bind=True)
@@ -119,40 +171,15 @@ def train_material(
 ) -> dict:
     from services.trainer.material import TrainConfig, train
 
-    def run(run_dir: Path, resume: bool) -> dict:
+    def run(run_dir: Path) -> tuple[dict, Path]:
         config = TrainConfig(
             preset=preset,
             dataset=dataset,
             run_dir=str(run_dir),
             max_steps=max_steps,
             max_minutes=max_minutes,
-            resume=resume,
+            resume=(run_dir / "checkpoint.pt").is_file(),
         )
-        return train(config, progress=self.progress)
+        return train(config, progress=self.progress), run_dir / "checkpoint.pt"
 
     return tracked_training(self, "material", preset, dataset, max_steps, max_minutes, run)
-
-
-def tracked_training(
-    task, specialist: str, preset: str, dataset: str | None, max_steps: int, max_minutes: float, run
-) -> dict:
-    """A training run keyed by what determines it, recorded as a TrainingRun row; ``run(run_dir,
-    resume)`` trains and returns the run record."""
-    from services.trainer.geometry import code_version
-
-    commit = code_version()["commit"]
-    key = run_key(preset, dataset, max_steps, commit)
-    run_dir = Path(get_settings().data_dir) / "runs" / f"{specialist}-{preset}-{key}"
-    config = {"max_steps": max_steps, "max_minutes": max_minutes, "job": task.request.id}
-    run_id, finished = claim_run(
-        specialist, run_dir, preset=preset, dataset=dataset, code_version=commit, config=config
-    )
-    if finished is not None:
-        return finished
-    try:
-        record = run(run_dir, (run_dir / "checkpoint.pt").is_file())
-    except BaseException:
-        finish_run(run_id, None, None)
-        raise
-    recorded = finish_run(run_id, run_dir / "checkpoint.pt", record["result"])
-    return {"run_dir": str(run_dir), **recorded, **record["result"]}

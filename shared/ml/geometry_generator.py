@@ -83,3 +83,16 @@ class GeometryGenerator:
                     "batch": len(rows),  # requests decoded together with this one, itself included
                 }
         return meshes
+
+
+def load_generator(checkpoint: str | Path, device: str | None = None):
+    """The generator a checkpoint needs, by its ``model_kind``: "flat" (GeometryGenerator, the
+    default for checkpoints without the key) or "parts" (PartsGenerator)."""
+    kind = torch.load(checkpoint, map_location="cpu", weights_only=False).get("model_kind", "flat")
+    if kind == "parts":
+        from shared.ml.parts_generator import PartsGenerator
+
+        return PartsGenerator(checkpoint, device)
+    if kind != "flat":
+        raise ValueError(f"{checkpoint}: unknown model_kind {kind!r}")
+    return GeometryGenerator(checkpoint, device)

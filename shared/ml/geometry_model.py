@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -37,12 +38,13 @@ class GeometryModelConfig:
     max_tokens: int = 1024  # BOS .. EOS
     prefix_tokens: int = 4
     dropout: float = 0.0
-    text_dim: int = EMBEDDING_DIM
+    text_dim: int = EMBEDDING_DIM  # the conditioning vector: a prompt's embedding, or more (parts)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    vocab: int | None = None  # another grammar's vocabulary size (layouts); None: the mesh tokenizer's
 
     @property
     def vocab_size(self) -> int:
-        return Vocabulary(self.tokenizer).size
+        return self.vocab or Vocabulary(self.tokenizer).size
 
     @classmethod
     def preset(cls, name: str, **overrides) -> GeometryModelConfig:
@@ -246,7 +248,6 @@ class GeometryModel(nn.Module):
             text.view(1, -1), face_budget, temperature, top_p, generator, use_cache, min_faces, deadline_s
         )[0]
 
-    @torch.inference_mode()
     def generate_batch(
         self,
         texts: torch.Tensor,
@@ -258,22 +259,42 @@ class GeometryModel(nn.Module):
         min_faces: int = 1,
         deadline_s: float | None = None,
     ) -> list[tuple[list[int], QuantizedMesh]]:
-        """A sample per row of (B, text_dim) embeddings, decoded side by side: at batch 1 the time
-        goes in per-token overhead, which B rows share. Rows leave the batch (and its KV cache)
-        when they end. With a generator per row, a row's sample is the one it gets alone (up to
-        rounding in the batched matrix products); one generator serves the rows in turn. Decoding
-        past ``deadline_s`` seconds raises GenerationTimeout, so a slow request frees the model."""
-        started = time.monotonic()
-        self.eval()
+        """A sample per row of (B, text_dim) embeddings, decoded side by side (see decode_batch)."""
         c = self.config
-        generators = generator if isinstance(generator, Sequence) else [generator] * texts.shape[0]
-        if len(generators) != texts.shape[0]:
-            raise ValueError(f"{len(generators)} generators for {texts.shape[0]} rows")
-        device = self.pos_emb.weight.device
         grammars = [
             MeshGrammar(c.tokenizer, face_budget=face_budget, max_tokens=c.max_tokens, min_faces=min_faces)
             for _ in range(texts.shape[0])
         ]
+        tokens = self.decode_batch(texts, grammars, temperature, top_p, generator, use_cache, deadline_s)
+        return [(t, g.mesh()) for t, g in zip(tokens, grammars, strict=True)]
+
+    @torch.inference_mode()
+    def decode_batch(
+        self,
+        texts: torch.Tensor,
+        grammars: Sequence[Grammar],
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        generator: torch.Generator | Sequence[torch.Generator | None] | None = None,
+        use_cache: bool = True,
+        deadline_s: float | None = None,
+    ) -> list[list[int]]:
+        """The tokens (BOS ...) of a sample per row of (B, text_dim) conditioning vectors, each
+        constrained by its row's grammar (fed as it goes), decoded side by side: at batch 1 the
+        time goes in per-token overhead, which B rows share. Rows leave the batch (and its KV
+        cache) when their grammar is done. With a generator per row, a row's sample is the one it
+        gets alone (up to rounding in the batched matrix products); one generator serves the rows
+        in turn. Decoding past ``deadline_s`` seconds raises GenerationTimeout, so a slow request
+        frees the model."""
+        started = time.monotonic()
+        self.eval()
+        c = self.config
+        generators = generator if isinstance(generator, Sequence) else [generator] * texts.shape[0]
+        for name, count in (("generators", len(generators)), ("grammars", len(grammars))):
+            if count != texts.shape[0]:
+                raise ValueError(f"{count} {name} for {texts.shape[0]} rows")
+
+        device = self.pos_emb.weight.device
         tokens = [[BOS] for _ in grammars]
         prefix = self._prefix(texts.to(device))
         x = torch.cat([prefix, self.tok_emb(torch.full((len(grammars), 1), BOS, device=device))], 1)
@@ -316,7 +337,17 @@ class GeometryModel(nn.Module):
             else:
                 seq = torch.tensor([tokens[i] for i in rows], device=device)
                 hidden = self._run(torch.cat([prefix, self.tok_emb(seq)], 1))
-        return [(t, g.mesh()) for t, g in zip(tokens, grammars, strict=True)]
+        return tokens
+
+
+class Grammar(Protocol):
+    """What decode_batch needs of a grammar (MeshGrammar, LayoutGrammar)."""
+
+    done: bool
+
+    def allowed_mask(self) -> np.ndarray: ...
+
+    def feed(self, token: int) -> None: ...
 
 
 class GenerationTimeout(TimeoutError):
@@ -370,14 +401,19 @@ def sample_token(logits, allowed, temperature: float, top_p: float, generator=No
     return int(torch.multinomial(kept, 1, generator=generator))
 
 
-def save_checkpoint(path, model: GeometryModel, extra: dict | None = None, half: bool = False) -> None:
+def model_state(model: GeometryModel, half: bool = False) -> dict:
+    """A model's config and weights as a dict (fp16 weights with half)."""
     # head.weight is tok_emb.weight (tied): stored once, re-tied by load_weights.
     state = {
         k: (v.half() if half and v.is_floating_point() else v)
         for k, v in model.state_dict().items()
         if k != "head.weight"
     }
-    torch.save({"model_config": model.config.to_dict(), "state_dict": state, **(extra or {})}, path)
+    return {"model_config": model.config.to_dict(), "state_dict": state}
+
+
+def save_checkpoint(path, model: GeometryModel, extra: dict | None = None, half: bool = False) -> None:
+    torch.save({**model_state(model, half), **(extra or {})}, path)
 
 
 def load_weights(model: GeometryModel, state: dict) -> None:
@@ -386,14 +422,19 @@ def load_weights(model: GeometryModel, state: dict) -> None:
     model.load_state_dict({**state, "head.weight": state["tok_emb.weight"]})
 
 
-def load_model(path, device: str = "cpu", half_precision: bool = True) -> tuple[GeometryModel, dict]:
-    """(model in eval mode, the whole checkpoint dict) from save_checkpoint's file; on a CPU it
-    decodes with fp16 weights unless half_precision is off."""
-    ckpt = torch.load(path, map_location=device, weights_only=False)
-    model = GeometryModel(GeometryModelConfig.from_dict(ckpt["model_config"]))
-    load_weights(model, ckpt["state_dict"])
+def model_from_state(data: dict, device: str = "cpu", half_precision: bool = True) -> GeometryModel:
+    """The model (eval mode) of model_state's dict; on a CPU it decodes with fp16 weights unless
+    half_precision is off."""
+    model = GeometryModel(GeometryModelConfig.from_dict(data["model_config"]))
+    load_weights(model, data["state_dict"])
     model.use_half_precision(half_precision)
-    return model.to(device).eval(), ckpt
+    return model.to(device).eval()
+
+
+def load_model(path, device: str = "cpu", half_precision: bool = True) -> tuple[GeometryModel, dict]:
+    """(model in eval mode, the whole checkpoint dict) from save_checkpoint's file."""
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    return model_from_state(ckpt, device, half_precision), ckpt
 
 
 def to_tensor(tokens: list[list[int]]) -> torch.Tensor:

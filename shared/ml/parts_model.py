@@ -1,0 +1,206 @@
+"""Structure-first geometry: a structure model writes a layout of part boxes from the prompt, a part
+model writes each part's faces in the part's own frame; the parts are assembled into one object.
+
+Both are ``GeometryModel`` decoders (conditioning prefix, KV cache, grammar-constrained sampling):
+- structure: conditioned on the prompt's embedding, writes ``shared.ml.layout_tokens`` under
+  ``LayoutGrammar`` (every decode a valid layout inside the unit cube);
+- part: conditioned on ``part_condition`` (prompt, the part's box and descriptor, the layout's
+  occupancy grid), writes mesh tokens under ``MeshGrammar`` (every decode a valid mesh), with the
+  descriptor's face range as its face budget. The parts of one object, and of every object of a
+  batch, decode as one batch.
+A part comes out in the unit cube and is stretched per axis onto its box; the object is then
+centred and scaled so its longest side is 1, as the flat model's meshes are.
+
+One checkpoint file holds both models (``model_kind: "parts"``); ``load_parts_model`` reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, model_from_state, model_state
+from shared.ml.layout_tokens import (
+    CONDITION_DIM,
+    LayoutBox,
+    LayoutGrammar,
+    LayoutVocabulary,
+    occupancy,
+    part_condition,
+)
+from shared.ml.mesh_tokenizer import MeshGrammar, QuantizedMesh
+from shared.ml.part_decomposition import DecompositionConfig
+
+MODEL_KIND = "parts"
+MAX_PARTS = 64
+
+# Per preset: the structure model, the part model; the decomposition's part budget is 7/8 of the
+# part model's context (the rest is headroom for the grammar's end).
+PRESETS = {
+    # Each trains in <= 30 minutes on 2 CPU cores.
+    "tiny": (
+        dict(d_model=192, n_layers=4, n_heads=4, prefix_tokens=4, dropout=0.0),
+        dict(d_model=256, n_layers=4, n_heads=4, max_tokens=512, prefix_tokens=4, dropout=0.0),
+    ),
+    # For a GPU.
+    "base": (
+        dict(d_model=512, n_layers=8, n_heads=8, prefix_tokens=8, dropout=0.1),
+        dict(d_model=768, n_layers=12, n_heads=12, max_tokens=1024, prefix_tokens=8, dropout=0.1),
+    ),
+}
+
+
+def preset_configs(
+    name: str, structure_overrides: dict | None = None, part_overrides: dict | None = None
+) -> tuple[GeometryModelConfig, GeometryModelConfig, DecompositionConfig]:
+    """(structure config, part config, decomposition config) of a preset."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    structure_kw, part_kw = PRESETS[name]
+    vocab = LayoutVocabulary(max_parts=MAX_PARTS)
+    structure = GeometryModelConfig(
+        **{**structure_kw, "max_tokens": vocab.max_tokens, "vocab": vocab.size, **(structure_overrides or {})}
+    )
+    part = GeometryModelConfig(**{**part_kw, "text_dim": CONDITION_DIM, **(part_overrides or {})})
+    decomposition = DecompositionConfig(max_part_tokens=part.max_tokens * 7 // 8, max_parts=MAX_PARTS)
+    return structure, part, decomposition
+
+
+@dataclass
+class AssembledMesh:
+    vertices: np.ndarray  # (V, 3) floats in the unit cube, centred, longest side 1
+    faces: list[tuple[int, ...]]
+    layout: list[LayoutBox]
+    parts: list[QuantizedMesh]  # each in its own frame, as the part model wrote it
+    tokens: int  # layout tokens plus every part's tokens
+
+    def manifold_edge_share(self) -> float:
+        """Share of edges with exactly two faces, counted per part (parts are loose pieces)."""
+        edges: dict[tuple[int, int], int] = {}
+        for f in self.faces:
+            for a, b in zip(f, f[1:] + f[:1], strict=True):
+                key = (min(a, b), max(a, b))
+                edges[key] = edges.get(key, 0) + 1
+        return sum(1 for n in edges.values() if n == 2) / max(1, len(edges))
+
+
+def place_part(mesh: QuantizedMesh, box: LayoutBox) -> np.ndarray:
+    """A part's vertices stretched per axis from their own bounding box onto the layout's box."""
+    u = mesh.unit_vertices()
+    lo, hi = u.min(0), u.max(0)
+    extent = hi - lo
+    stretched = np.divide(u - (lo + hi) / 2, extent, out=np.zeros_like(u), where=extent > 1e-9)
+    return box.centre + stretched * box.size
+
+
+def assemble(layout: list[LayoutBox], parts: list[QuantizedMesh], tokens: int) -> AssembledMesh:
+    vertices, faces, offset = [], [], 0
+    for box, mesh in zip(layout, parts, strict=True):
+        vertices.append(place_part(mesh, box))
+        faces += [tuple(offset + v for v in f) for f in mesh.faces]
+        offset += len(mesh.vertices)
+    v = np.concatenate(vertices) if vertices else np.zeros((0, 3))
+    if len(v):
+        lo, hi = v.min(0), v.max(0)
+        v = (v - (lo + hi) / 2) / (float((hi - lo).max()) or 1.0)
+    return AssembledMesh(v, faces, layout, parts, tokens)
+
+
+def part_budgets(layout: list[LayoutBox], face_budget: int) -> list[tuple[int, int]]:
+    """(min_faces, face_budget) per part: its descriptor's face range, scaled down so the parts
+    together stay within the object's face budget."""
+    ranges = [box.face_range for box in layout]
+    highs = [hi or max(face_budget, lo) for lo, hi in ranges]
+    if sum(highs) > face_budget:  # one face each, the rest shared in proportion (a layout has at
+        spare = max(0, face_budget - len(highs))  # most face_budget parts)
+        extra = max(1, sum(highs) - len(highs))
+        highs = [1 + (spare * (hi - 1)) // extra for hi in highs]
+    return [(min(lo, hi), hi) for (lo, _), hi in zip(ranges, highs, strict=True)]
+
+
+class PartsModel:
+    """The structure model and the part model, sampled together."""
+
+    def __init__(self, structure: GeometryModel, part: GeometryModel, decomposition: DecompositionConfig):
+        self.structure, self.part, self.decomposition = structure, part, decomposition
+        self.vocab = LayoutVocabulary(decomposition.tokenizer.bits, MAX_PARTS)
+
+    @torch.inference_mode()
+    def generate_batch(
+        self,
+        texts: torch.Tensor,
+        face_budget: int | Sequence[int] = 200,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        generator: Sequence[torch.Generator | None] | None = None,
+    ) -> list[AssembledMesh]:
+        """An object per row of (B, EMBEDDING_DIM) prompt embeddings: every layout side by side,
+        then every part of every object side by side. Row b's parts draw from generators seeded
+        from ``generator[b]`` (one draw each), so a row's object does not depend on its batch."""
+        rows = texts.shape[0]
+        budgets = [face_budget] * rows if isinstance(face_budget, int) else list(face_budget)
+        generators = list(generator) if generator is not None else [None] * rows
+        layouts = [LayoutGrammar(self.vocab, max_parts=min(MAX_PARTS, b)) for b in budgets]
+        layout_tokens = self.structure.decode_batch(texts, layouts, temperature, top_p, generators)
+        conditions, grammars, part_generators, owners = [], [], [], []
+        for b, grammar in enumerate(layouts):
+            boxes = grammar.boxes()
+            grid = occupancy(boxes)
+            seeds = torch.randint(0, 2**62, (len(boxes),), generator=generators[b])
+            for i, (low, high) in enumerate(part_budgets(boxes, budgets[b])):
+                conditions.append(part_condition(texts[b].cpu().numpy(), boxes, i, grid))
+                grammars.append(
+                    MeshGrammar(
+                        self.part.config.tokenizer,
+                        face_budget=high,
+                        max_tokens=self.part.config.max_tokens,
+                        min_faces=low,
+                    )
+                )
+                part_generators.append(torch.Generator(texts.device).manual_seed(int(seeds[i])))
+                owners.append(b)
+        part_tokens = self.part.decode_batch(
+            torch.from_numpy(np.stack(conditions)), grammars, temperature, top_p, part_generators
+        )
+        out = []
+        for b, grammar in enumerate(layouts):
+            mine = [k for k, owner in enumerate(owners) if owner == b]
+            tokens = len(layout_tokens[b]) + sum(len(part_tokens[k]) for k in mine)
+            out.append(assemble(grammar.boxes(), [grammars[k].mesh() for k in mine], tokens))
+        return out
+
+
+def save_parts_checkpoint(
+    path,
+    structure: GeometryModel,
+    part: GeometryModel,
+    decomposition: DecompositionConfig,
+    extra: dict | None = None,
+    half: bool = False,
+) -> None:
+    torch.save(
+        {
+            "model_kind": MODEL_KIND,
+            "structure": model_state(structure, half),
+            "part": model_state(part, half),
+            "decomposition": decomposition.to_dict(),
+            **(extra or {}),
+        },
+        path,
+    )
+
+
+def load_parts_model(path, device: str = "cpu", half_precision: bool = True) -> tuple[PartsModel, dict]:
+    """(both models in eval mode, the whole checkpoint dict) from save_parts_checkpoint's file."""
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    if ckpt.get("model_kind") != MODEL_KIND:
+        raise ValueError(f"{path} is not a parts checkpoint (model_kind={ckpt.get('model_kind')!r})")
+    model = PartsModel(
+        model_from_state(ckpt["structure"], device, half_precision),
+        model_from_state(ckpt["part"], device, half_precision),
+        DecompositionConfig.from_dict(ckpt["decomposition"]),
+    )
+    return model, ckpt

@@ -1,0 +1,319 @@
+"""Structure-first geometry: decomposition invariants, layout grammar, part decoding, assembly,
+the parts trainer (train, resume, export, load, generate) and load_generator's dispatch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from services.trainer.geometry import TrainConfig, export_model, train
+from services.trainer.geometry_parts import decompositions, scaled_layout
+from shared.ml.geometry_generator import GeometryGenerator, MeshRequest, load_generator
+from shared.ml.geometry_model import GeometryModel
+from shared.ml.layout_tokens import (
+    PART_TOKENS,
+    LayoutGrammar,
+    LayoutVocabulary,
+    decode_layout,
+    descriptor,
+    face_range,
+    occupancy,
+)
+from shared.ml.mesh_tokenizer import EOS, TokenizerError, decode
+from shared.ml.part_decomposition import (
+    DecompositionConfig,
+    concave_regions,
+    decompose,
+    quantize_box,
+    unit_frame,
+)
+from shared.ml.parts_generator import PartsGenerator
+from shared.ml.parts_model import PartsModel, assemble, part_budgets, preset_configs
+from shared.ml.synthetic_meshes import synthetic_items
+from tests.geometry_helpers import write_dataset
+
+SMALL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "prefix_tokens": 2}
+
+
+def grid_sheet(n: int, z: float = 0.0, offset=(0.0, 0.0)) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+    """An n x n quad sheet: one connected piece of n*n faces."""
+    xs = np.linspace(0, 1, n + 1)
+    verts = np.array([(x + offset[0], y + offset[1], z + 0.1 * x * y) for y in xs for x in xs])
+    faces = [
+        (j * (n + 1) + i, j * (n + 1) + i + 1, (j + 1) * (n + 1) + i + 1, (j + 1) * (n + 1) + i)
+        for j in range(n)
+        for i in range(n)
+    ]
+    return verts, faces
+
+
+def scattered_triangles(count: int, rng) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+    """Many loose tiny triangles (leaves, say): each is its own component."""
+    centres = rng.uniform(-1, 1, size=(count, 3))
+    verts = np.concatenate([c + rng.normal(0, 0.01, size=(3, 3)) for c in centres])
+    return verts, [(3 * k, 3 * k + 1, 3 * k + 2) for k in range(count)]
+
+
+def check_decomposition(verts, faces, config: DecompositionConfig) -> None:
+    d = decompose(verts, faces, config)
+    covered = np.concatenate([p.faces for p in d.parts])
+    assert sorted(covered.tolist()) == list(range(len(faces)))  # every face in exactly one part
+    unit = unit_frame(np.asarray(verts, dtype=np.float64))
+    for part in d.parts:
+        corners = unit[[v for f in part.faces for v in faces[f]]]
+        assert len(part.tokens) <= config.max_part_tokens
+        assert decode(part.tokens, config.tokenizer).faces  # the tokens are the mesh tokenizer's
+        lo, hi = part.centre - part.size / 2, part.centre + part.size / 2
+        # The box is its faces' bounding box; a part that collapsed at the grid has nothing to
+        # write, and its faces join the nearest part without moving that part's box.
+        inside = ((corners >= lo - 1e-9) & (corners <= hi + 1e-9)).all(1)
+        assert inside.all() or d.stats["empty_parts"]
+    assert d.fits and len(d.parts) <= config.max_parts
+    keys = [(*quantize_box(p.centre, p.size, 7)[0][::-1],) for p in d.parts]
+    assert keys == sorted(keys)  # bottom first
+
+
+def test_decomposition_covers_every_face_once_and_boxes_contain_their_parts():
+    config = DecompositionConfig(max_part_tokens=120, target_parts=6)
+    rng = np.random.default_rng(0)
+    for item in synthetic_items(24, seed=3, split="train"):
+        check_decomposition(item["mesh"]["vertices"], item["mesh"]["faces"], config)
+    sheet = grid_sheet(12)  # 144 connected faces: must be cut to fit 120 tokens
+    check_decomposition(*sheet, config)
+    assert len(decompose(*sheet, config).parts) > 1
+    leaves = scattered_triangles(40, rng)  # 40 components of one face: merged towards target_parts
+    d = decompose(*leaves, config)
+    assert d.stats["components"] == 40 and len(d.parts) <= 6
+    check_decomposition(*leaves, config)
+
+
+def test_part_boxes_contain_their_part_exactly():
+    verts, faces = grid_sheet(3)
+    legs = [grid_sheet(2, z=-1.0, offset=(dx, dy)) for dx, dy in ((-2, -2), (2, 2))]
+    for lv, lf in legs:
+        faces = faces + [tuple(v + len(verts) for v in f) for f in lf]
+        verts = np.concatenate([verts, lv])
+    d = decompose(verts, faces, DecompositionConfig(min_part_faces=1))
+    assert len(d.parts) == 3  # the top and two legs: the artist's loose pieces
+    unit = unit_frame(verts)
+    for part in d.parts:
+        corners = unit[[v for f in part.faces for v in faces[f]]]
+        np.testing.assert_allclose(corners.min(0), part.centre - part.size / 2, atol=1e-9)
+        np.testing.assert_allclose(corners.max(0), part.centre + part.size / 2, atol=1e-9)
+
+
+def box_on_box() -> tuple[np.ndarray, list[tuple[int, ...]]]:
+    """A small box standing on a large one, welded into one closed piece: the large box's top is a
+    ring around the small box's foot, which meets it at concave 90-degree edges."""
+    outer = [(0, 0), (4, 0), (4, 4), (0, 4)]
+    inner = [(1, 1), (3, 1), (3, 3), (1, 3)]
+    verts = np.array(
+        [(x, y, 0) for x, y in outer]
+        + [(x, y, 1) for x, y in outer]
+        + [(x, y, 1) for x, y in inner]
+        + [(x, y, 2) for x, y in inner],
+        dtype=np.float64,
+    )
+    faces = [(0, 3, 2, 1), (12, 13, 14, 15)]  # large box's bottom, small box's top
+    for i in range(4):
+        j = (i + 1) % 4
+        faces.append((i, j, 4 + j, 4 + i))  # large box's sides
+        faces.append((4 + i, 4 + j, 8 + j, 8 + i))  # the ring
+        faces.append((8 + i, 8 + j, 12 + j, 12 + i))  # small box's sides
+    return verts, faces
+
+
+def test_concave_creases_part_a_welded_piece_and_convex_ones_do_not():
+    verts, faces = box_on_box()
+    unit = unit_frame(verts)
+    weld = np.arange(len(verts))
+    labels = concave_regions(unit, faces, weld, 30.0)
+    small = [1] + [2 + 3 * i + 2 for i in range(4)]  # the small box's top and sides
+    assert len(set(labels)) == 2 and len({labels[k] for k in small}) == 1
+    assert labels[0] != labels[1]
+    assert len(set(concave_regions(unit, faces, weld, 95.0))) == 1  # 90-degree creases kept above 95
+    d = decompose(verts, faces, DecompositionConfig(min_part_faces=1, concave_degrees=30.0))
+    assert len(d.parts) == 2 and d.stats["components"] == 1 and d.stats["regions"] == 2
+    assert len(decompose(verts, faces, DecompositionConfig(min_part_faces=1, concave_degrees=0.0)).parts) == 1
+
+
+def test_every_constrained_layout_decode_is_valid_and_inside_the_unit_cube():
+    vocab = LayoutVocabulary(bits=7, max_parts=6)
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        grammar, tokens = LayoutGrammar(vocab), [1]
+        while not grammar.done:
+            allowed = np.flatnonzero(grammar.allowed_mask())
+            token = int(rng.choice(allowed))
+            grammar.feed(token)
+            tokens.append(token)
+        boxes = decode_layout(tokens, vocab)
+        assert 1 <= len(boxes) <= 6 and len(tokens) == 2 + PART_TOKENS * len(boxes)
+        for box in boxes:
+            assert (box.centre - box.size / 2 >= -0.5 - 1e-9).all() and (
+                box.centre + box.size / 2 <= 0.5 + 1e-9
+            ).all()
+    with pytest.raises(TokenizerError):
+        LayoutGrammar(vocab).feed(EOS)  # a layout has at least one part
+    with pytest.raises(TokenizerError):
+        decode_layout([1, vocab.slot0], vocab)  # ended mid-part
+
+
+def test_layout_round_trips_and_augmented_layouts_stay_valid():
+    vocab = LayoutVocabulary()
+    item = synthetic_items(8, seed=0, split="train")[5]  # a table: five parts
+    d = decompose(item["mesh"]["vertices"], item["mesh"]["faces"])
+    boxes = [(*quantize_box(p.centre, p.size, 7), descriptor(p.face_count)) for p in d.parts]
+    decoded = decode_layout(vocab.encode(boxes), vocab)
+    for (q_centre, q_size, desc), box in zip(boxes, decoded, strict=True):
+        requantized = quantize_box(box.centre, box.size, 7)
+        assert (
+            (requantized[0] == q_centre).all() and (requantized[1] == q_size).all() and box.descriptor == desc
+        )
+    parts = [{"centre": c, "size": s, "descriptor": k} for c, s, k in boxes]
+    for factors in ([0.5, 1.0, 1.0], [1.25, 0.75, 1.1]):
+        decode_layout(vocab.encode(scaled_layout(parts, np.array(factors), 7)), vocab)  # raises if invalid
+    assert occupancy(decoded).max() <= 1.0 and occupancy(decoded).sum() > 0
+
+
+def test_face_ranges_and_part_budgets():
+    assert [descriptor(n) for n in (1, 2, 3, 4, 127, 128, 5000)] == [0, 1, 1, 2, 6, 7, 7]
+    assert face_range(0) == (1, 1) and face_range(3) == (8, 15) and face_range(7) == (128, 0)
+    vocab = LayoutVocabulary()
+    layout = [vocab.dequantize([64, 64, 64, 10, 10, 10, d]) for d in (3, 7)]
+    budgets = part_budgets(layout, face_budget=100)
+    assert sum(b for _, b in budgets) <= 100 and all(lo <= b for lo, b in budgets)
+
+
+def small_parts_model(seed: int = 0) -> PartsModel:
+    torch.manual_seed(seed)
+    structure, part, decomposition = preset_configs("tiny", SMALL, {**SMALL, "max_tokens": 48})
+    return PartsModel(GeometryModel(structure), GeometryModel(part), decomposition)
+
+
+def test_untrained_parts_model_assembles_valid_objects_inside_the_unit_cube():
+    model = small_parts_model()
+    texts = torch.randn(3, 384)
+    generators = [torch.Generator().manual_seed(s) for s in range(3)]
+    objects = model.generate_batch(texts, face_budget=[3, 6, 12], temperature=1.2, generator=generators)
+    for obj, budget in zip(objects, [3, 6, 12], strict=True):
+        assert 1 <= len(obj.layout) <= budget and len(obj.parts) == len(obj.layout)
+        assert 1 <= len(obj.faces) <= budget
+        assert np.abs(obj.vertices).max() <= 0.5 + 1e-9 and np.isclose(np.ptp(obj.vertices, 0).max(), 1.0)
+        assert all(0 <= v < len(obj.vertices) for f in obj.faces for v in f)
+        assert all(len(set(f)) == len(f) >= 3 for f in obj.faces)
+    again = model.generate_batch(
+        texts[1:2], face_budget=6, temperature=1.2, generator=[torch.Generator().manual_seed(1)]
+    )
+    assert again[0].faces == objects[1].faces  # a row's object does not depend on its batch
+
+
+def test_assemble_stretches_each_part_onto_its_box():
+    vocab = LayoutVocabulary()
+    item = synthetic_items(1, seed=0, split="train")[0]  # a box
+    d = decompose(item["mesh"]["vertices"], item["mesh"]["faces"])
+    mesh = decode(d.parts[0].tokens)
+    layout = [vocab.dequantize([32, 64, 64, 40, 20, 10, 2]), vocab.dequantize([96, 64, 64, 40, 20, 10, 2])]
+    obj = assemble(layout, [mesh, mesh], tokens=0)
+    assert len(obj.faces) == 2 * len(mesh.faces)
+    assert np.isclose(np.ptp(obj.vertices[:, 0]), 1.0)  # the longest side of the union is 1
+    assert obj.manifold_edge_share() == 1.0  # two closed boxes
+
+
+@pytest.fixture
+def small_dataset(tmp_path):
+    items = {
+        split: [{**it, "category": "furniture"} for it in synthetic_items(n, seed=0, split=split)]
+        for split, n in (("train", 24), ("val", 8), ("test", 8))
+    }
+    write_dataset(tmp_path / "ds", items)
+    return str(tmp_path / "ds")
+
+
+def test_parts_training_resumes_exports_one_file_and_generates(tmp_path, small_dataset):
+    config = TrainConfig(
+        model="parts",
+        dataset=small_dataset,
+        run_dir=str(tmp_path / "run"),
+        max_steps=4,
+        batch_tokens=1024,
+        checkpoint_every=2,
+        threads=1,
+        model_overrides={"structure": SMALL, "part": {**SMALL, "max_tokens": 256}},
+    )
+    shares: list[float] = []
+    first = train(config, progress=lambda share, _message: shares.append(share))
+    assert first["structure"]["result"]["steps"] == 4 and first["part"]["result"]["steps"] == 4
+    assert shares == sorted(shares) and shares[-1] == 1.0
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["model_kind"] == "parts" and record["dataset"]["name"] == "test-geometry"
+    assert record["structure"]["items"]["train"] == 24 and record["part"]["skipped_too_long"]["train"] == 0
+    assert record["result"]["minutes_trained"] > 0
+    cached = list((tmp_path / "var" / "cache" / "parts").glob("train-*.pkl"))
+    assert len(cached) == 1  # decomposed once, read back by later runs
+    config.max_steps, config.resume = 6, True
+    second = train(config)
+    assert second["structure"]["result"]["steps_this_session"] == 2
+    assert second["part"]["result"]["steps"] == 6
+    exported = export_model(tmp_path / "run", tmp_path / "model.pt")
+    assert exported["step"] == {"structure": 6, "part": 6}
+    generator = load_generator(tmp_path / "model.pt")
+    assert isinstance(generator, PartsGenerator) and generator.meta["model_kind"] == "parts"
+    requests = [MeshRequest("a table", face_budget=40, seed=s) for s in range(2)]
+    out = generator.generate_many(requests)
+    for mesh in out:
+        v = np.array(mesh["vertices"])
+        assert mesh["faces"] and mesh["parts"] >= 1 and mesh["tokens"] > 0 and mesh["seconds"] >= 0
+        assert len(mesh["faces"]) <= 40 and np.abs(v).max() <= 1.0 + 1e-6  # metres, within 2 m
+    assert generator.generate("a table", face_budget=40, seed=1)["faces"] == out[1]["faces"]
+    with pytest.raises(ValueError, match="empty"):
+        generator.generate("  ")
+
+
+def test_parts_resume_without_a_checkpoint_is_refused(tmp_path, small_dataset):
+    config = TrainConfig(model="parts", dataset=small_dataset, run_dir=str(tmp_path / "none"), resume=True)
+    with pytest.raises(FileNotFoundError, match="--resume"):
+        train(config)
+    with pytest.raises(ValueError, match="model must be"):
+        train(TrainConfig(model="voxels"))
+
+
+def test_decompositions_are_cached_by_dataset_split_and_rule(tmp_path, small_dataset):
+    first = decompositions(small_dataset, "val", DecompositionConfig())
+    again = decompositions(small_dataset, "val", DecompositionConfig())
+    assert [len(o["parts"]) for o in first] == [len(o["parts"]) for o in again]
+    decompositions(small_dataset, "val", DecompositionConfig(target_parts=2))
+    assert len(list((tmp_path / "var" / "cache" / "parts").glob("val-*.pkl"))) == 2
+
+
+def test_load_generator_dispatches_on_model_kind(tmp_path):
+    from pathlib import Path
+
+    flat = Path(__file__).resolve().parents[1] / "models" / "geometry" / "tiny" / "model.pt"
+    assert isinstance(load_generator(flat), GeometryGenerator)
+    torch.save({"model_kind": "voxels"}, tmp_path / "odd.pt")
+    with pytest.raises(ValueError, match="unknown model_kind"):
+        load_generator(tmp_path / "odd.pt")
+
+
+def test_train_geometry_task_trains_and_exports_a_parts_model():
+    from shared.db import ensure_schema, session_scope
+    from shared.db.models import Job, RunStatus, TrainingRun
+    from shared.queue import submit
+
+    ensure_schema()
+    job = submit("train.geometry", preset="tiny", max_steps=1, max_minutes=5, model="parts")
+    with session_scope() as session:
+        result = session.get(Job, job).result
+        run = session.query(TrainingRun).one()
+        assert run.status == RunStatus.SUCCEEDED and run.config["model"] == "parts"
+        assert run.metrics["structure_steps"] == run.metrics["part_steps"] == 1
+    assert "parts-tiny" in result["run_dir"]
+    assert isinstance(load_generator(f"{result['run_dir']}/model.pt"), PartsGenerator)
+    again = submit("train.geometry", preset="tiny", max_steps=1, max_minutes=5, model="parts")
+    with session_scope() as session:
+        assert session.get(Job, again).result["run_dir"] == result["run_dir"]
+        assert session.query(TrainingRun).count() == 1  # the finished run was not trained again
