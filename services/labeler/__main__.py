@@ -88,7 +88,7 @@ def cmd_modifiers_derive(args: argparse.Namespace) -> int:
           f"{report['verified_pairs']} verified in Blender; {report['real_items']} real stacks")
     for kind, counts in report["per_type"].items():
         print(f"  {kind:<9} " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    print(f"seconds: {report['seconds']}; dataset: {report['dataset']}; report: {out / 'report.json'}")
+    print(f"seconds: {report['seconds']}; dataset: {report['dataset']}; report: {out / 'derive_report.json'}")
     return 0
 
 

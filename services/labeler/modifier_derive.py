@@ -21,7 +21,9 @@ each with ``derived_by`` naming the rules that found its stack. The real artists
 will see when serving: a finished mesh. Items keep their geometry pack's split (a real item's pack
 takes the geometry dataset's split where it has one), so nothing a model trains on shares a pack
 with what it is tested on. Written as a dataset folder (manifest + tar shards, specialist
-``modifier``) that shared.ml.datasets.iter_split reads, with report.json and examples.png beside it.
+``modifier``) under <data_dir>/datasets/NAME/modifier/derived/ that shared.ml.datasets.iter_split
+reads, with derive_report.json and derive_examples.png beside it (the labeler's own report.json of the
+real-stack dataset lives in the same folder).
 """
 
 from __future__ import annotations
@@ -202,7 +204,7 @@ def derive(
             "apply_warnings": answer.get("warnings", [])[:5],
         }
 
-    manifest = write_dataset(list(items.values()), out_dir / "dataset", geometry_ref)
+    manifest = write_dataset(list(items.values()), out_dir / "derived", geometry_ref)
     stacks = Counter(
         " > ".join(_types(i["modifiers"])) or "(none)" for i in items.values() if i["derived_by"] != "artist"
     )
@@ -233,10 +235,10 @@ def derive(
         "blender_workers": workers,
         "splits": {s: manifest["splits"][s]["items"] for s in SPLITS},
         "version": manifest["version"],
-        "dataset": str(out_dir / "dataset"),
+        "dataset": str(out_dir / "derived"),
     }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True))
-    render_examples(verified, out_dir / "examples.png", examples)
+    (out_dir / "derive_report.json").write_text(json.dumps(report, indent=1, sort_keys=True))
+    render_examples(verified, out_dir / "derive_examples.png", examples)
     return report
 
 

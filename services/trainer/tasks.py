@@ -89,3 +89,54 @@ def train_geometry(
         "checkpoint_key": checkpoint_key,
         **record["result"],
     }
+
+
+@app.task(name="train.modifier", base=TrackedTask, bind=True)
+def train_modifier(
+    self, preset: str = "tiny", dataset: str = "full", epochs: int = 60, max_minutes: float = 10.0
+) -> dict:
+    """The modifier model on a derived modifier dataset (labeler modifiers-derive), keyed like
+    train.geometry: a redelivered task resumes its run, a finished one returns its record."""
+    from services.trainer.geometry import code_version
+    from services.trainer.modifier import TrainConfig, train
+
+    key = run_key(preset, dataset, epochs, code_version()["commit"])
+    run_dir = Path(get_settings().data_dir) / "runs" / f"modifier-{preset}-{key}"
+    record_path = run_dir / "run.json"
+    if record_path.is_file() and json.loads(record_path.read_text())["result"]["epochs"] >= epochs:
+        return {"run_dir": str(run_dir), **json.loads(record_path.read_text())["result"]}
+    with session_scope() as session:
+        run = TrainingRun(
+            specialist="modifier",
+            preset=preset,
+            config={"dataset": dataset, "epochs": epochs, "run_dir": str(run_dir), "job": self.request.id},
+            code_version=code_version()["commit"],
+            status=RunStatus.RUNNING,
+            started_at=utcnow(),
+        )
+        session.add(run)
+        session.flush()
+        run_id = run.id
+    config = TrainConfig(
+        preset=preset,
+        dataset=dataset,
+        run_dir=str(run_dir),
+        epochs=epochs,
+        max_minutes=max_minutes,
+        resume=(run_dir / "checkpoint.pt").is_file(),
+    )
+    try:
+        record = train(config, progress=self.progress)
+    except BaseException:
+        with session_scope() as session:
+            failed = session.get(TrainingRun, run_id)
+            failed.status, failed.finished_at = RunStatus.FAILED, utcnow()  # type: ignore[union-attr]
+        raise
+    from shared.blobs import get_blob_store
+
+    checkpoint_key = get_blob_store().put_file(run_dir / "best.pt")
+    with session_scope() as session:
+        done = session.get(TrainingRun, run_id)
+        done.status, done.finished_at = RunStatus.SUCCEEDED, utcnow()  # type: ignore[union-attr]
+        done.metrics, done.checkpoint_key = record["result"], checkpoint_key  # type: ignore[union-attr]
+    return {"run_dir": str(run_dir), "training_run_id": run_id, "checkpoint_key": checkpoint_key, **record["result"]}

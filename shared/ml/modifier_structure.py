@@ -62,16 +62,19 @@ class MeshArrays:
     def welded(self) -> MeshArrays:
         """Coincident vertices merged (Blender's Merge by Distance at MATCH_TOLERANCE): exported
         flat-shaded meshes split every vertex per face, which hides their parts and shells.
-        Faces that collapse below three corners are dropped."""
+        Faces that collapse below three corners are dropped, and so are repeats of a face (the same
+        corners; double-sided exports), which Blender would remove on its own."""
         step = MATCH_TOLERANCE * self.diagonal
         keys = np.round(self.vertices / step).astype(np.int64)
         _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
-        faces = []
+        faces, seen = [], set()
         for f in self.faces:
             corners = [int(inverse[i]) for i in f]
             corners = [c for k, c in enumerate(corners) if c != corners[k - 1]]
-            if len(set(corners)) >= 3:
+            key = frozenset(corners)
+            if len(key) >= 3 and key not in seen:
+                seen.add(key)
                 faces.append(corners)
         return MeshArrays(self.vertices[first], faces)
 
