@@ -40,8 +40,17 @@ def cube_array(count: int = 4) -> MeshArrays:
 def solidified_plane(n: int = 4, thickness: float = 0.05) -> MeshArrays:
     xs = np.linspace(0, 1, n)
     top = np.array([[x, y, 0.0] for y in xs for x in xs])
-    faces = [[j * n + i, j * n + i + 1, (j + 1) * n + i + 1, (j + 1) * n + i] for j in range(n - 1) for i in range(n - 1)]
-    ring = [*range(n - 1), *range(n - 1, n * n - 1, n), *range(n * n - 1, n * (n - 1), -1), *range(n * (n - 1), 0, -n)]
+    faces = [
+        [j * n + i, j * n + i + 1, (j + 1) * n + i + 1, (j + 1) * n + i]
+        for j in range(n - 1)
+        for i in range(n - 1)
+    ]
+    ring = [
+        *range(n - 1),
+        *range(n - 1, n * n - 1, n),
+        *range(n * n - 1, n * (n - 1), -1),
+        *range(n * (n - 1), 0, -n),
+    ]
     shell = faces + [[a + n * n for a in f[::-1]] for f in faces]
     shell += [[b, a, a + n * n, b + n * n] for a, b in zip(ring, ring[1:] + ring[:1], strict=True)]
     return MeshArrays(np.vstack([top, top - [0, 0, thickness]]), shell)
@@ -105,7 +114,17 @@ def test_features_have_a_fixed_length_and_see_symmetry():
 
 
 def test_a_predicted_stack_is_cut_to_what_the_mesh_carries():
-    stack = from_slots(to_slots([{"type": "MIRROR", "params": {"use_axis": [True, False, False]}}, {"type": "ARRAY", "params": {"count": 3}}, {"type": "SUBSURF", "params": {"levels": 2}}], 3.0), 3.0)
+    stack = from_slots(
+        to_slots(
+            [
+                {"type": "MIRROR", "params": {"use_axis": [True, False, False]}},
+                {"type": "ARRAY", "params": {"count": 3}},
+                {"type": "SUBSURF", "params": {"levels": 2}},
+            ],
+            3.0,
+        ),
+        3.0,
+    )
     peeled = peel_stack(mirrored_pair(), stack)
     assert [m["type"] for m in peeled.stack] == ["MIRROR", "SUBSURF"]
     assert set(peeled.rejections) == {"ARRAY"} and len(peeled.base.faces) == 5
@@ -118,7 +137,10 @@ def test_stacks_round_trip_through_slots_and_tokens():
     stack = [
         {"type": "MIRROR", "params": {"use_axis": [True, False, True]}},
         {"type": "SOLIDIFY", "params": {"thickness": 0.02, "offset": -1}},
-        {"type": "ARRAY", "params": {"count": 4, "use_relative_offset": True, "relative_offset_displace": [0, -2.0, 0]}},
+        {
+            "type": "ARRAY",
+            "params": {"count": 4, "use_relative_offset": True, "relative_offset_displace": [0, -2.0, 0]},
+        },
         {"type": "BEVEL", "params": {"width": 0.01, "segments": 3}},
         {"type": "SUBSURF", "params": {"levels": 2}},
     ]
@@ -129,12 +151,16 @@ def test_stacks_round_trip_through_slots_and_tokens():
     assert [m["type"] for m in built] == ["MIRROR", "SOLIDIFY", "ARRAY", "BEVEL", "SUBSURF"]
     assert built[0]["params"]["use_axis"] == [True, False, True]
     assert built[1]["params"]["thickness"] == pytest.approx(0.02, rel=0.25)
-    assert built[2]["params"]["count"] == 4 and built[2]["params"]["relative_offset_displace"] == pytest.approx([0, -2.0, 0], rel=0.15)
+    assert built[2]["params"]["count"] == 4 and built[2]["params"][
+        "relative_offset_displace"
+    ] == pytest.approx([0, -2.0, 0], rel=0.15)
     assert built[3]["params"]["segments"] == 3 and built[4]["params"]["levels"] == 2
 
 
 def test_the_grammar_refuses_out_of_order_repeated_or_truncated_stacks():
-    tokens = encode(to_slots([{"type": "MIRROR", "params": {}}, {"type": "SUBSURF", "params": {"levels": 1}}], 1.0))
+    tokens = encode(
+        to_slots([{"type": "MIRROR", "params": {}}, {"type": "SUBSURF", "params": {"levels": 1}}], 1.0)
+    )
     with pytest.raises(StackTokenError, match="expected a type"):
         decode([tokens[0], tokens[3], tokens[4], tokens[1], tokens[2], tokens[-1]])  # SUBSURF before MIRROR
     with pytest.raises(StackTokenError, match="expected a mirror_axes class"):
@@ -213,7 +239,9 @@ def geometry_folder(root: Path) -> Path:
             )
     folder = root / "geometry"
     manifest = write_dataset(items, folder, "synthetic")
-    manifest["specialist"] = "geometry"  # write_dataset writes modifier manifests; this one stands in for geometry's
+    manifest["specialist"] = (
+        "geometry"  # write_dataset writes modifier manifests; this one stands in for geometry's
+    )
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 
@@ -246,7 +274,9 @@ def checkpoint(derived, tmp_path_factory) -> Path:
     from services.trainer.modifier import TrainConfig, export_model, train
 
     run = tmp_path_factory.mktemp("run")
-    record = train(TrainConfig(dataset=str(derived), run_dir=str(run), epochs=40, batch_size=8, lr=1e-2, real_weight=1.0))
+    record = train(
+        TrainConfig(dataset=str(derived), run_dir=str(run), epochs=40, batch_size=8, lr=1e-2, real_weight=1.0)
+    )
     assert record["result"]["epochs"] == 40 and record["data"]["items"]["train"] == 4
     assert {"nearest_neighbour", "boosted_trees", "mlp_best"} <= set(record["result"]["architectures_on_val"])
     out = run / "model.pt"
@@ -328,7 +358,9 @@ def test_the_injector_builds_a_predicted_stack_as_live_modifiers(checkpoint):
     from tests.addon_support import reset_blender
 
     reset_blender()
-    answer = ModifierGenerator(checkpoint).run_many([{"prompt": "a row of crates", "mesh": cube_array(4).to_dict()}])[0]
+    answer = ModifierGenerator(checkpoint).run_many(
+        [{"prompt": "a row of crates", "mesh": cube_array(4).to_dict()}]
+    )[0]
     assert [m["type"] for m in answer["modifiers"]] == ["ARRAY"]
     doc = {
         "schema_version": "1.0",

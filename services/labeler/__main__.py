@@ -84,8 +84,10 @@ def cmd_modifiers_derive(args: argparse.Namespace) -> int:
     except DatasetError as exc:
         print(f"modifiers-derive failed: {exc}", file=sys.stderr)
         return 2
-    print(f"{report['meshes']} meshes, {report['meshes_with_candidates']} with a candidate stack, "
-          f"{report['verified_pairs']} verified in Blender; {report['real_items']} real stacks")
+    print(
+        f"{report['meshes']} meshes, {report['meshes_with_candidates']} with a candidate stack, "
+        f"{report['verified_pairs']} verified in Blender; {report['real_items']} real stacks"
+    )
     for kind, counts in report["per_type"].items():
         print(f"  {kind:<9} " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     print(f"seconds: {report['seconds']}; dataset: {report['dataset']}; report: {out / 'derive_report.json'}")
@@ -117,9 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     derive = sub.add_parser(
         "modifiers-derive", help="derive modifier stacks from the geometry meshes, verified in Blender"
     )
-    derive.add_argument("--geometry", default="full", help="geometry dataset: name, manifest sha256 or folder")
+    derive.add_argument(
+        "--geometry", default="full", help="geometry dataset: name, manifest sha256 or folder"
+    )
     derive.add_argument("--modifier", default="full", help="real modifier stacks to add; '' for none")
-    derive.add_argument("--name", default="full", help="report and dataset under <data_dir>/datasets/NAME/modifier")
+    derive.add_argument(
+        "--name", default="full", help="report and dataset under <data_dir>/datasets/NAME/modifier"
+    )
     derive.add_argument("--workers", type=int, default=1, help="Blender child processes")
     derive.add_argument("--limit", type=int, help="only the first N geometry meshes")
     args = parser.parse_args(argv)

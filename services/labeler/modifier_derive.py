@@ -76,7 +76,11 @@ def verify(original: MeshArrays, result: dict[str, Any]) -> tuple[bool, str, dic
         return False, "empty_result", {}
     faces = abs(len(rebuilt.faces) - len(original.faces)) / len(original.faces)
     mean, worst = shape_distance(original, rebuilt)
-    measures = {"face_difference": round(faces, 5), "shape_mean": round(mean, 7), "shape_max": round(worst, 7)}
+    measures = {
+        "face_difference": round(faces, 5),
+        "shape_mean": round(mean, 7),
+        "shape_max": round(worst, 7),
+    }
     if faces > FACE_TOLERANCE:
         return False, "face_count", measures
     if mean > SHAPE_MEAN_TOLERANCE or worst > SHAPE_MAX_TOLERANCE:
@@ -149,9 +153,9 @@ def derive(
             for item in iter_split(modifier_ref, split, "modifier"):
                 if item["mesh"]["faces"]:
                     real.append((split_of_pack.get(item["pack"], split), item))
-    jobs = [
-        {"id": c["id"], "mesh": c["mesh"], "modifiers": c["modifiers"]} for c in candidates.values()
-    ] + [{"id": f"real/{r['id']}", "mesh": r["mesh"], "modifiers": r["modifiers"]} for _, r in real]
+    jobs = [{"id": c["id"], "mesh": c["mesh"], "modifiers": c["modifiers"]} for c in candidates.values()] + [
+        {"id": f"real/{r['id']}", "mesh": r["mesh"], "modifiers": r["modifiers"]} for _, r in real
+    ]
 
     t = time.perf_counter()
     bar = tqdm(total=len(jobs), desc="blender", unit="stack", disable=not progress)
@@ -254,7 +258,10 @@ def write_dataset(items: list[dict[str, Any]], folder: Path, source: str) -> dic
         for start in range(0, len(members), SHARD_ITEMS):
             chunk = members[start : start + SHARD_ITEMS]
             data = tar_bytes(
-                [(f"{hashlib.sha256(i['id'].encode()).hexdigest()[:24]}.json", canonical_json(i)) for i in chunk]
+                [
+                    (f"{hashlib.sha256(i['id'].encode()).hexdigest()[:24]}.json", canonical_json(i))
+                    for i in chunk
+                ]
             )
             sha = hashlib.sha256(data).hexdigest()
             (folder / "shards" / sha).write_bytes(data)
@@ -294,7 +301,10 @@ def render_examples(verified: list[dict[str, Any]], path: Path, per_type: int) -
             (item["mesh"], f"base: {len(item['mesh']['faces'])} faces"),
             (None, stack_text(item["modifiers"])),
             (item["result"], f"Blender result: {len(item['result']['faces'])} faces"),
-            (item["evaluated_mesh"], f"original: {item['object'][:24]}, {len(item['evaluated_mesh']['faces'])} faces"),
+            (
+                item["evaluated_mesh"],
+                f"original: {item['object'][:24]}, {len(item['evaluated_mesh']['faces'])} faces",
+            ),
         ]
         for c, (mesh, title) in enumerate(panels):
             ax = fig.add_subplot(len(rows), 4, r * 4 + c + 1, projection="3d" if mesh else None)
@@ -302,7 +312,9 @@ def render_examples(verified: list[dict[str, Any]], path: Path, per_type: int) -
                 ax.text(0.0, 0.5, title, fontsize=8, va="center", family="monospace")
                 ax.set_axis_off()
                 continue
-            draw_mesh(ax, MeshArrays.from_dict(mesh), title, frame=MeshArrays.from_dict(item["evaluated_mesh"]))
+            draw_mesh(
+                ax, MeshArrays.from_dict(mesh), title, frame=MeshArrays.from_dict(item["evaluated_mesh"])
+            )
     fig.tight_layout()
     fig.savefig(path, dpi=70)
     plt.close(fig)
@@ -315,7 +327,11 @@ def stack_text(stack: list[dict[str, Any]]) -> str:
         if m["type"] == "MIRROR":
             detail = "axis " + "".join(a for a, on in zip("XYZ", p.get("use_axis", []), strict=False) if on)
         elif m["type"] == "ARRAY":
-            step = p.get("relative_offset_displace") if p.get("use_relative_offset") else p.get("constant_offset_displace")
+            step = (
+                p.get("relative_offset_displace")
+                if p.get("use_relative_offset")
+                else p.get("constant_offset_displace")
+            )
             kind = "relative" if p.get("use_relative_offset") else "constant"
             detail = f"count {p.get('count')}, {kind} {[round(float(s), 3) for s in step or []]}"
         elif m["type"] == "SOLIDIFY":

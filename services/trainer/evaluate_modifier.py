@@ -67,7 +67,9 @@ def head_accuracy(model: ModifierModel, examples: Examples) -> dict[str, float]:
     """Per parameter head, the share of items whose true and predicted stacks both hold the head's
     type that get the right class."""
     with torch.no_grad():
-        presence, heads = model(torch.from_numpy(examples.features), torch.from_numpy(examples.first_caption_vectors()))
+        presence, heads = model(
+            torch.from_numpy(examples.features), torch.from_numpy(examples.first_caption_vectors())
+        )
     present = (torch.sigmoid(presence) >= 0.5).numpy()
     out = {}
     for k, name in enumerate(HEADS):
@@ -87,7 +89,9 @@ def real_cross_validation(
     fold_of_pack = {pack: k % REAL_FOLDS for k, pack in enumerate(packs)}
     folds = np.array([fold_of_pack[item["pack"]] for item in real.items])
     truth = [real.true_types(i) for i in range(len(real))]
-    predicted: dict[str, list[list[str]]] = {name: [[] for _ in truth] for name in ("model", "majority", "nearest")}
+    predicted: dict[str, list[list[str]]] = {
+        name: [[] for _ in truth] for name in ("model", "majority", "nearest")
+    }
     for fold in range(min(REAL_FOLDS, len(packs))):
         held = np.flatnonzero(folds == fold)
         kept = real.subset(np.flatnonzero(folds != fold))
@@ -171,17 +175,26 @@ def evaluate_modifier(
     questions = concat(derived, real_test)
     answers = generator.run_many(
         [
-            {"prompt": questions.captions[i][0], "mesh": questions.items[i].get("evaluated_mesh") or questions.items[i]["mesh"]}
+            {
+                "prompt": questions.captions[i][0],
+                "mesh": questions.items[i].get("evaluated_mesh") or questions.items[i]["mesh"],
+            }
             for i in range(len(questions))
         ]
     )
     jobs = [
-        {"id": str(i), "mesh": a.get("base_mesh") or finished_mesh(questions.items[i]).to_dict(), "modifiers": a["modifiers"]}
+        {
+            "id": str(i),
+            "mesh": a.get("base_mesh") or finished_mesh(questions.items[i]).to_dict(),
+            "modifiers": a["modifiers"],
+        }
         for i, a in enumerate(answers)
     ]
     applied = apply_batch(jobs, ExtractSettings(workers=workers, timeout_s=120))
     apply_ok = [bool(r["ok"]) for r in applied]
-    failures = [{"item": questions.items[int(r["id"])]["id"], "error": r["error"]} for r in applied if not r["ok"]]
+    failures = [
+        {"item": questions.items[int(r["id"])]["id"], "error": r["error"]} for r in applied if not r["ok"]
+    ]
 
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = {
@@ -237,7 +250,10 @@ def render_predictions(questions: Examples, answers: list[dict], applied: list[d
     from services.labeler.modifier_derive import draw_mesh, stack_text
     from shared.ml.modifier_structure import MeshArrays
 
-    order = sorted(range(len(questions)), key=lambda i: (not answers[i]["modifiers"], not questions.items[i]["modifiers"], i))
+    order = sorted(
+        range(len(questions)),
+        key=lambda i: (not answers[i]["modifiers"], not questions.items[i]["modifiers"], i),
+    )
     rows = order[:PICTURE_ROWS]
     fig = plt.figure(figsize=(10, 2.6 * len(rows)))
     for r, i in enumerate(rows):
@@ -245,16 +261,33 @@ def render_predictions(questions: Examples, answers: list[dict], applied: list[d
         original = finished_mesh(item)
         kind = "artist" if item.get("derived_by") == "artist" else "derived"
         ax = fig.add_subplot(len(rows), 4, r * 4 + 1, projection="3d")
-        draw_mesh(ax, original, f"{kind}: {item['object'][:20]} ({len(original.faces)} faces)\n\"{item['captions'][0][:34]}\"")
+        draw_mesh(
+            ax,
+            original,
+            f'{kind}: {item["object"][:20]} ({len(original.faces)} faces)\n"{item["captions"][0][:34]}"',
+        )
         if answer.get("base_mesh"):
             ax = fig.add_subplot(len(rows), 4, r * 4 + 2, projection="3d")
-            draw_mesh(ax, MeshArrays.from_dict(answer["base_mesh"]), "base the stack works on", frame=original)
+            draw_mesh(
+                ax, MeshArrays.from_dict(answer["base_mesh"]), "base the stack works on", frame=original
+            )
         ax = fig.add_subplot(len(rows), 4, r * 4 + 3)
-        ax.text(0.0, 0.5, "predicted:\n" + stack_text(answer["modifiers"]) + "\n\ntruth:\n" + stack_text(item["modifiers"]), fontsize=7, va="center", family="monospace")
+        ax.text(
+            0.0,
+            0.5,
+            "predicted:\n" + stack_text(answer["modifiers"]) + "\n\ntruth:\n" + stack_text(item["modifiers"]),
+            fontsize=7,
+            va="center",
+            family="monospace",
+        )
         ax.set_axis_off()
         ax = fig.add_subplot(len(rows), 4, r * 4 + 4, projection="3d")
         if result.get("mesh") and result["mesh"]["faces"]:
-            draw_mesh(ax, MeshArrays.from_dict(result["mesh"]), f"Blender: {'ok' if result['ok'] else result['error'][:30]}")
+            draw_mesh(
+                ax,
+                MeshArrays.from_dict(result["mesh"]),
+                f"Blender: {'ok' if result['ok'] else result['error'][:30]}",
+            )
         else:
             ax.set_title(f"Blender failed: {(result.get('error') or '')[:40]}", fontsize=7)
             ax.set_axis_off()

@@ -106,8 +106,8 @@ def finished_mesh(item: dict[str, Any]) -> MeshArrays:
 
 def mesh_features(item: dict[str, Any], cache: Path | None) -> tuple[np.ndarray, float]:
     """(features, diagonal) of the item's finished mesh, cached on disk by the mesh's content."""
-    mesh_json = json.dumps(item.get("evaluated_mesh") or item["mesh"], sort_keys=True)
-    key = hashlib.sha256(mesh_json.encode()).hexdigest()
+    mesh_json = json.dumps([FEATURE_NAMES, item.get("evaluated_mesh") or item["mesh"]], sort_keys=True)
+    key = hashlib.sha256(mesh_json.encode()).hexdigest()  # a new feature list is a new key
     path = cache / f"{key}.npy" if cache else None
     if path is not None and path.is_file():
         stored = np.load(path)
@@ -202,7 +202,9 @@ def fit(
         for start in range(0, len(order), config.batch_size):
             rows = order[start : start + config.batch_size]
             text = torch.from_numpy(
-                np.stack([caption_vectors[train.captions[i][rng.integers(len(train.captions[i]))]] for i in rows])
+                np.stack(
+                    [caption_vectors[train.captions[i][rng.integers(len(train.captions[i]))]] for i in rows]
+                )
             )
             lr = config.lr * 0.5 * (1 + np.cos(np.pi * state["epoch"] / config.epochs))
             for group in optimizer.param_groups:
@@ -282,7 +284,7 @@ def boosted_trees_types(train: Examples, query: Examples) -> list[list[str]]:
     x_train = np.hstack([train.features, train.first_caption_vectors()])
     x_query = np.hstack([query.features, query.first_caption_vectors()])
     present = np.zeros((len(query), len(TYPES)), dtype=bool)
-    for k, kind in enumerate(TYPES):
+    for k in range(len(TYPES)):
         y = train.present[:, k]
         if y.min() == y.max():
             present[:, k] = bool(y[0])
@@ -380,7 +382,9 @@ def add_parser(subparsers) -> None:
     """Registers ``python -m services.trainer modifier`` (and ``modifier-export``)."""
     parser = subparsers.add_parser("modifier", help="train the modifier-stack model")
     parser.add_argument("--preset", default="tiny", choices=["tiny", "base"])
-    parser.add_argument("--dataset", default="full", help="derived dataset: name (modifiers-derive) or folder")
+    parser.add_argument(
+        "--dataset", default="full", help="derived dataset: name (modifiers-derive) or folder"
+    )
     parser.add_argument("--run-dir", help="default runs/modifier-<preset>")
     parser.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint.pt")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
@@ -388,7 +392,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--real-weight", type=float, default=TrainConfig.real_weight)
     parser.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--export", help="after training, write the best weights here (fp16), e.g. models/modifier/tiny/model.pt")
+    parser.add_argument(
+        "--export",
+        help="after training, write the best weights here (fp16), e.g. models/modifier/tiny/model.pt",
+    )
     parser.set_defaults(run=_run_from_args)
 
 
@@ -408,4 +415,3 @@ def _run_from_args(args) -> dict[str, Any]:
     if args.export:
         record["result"]["export"] = export_model(config.run_dir, args.export)
     return record["result"]
-

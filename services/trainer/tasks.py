@@ -139,4 +139,9 @@ def train_modifier(
         done = session.get(TrainingRun, run_id)
         done.status, done.finished_at = RunStatus.SUCCEEDED, utcnow()  # type: ignore[union-attr]
         done.metrics, done.checkpoint_key = record["result"], checkpoint_key  # type: ignore[union-attr]
-    return {"run_dir": str(run_dir), "training_run_id": run_id, "checkpoint_key": checkpoint_key, **record["result"]}
+    return {
+        "run_dir": str(run_dir),
+        "training_run_id": run_id,
+        "checkpoint_key": checkpoint_key,
+        **record["result"],
+    }

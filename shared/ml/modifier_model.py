@@ -40,6 +40,9 @@ class ModifierModelConfig:
 
 
 class ModifierModel(nn.Module):
+    feature_mean: torch.Tensor
+    feature_scale: torch.Tensor
+
     def __init__(self, config: ModifierModelConfig):
         super().__init__()
         self.config = config
@@ -56,7 +59,9 @@ class ModifierModel(nn.Module):
         self.presence = nn.Linear(width, len(TYPES))
         self.heads = nn.ModuleDict({name: nn.Linear(width, size) for name, size in HEADS.items()})
 
-    def forward(self, features: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, features: torch.Tensor, text: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = (features - self.feature_mean) / self.feature_scale
         h = self.trunk(torch.cat([x, self.text(text)], dim=-1))
         return self.presence(h), {name: head(h) for name, head in self.heads.items()}
@@ -90,5 +95,7 @@ def load_model(path, device: str = "cpu") -> tuple[ModifierModel, dict]:
     """(model in eval mode, the whole checkpoint dict); fp16 files are widened to fp32."""
     ckpt = torch.load(path, map_location=device, weights_only=False)
     model = ModifierModel(ModifierModelConfig(**ckpt["model_config"]))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
+    model.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    )
     return model.to(device).eval(), ckpt

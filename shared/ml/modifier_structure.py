@@ -274,21 +274,22 @@ def peel_solidify(mesh: MeshArrays) -> tuple[MeshArrays, dict[str, Any]] | str:
         return "not_closed"
     normals, centroids, areas = face_geometry(mesh)
     diagonal = mesh.diagonal
+    # Each face's twin: among its nearest face centres, the closest one behind it, facing the
+    # other way, straight behind it (a little sideways drift allowed for even-thickness corners).
     neighbours = min(16, len(mesh.faces))
     _, found = cKDTree(centroids).query(centroids, k=neighbours)
     found = found.reshape(len(mesh.faces), -1)
-    twin = np.full(len(mesh.faces), -1)
-    depth = np.zeros(len(mesh.faces))
-    for i in range(len(mesh.faces)):
-        best = np.inf
-        for j in found[i]:
-            if j == i or normals[i] @ normals[j] > -0.99:
-                continue
-            gap = centroids[i] - centroids[j]
-            along = float(gap @ normals[i])
-            lateral = float(np.linalg.norm(gap - along * normals[i]))
-            if along > 0 and lateral <= 0.05 * along + MATCH_TOLERANCE * diagonal and along < best:
-                best, twin[i], depth[i] = along, j, along
+    gap = centroids[:, None, :] - centroids[found]
+    along = (gap * normals[:, None, :]).sum(-1)
+    lateral = np.linalg.norm(gap - along[..., None] * normals[:, None, :], axis=-1)
+    facing = (normals[:, None, :] * normals[found]).sum(-1) <= -0.99
+    behind = facing & (along > 0) & (lateral <= 0.05 * along + MATCH_TOLERANCE * diagonal)
+    behind &= found != np.arange(len(mesh.faces))[:, None]
+    candidates = np.where(behind, along, np.inf)
+    nearest = candidates.argmin(1)
+    depth = candidates[np.arange(len(mesh.faces)), nearest]
+    twin = np.where(np.isfinite(depth), found[np.arange(len(mesh.faces)), nearest], -1)
+    depth = np.where(np.isfinite(depth), depth, 0.0)
     paired = twin >= 0
     if areas[paired].sum() < SOLIDIFY_MIN_PAIRED_AREA * areas.sum():
         return "no_parallel_sheets"
@@ -343,7 +344,11 @@ def peel(mesh: MeshArrays) -> Peeled:
     the previous base. Each type appears at most once; its order is the order it is applied."""
     result = Peeled(mesh)
     array = peel_array(result.base)
-    if not isinstance(array, str) and array[1]["params"]["count"] == 2 and _mirrors_along_step(mesh, array[1]):
+    if (
+        not isinstance(array, str)
+        and array[1]["params"]["count"] == 2
+        and _mirrors_along_step(mesh, array[1])
+    ):
         array = "two_parts_mirror"  # two mirrored halves: an artist's Mirror, not an Array of two
     if isinstance(array, str):
         result.rejections["ARRAY"] = array
@@ -416,7 +421,7 @@ def peel_stack(mesh: MeshArrays, stack: list[dict[str, Any]]) -> Peeled:
 # ---- features --------------------------------------------------------------------------------------
 
 FEATURE_NAMES = (
-    *(f"mirror_{a}_{t}" for a in AXES for t in ("exact", "loose")),
+    *(f"mirror_{a}_{t}" for a in AXES for t in ("exact", "loose", "clean")),
     "parts_log",
     "largest_repeat_share",
     "array_found",
@@ -441,7 +446,10 @@ def features(mesh: MeshArrays) -> np.ndarray:
     v = mesh.vertices
     out: list[float] = []
     for axis in range(3):
-        out += [mirror_score(mesh, axis, MATCH_TOLERANCE), mirror_score(mesh, axis, 1e-2)]
+        # exact and loose: how symmetric the points are; clean: whether a Mirror could have made it
+        # (faces symmetric too, none across the plane).
+        clean = not isinstance(peel_mirror(mesh, axis), str)
+        out += [mirror_score(mesh, axis, MATCH_TOLERANCE), mirror_score(mesh, axis, 1e-2), float(clean)]
     parts, labels = components(mesh)
     sizes = np.bincount(labels)
     common_size = int(np.argmax(np.bincount(sizes)))

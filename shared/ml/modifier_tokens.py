@@ -104,7 +104,9 @@ def to_slots(stack: list[dict[str, Any]], diagonal: float) -> Slots:
             axes = tuple(bool(a) for a in (list(p.get("use_axis") or [True, False, False]) + [False] * 3)[:3])
             classes["mirror_axes"] = MIRROR_AXES.index(axes) if any(axes) else 0
         elif kind == "SOLIDIFY":
-            classes["solidify_thickness"] = _nearest(SHARE_OF_DIAGONAL, float(p.get("thickness", 0.01)) / diagonal)
+            classes["solidify_thickness"] = _nearest(
+                SHARE_OF_DIAGONAL, float(p.get("thickness", 0.01)) / diagonal
+            )
             classes["solidify_offset"] = _nearest(SOLIDIFY_OFFSETS, float(p.get("offset", -1.0)), log=False)
         elif kind == "ARRAY":
             classes["array_count"] = _nearest(ARRAY_COUNTS, float(p.get("count", 2)))
@@ -118,7 +120,9 @@ def to_slots(stack: list[dict[str, Any]], diagonal: float) -> Slots:
             classes["array_relative"] = int(relative)
             magnitude = abs(float(step[axis]))
             classes["array_step"] = (
-                _nearest(ARRAY_RELATIVE_STEPS, magnitude) if relative else _nearest(SHARE_OF_DIAGONAL, magnitude / diagonal)
+                _nearest(ARRAY_RELATIVE_STEPS, magnitude)
+                if relative
+                else _nearest(SHARE_OF_DIAGONAL, magnitude / diagonal)
             )
         elif kind == "BEVEL":
             classes["bevel_width"] = _nearest(SHARE_OF_DIAGONAL, float(p.get("width", 0.1)) / diagonal)
@@ -172,7 +176,9 @@ def from_slots(slots: Slots, diagonal: float) -> list[dict[str, Any]]:
         else:
             levels = SUBSURF_LEVELS[c["subsurf_levels"]]
             params = {"levels": levels, "render_levels": levels}
-        out.append({"name": kind.title() if kind != "SUBSURF" else "Subdivision", "type": kind, "params": params})
+        out.append(
+            {"name": kind.title() if kind != "SUBSURF" else "Subdivision", "type": kind, "params": params}
+        )
     return out
 
 
@@ -197,7 +203,9 @@ def decode(tokens: list[int]) -> Slots:
     while position < len(tokens) - 1:
         kind = by_token.get(tokens[position])
         if kind is None or TYPES.index(kind) <= last:
-            raise StackTokenError(f"token {tokens[position]} at {position}: expected a type after {TYPES[last] if last >= 0 else '<bos>'}")
+            raise StackTokenError(
+                f"token {tokens[position]} at {position}: expected a type after {TYPES[last] if last >= 0 else '<bos>'}"
+            )
         last = TYPES.index(kind)
         present[kind] = True
         position += 1
