@@ -251,8 +251,9 @@ def derived(tmp_path_factory) -> Path:
     from services.labeler.modifier_derive import derive
 
     root = tmp_path_factory.mktemp("modifier")
-    report = derive(str(geometry_folder(root)), None, root / "out", progress=False)
+    report = derive(str(geometry_folder(root)), None, root / "out", progress=False, construct=1)
     assert report["meshes"] == 12 and report["verified_pairs"] == 9
+    assert sum(report["constructed"].values()) == 1  # the one training mesh without a stack: the pyramid
     assert report["per_type"]["MIRROR"]["verified"] == 3 and report["per_type"]["ARRAY"]["verified"] == 3
     assert (root / "out" / "derive_examples.png").stat().st_size > 0
     return root / "out" / "derived"
@@ -267,6 +268,9 @@ def test_derived_items_have_the_real_items_shape_plus_derived_by(derived):
         assert key in items["array"]
     assert items["array"]["modifiers"][0]["params"]["count"] == 4
     assert len(items["array"]["mesh"]["faces"]) == 6 and len(items["array"]["evaluated_mesh"]["faces"]) == 24
+    (constructed,) = [i for i in iter_split(derived, "train", "modifier") if i["derived_by"] == ["constructed"]]
+    assert constructed["object"] == "pyramid" and constructed["modifiers"][0]["type"] in ("ARRAY", "BEVEL")
+    assert len(constructed["evaluated_mesh"]["faces"]) > len(constructed["mesh"]["faces"])
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +281,7 @@ def checkpoint(derived, tmp_path_factory) -> Path:
     record = train(
         TrainConfig(dataset=str(derived), run_dir=str(run), epochs=40, batch_size=8, lr=1e-2, real_weight=1.0)
     )
-    assert record["result"]["epochs"] == 40 and record["data"]["items"]["train"] == 4
+    assert record["result"]["epochs"] == 40 and record["data"]["items"]["train"] == 5
     assert {"nearest_neighbour", "boosted_trees", "mlp_best"} <= set(record["result"]["architectures_on_val"])
     out = run / "model.pt"
     export_model(run, out)

@@ -80,7 +80,14 @@ def cmd_modifiers_derive(args: argparse.Namespace) -> int:
 
     out = get_settings().data_dir / "datasets" / args.name / "modifier"
     try:
-        report = derive(args.geometry, args.modifier or None, out, workers=args.workers, limit=args.limit)
+        report = derive(
+            args.geometry,
+            args.modifier or None,
+            out,
+            workers=args.workers,
+            limit=args.limit,
+            construct=args.construct,
+        )
     except DatasetError as exc:
         print(f"modifiers-derive failed: {exc}", file=sys.stderr)
         return 2
@@ -128,6 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     derive.add_argument("--workers", type=int, default=1, help="Blender child processes")
     derive.add_argument("--limit", type=int, help="only the first N geometry meshes")
+    derive.add_argument(
+        "--construct",
+        type=int,
+        default=0,
+        help="also build up to N pairs per type by applying stacks to training meshes",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "modifiers-derive":

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from services.labeler.dataset import FORMAT_VERSION, SPLITS, canonical_json, tar_bytes
 from shared.ml.datasets import iter_split
-from shared.ml.modifier_structure import MeshArrays, face_geometry, peel
+from shared.ml.modifier_structure import MeshArrays, edge_faces, face_geometry, peel
 
 FACE_TOLERANCE = 0.01
 SHAPE_MEAN_TOLERANCE = 0.001
@@ -102,6 +102,7 @@ def derive(
     limit: int | None = None,
     progress: bool = True,
     examples: int = 3,
+    construct: int = 0,
 ) -> dict[str, Any]:
     """Builds the derived modifier dataset folder under ``out_dir``; returns the report."""
     from blender_worker.modifier_apply import apply_batch
@@ -153,9 +154,18 @@ def derive(
             for item in iter_split(modifier_ref, split, "modifier"):
                 if item["mesh"]["faces"]:
                     real.append((split_of_pack.get(item["pack"], split), item))
+    constructed = construct_stacks(
+        [
+            (item, items[item["id"]])
+            for split, item in geometry
+            if split == "train" and item["id"] not in candidates
+        ],
+        construct,
+    )
     jobs = [{"id": c["id"], "mesh": c["mesh"], "modifiers": c["modifiers"]} for c in candidates.values()] + [
         {"id": f"real/{r['id']}", "mesh": r["mesh"], "modifiers": r["modifiers"]} for _, r in real
     ]
+    jobs += [{"id": c["id"], "mesh": c["mesh"], "modifiers": c["modifiers"]} for c in constructed]
 
     t = time.perf_counter()
     bar = tqdm(total=len(jobs), desc="blender", unit="stack", disable=not progress)
@@ -208,6 +218,13 @@ def derive(
             "apply_warnings": answer.get("warnings", [])[:5],
         }
 
+    built: Counter[str] = Counter()
+    for item in constructed:
+        answer = applied[item["id"]]
+        if answer.get("ok") and answer["mesh"]["faces"]:
+            items[item["id"]] = {**item, "evaluated_mesh": answer["mesh"]}
+            built[item["modifiers"][0]["type"]] += 1
+
     manifest = write_dataset(list(items.values()), out_dir / "derived", geometry_ref)
     stacks = Counter(
         " > ".join(_types(i["modifiers"])) or "(none)" for i in items.values() if i["derived_by"] != "artist"
@@ -225,6 +242,7 @@ def derive(
         },
         "stacks": dict(stacks.most_common()),
         "real_items": sum(1 for i in items.values() if i["derived_by"] == "artist"),
+        "constructed": dict(built),
         "real_not_applied": dict(real_failures),
         "thresholds": {
             "face_difference_max": FACE_TOLERANCE,
@@ -244,6 +262,73 @@ def derive(
     (out_dir / "derive_report.json").write_text(json.dumps(report, indent=1, sort_keys=True))
     render_examples(verified, out_dir / "derive_examples.png", examples)
     return report
+
+
+def construct_stacks(
+    pool: list[tuple[dict[str, Any], dict[str, Any]]], per_type: int
+) -> list[dict[str, Any]]:
+    """Pairs made the other way round, for the types few finished meshes reveal: a training mesh
+    with no stack found gets a Solidify (open surfaces), a Subdivision (quad cages), a Bevel
+    (closed meshes) or an Array, with seeded random parameters; Blender's result becomes the
+    finished mesh (``derived_by: ["constructed"]``). Training split only, at most ``per_type`` each."""
+    rng = np.random.default_rng(0)
+    out: list[dict[str, Any]] = []
+    counts: Counter[str] = Counter()
+    for source, item in pool:
+        mesh = MeshArrays.from_dict(item["mesh"])
+        if len(mesh.faces) > 400:
+            continue
+        diagonal = mesh.diagonal
+        open_surface = any(len(users) == 1 for users in edge_faces(mesh.faces).values())
+        quads = np.mean([len(f) == 4 for f in mesh.faces])
+        choices = ["ARRAY", "BEVEL" if not open_surface else "SOLIDIFY"]
+        if quads > 0.6:
+            choices.append("SUBSURF")
+        kind = str(rng.choice([c for c in choices if counts[c] < per_type] or ["none"]))
+        if kind == "none":
+            continue
+        if kind == "SOLIDIFY":
+            params: dict[str, Any] = {
+                "thickness": float(rng.uniform(0.005, 0.05) * diagonal),
+                "offset": -1.0,
+                "use_even_offset": bool(rng.random() < 0.5),
+            }
+        elif kind == "SUBSURF":
+            levels = int(rng.integers(1, 3))
+            params = {"levels": levels, "render_levels": levels}
+        elif kind == "BEVEL":
+            params = {
+                "width": float(rng.uniform(0.005, 0.04) * diagonal),
+                "segments": int(rng.choice([1, 2, 3, 4])),
+                "limit_method": "ANGLE",
+            }
+        else:
+            step = [0.0, 0.0, 0.0]
+            step[int(rng.integers(3))] = float(rng.choice([1.0, 1.1, 1.25, 1.5, 2.0]))
+            params = {
+                "fit_type": "FIXED_COUNT",
+                "count": int(rng.integers(2, 7)),
+                "use_relative_offset": True,
+                "relative_offset_displace": step,
+                "use_constant_offset": False,
+                "use_merge_vertices": False,
+            }
+        counts[kind] += 1
+        modifier = {
+            "name": kind.title() if kind != "SUBSURF" else "Subdivision",
+            "type": kind,
+            "params": params,
+        }
+        out.append(
+            {
+                **item,
+                "id": f"constructed/{kind.lower()}/{source['id']}",
+                "modifiers": [modifier],
+                "mesh": mesh.to_dict(),
+                "derived_by": ["constructed"],
+            }
+        )
+    return out
 
 
 def write_dataset(items: list[dict[str, Any]], folder: Path, source: str) -> dict[str, Any]:

@@ -240,7 +240,7 @@ def _items(folder: str, split: str) -> list[dict[str, Any]]:
 
 
 def render_predictions(questions: Examples, answers: list[dict], applied: list[dict], path: Path) -> None:
-    """Rows of test meshes, positives first: the mesh, the predicted stack (and the truth), and what
+    """Rows of test meshes: the mesh, the predicted stack (and the truth), and what
     Blender builds from the predicted stack on its base."""
     import matplotlib
 
@@ -250,21 +250,31 @@ def render_predictions(questions: Examples, answers: list[dict], applied: list[d
     from services.labeler.modifier_derive import draw_mesh, stack_text
     from shared.ml.modifier_structure import MeshArrays
 
-    order = sorted(
-        range(len(questions)),
-        key=lambda i: (not answers[i]["modifiers"], not questions.items[i]["modifiers"], i),
-    )
-    rows = order[:PICTURE_ROWS]
+    def kind(i: int) -> str:
+        item = questions.items[i]
+        if item.get("derived_by") == "artist":
+            return "artist"
+        return "derived" if item["modifiers"] else "no stack"
+
+    # A mix a person can judge: derived pairs (one of each stack first), meshes without a stack,
+    # then the artists' stacks.
+    derived, seen, firsts = [i for i in range(len(questions)) if kind(i) == "derived"], set(), []
+    for i in derived:
+        if tuple(questions.true_types(i)) not in seen:
+            seen.add(tuple(questions.true_types(i)))
+            firsts.append(i)
+    rows = (firsts + [i for i in derived if i not in firsts])[:4]
+    rows += [i for i in range(len(questions)) if kind(i) == "no stack"][:2]
+    rows += [i for i in range(len(questions)) if kind(i) == "artist"][: PICTURE_ROWS - len(rows)]
     fig = plt.figure(figsize=(10, 2.6 * len(rows)))
     for r, i in enumerate(rows):
         item, answer, result = questions.items[i], answers[i], applied[i]
         original = finished_mesh(item)
-        kind = "artist" if item.get("derived_by") == "artist" else "derived"
         ax = fig.add_subplot(len(rows), 4, r * 4 + 1, projection="3d")
         draw_mesh(
             ax,
             original,
-            f'{kind}: {item["object"][:20]} ({len(original.faces)} faces)\n"{item["captions"][0][:34]}"',
+            f'{kind(i)}: {item["object"][:20]} ({len(original.faces)} faces)\n"{item["captions"][0][:34]}"',
         )
         if answer.get("base_mesh"):
             ax = fig.add_subplot(len(rows), 4, r * 4 + 2, projection="3d")
