@@ -136,7 +136,9 @@ def evaluate_modifier(
     run = ckpt.get("run", {})
     config = TrainConfig(**{**run.get("config", {}), "resume": False}) if run else TrainConfig()
     model_config = model.config
-    train_all = load_examples(folder, "train", config.real_weight, progress=True)
+    train_all = load_examples(
+        folder, "train", config.real_weight, progress=True, constructed=config.constructed
+    )
     test_all = load_examples(folder, "test")
     is_real = np.array([i.get("derived_by") == "artist" for i in test_all.items])
     derived = test_all.subset(np.flatnonzero(~is_real)[:limit])
