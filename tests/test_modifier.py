@@ -268,7 +268,9 @@ def test_derived_items_have_the_real_items_shape_plus_derived_by(derived):
         assert key in items["array"]
     assert items["array"]["modifiers"][0]["params"]["count"] == 4
     assert len(items["array"]["mesh"]["faces"]) == 6 and len(items["array"]["evaluated_mesh"]["faces"]) == 24
-    (constructed,) = [i for i in iter_split(derived, "train", "modifier") if i["derived_by"] == ["constructed"]]
+    (constructed,) = [
+        i for i in iter_split(derived, "train", "modifier") if i["derived_by"] == ["constructed"]
+    ]
     assert constructed["object"] == "pyramid" and constructed["modifiers"][0]["type"] in ("ARRAY", "BEVEL")
     assert len(constructed["evaluated_mesh"]["faces"]) > len(constructed["mesh"]["faces"])
 
