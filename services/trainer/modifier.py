@@ -321,6 +321,7 @@ def train(config: TrainConfig, progress=None) -> dict[str, Any]:
     )
     val_set = load_examples(dataset, "val")
     model_config = ModifierModelConfig.preset(config.preset, **config.model_overrides)
+    torch.manual_seed(config.seed)  # the initial weights too: two runs of one recipe agree
     model = ModifierModel(model_config)
     state: dict[str, Any] | None = None
     best = {"type_f1": -1.0}
