@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench venv clean dataset dataset-full extract-tools gpu-bundle
+.PHONY: demo test lint bench venv clean dataset dataset-full extract-tools gpu-bundle eval-modifier
 
 venv: $(STAMP)
 
@@ -95,6 +95,15 @@ eval-material: $(STAMP)
 BENCHES += bench-material
 bench-material: $(STAMP)
 	$(PY) -m benchmarks.material --checkpoint $(MATERIAL_CHECKPOINT)
+# Modifier stacks on held-out packs (derived pairs and artists' stacks) against majority,
+# nearest-neighbour and rule baselines; every predicted stack applied in Blender. MODIFIER_DATASET:
+# a name that `python -m services.labeler modifiers-derive --name NAME` built, or its folder.
+# EVAL_LIMIT=N: the first N test items of each kind.
+MODIFIER_DATASET ?= full
+MODIFIER_CHECKPOINT ?= models/modifier/tiny/model.pt
+
+eval-modifier: $(STAMP)
+	$(PY) -m services.trainer.evaluate_modifier --dataset $(MODIFIER_DATASET) --checkpoint $(MODIFIER_CHECKPOINT)
 
 # What models/geometry/gpu-runs.sh needs on a machine with PyTorch alone: the dataset as a folder and
 # the caption embeddings, packed into .gpu/bundle.tgz (carry it, unpack it into .gpu there).

@@ -1,5 +1,8 @@
 """The worker child: one long-lived process that extracts many files, one at a time.
 
+Besides extraction (the default mode) it opens files only (``mode: open``, the benchmark's floor)
+or applies batches of modifier stacks (``mode: apply_modifiers``, blender_worker.modifier_apply).
+
 Started by blender_worker.pool as ``python -m blender_worker.child RESPONSE_FD CONFIG_JSON``. It limits
 its own address space before importing bpy, then reads one JSON request per line on stdin and
 answers one JSON line on RESPONSE_FD (stdout and stderr carry Blender's chatter to a log file).
@@ -62,6 +65,8 @@ class _Worker:
         try:
             if request.get("mode") == "open":
                 self._open_only(request, result, timings)
+            elif request.get("mode") == "apply_modifiers":
+                self._apply_modifiers(request, result, timings)
             else:
                 self._extract(request, result, timings)
         except RejectedInput as exc:
@@ -108,6 +113,18 @@ class _Worker:
     def _open_only(self, request: dict[str, Any], result: dict[str, Any], timings: dict[str, float]) -> None:
         """The benchmark's floor: check and load the file, read nothing."""
         result["sha256"] = self._load(request, timings).sha256
+
+    def _apply_modifiers(
+        self, request: dict[str, Any], result: dict[str, Any], timings: dict[str, float]
+    ) -> None:
+        """A batch of (mesh, modifier stack) items from the JSON file at ``path``, each applied
+        (blender_worker.modifier_apply); the results go to ``out_json``."""
+        from blender_worker.modifier_apply import apply_stacks
+
+        t = time.perf_counter()
+        items = json.loads(Path(request["path"]).read_text())
+        Path(request["out_json"]).write_text(json.dumps(apply_stacks(items)))
+        timings["apply_s"] = time.perf_counter() - t
 
     def _extract(self, request: dict[str, Any], result: dict[str, Any], timings: dict[str, float]) -> None:
         from blender_worker.scene_reader import ReadLimits, inventory, read_scene

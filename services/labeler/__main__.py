@@ -6,6 +6,8 @@
     python -m services.labeler dataset --name NAME [--specialist S|all] [--seed S]
     python -m services.labeler export NAME --out DIR [--specialist S]    a dataset as a folder, to train elsewhere
     python -m services.labeler diff A B [--specialist S]                 the items two versions disagree on, and how
+    python -m services.labeler modifiers-derive [--geometry REF] [--modifier REF] [--name NAME]
+        modifier stacks found in the geometry meshes and verified in Blender (a dataset folder)
 
 Reports and plots go to <data_dir>/datasets/<name>/<specialist>/ and <data_dir>/quality.json.
 """
@@ -75,6 +77,32 @@ def cmd_dataset(args: argparse.Namespace) -> None:
         )
 
 
+def cmd_modifiers_derive(args: argparse.Namespace) -> int:
+    from services.labeler.modifier_derive import derive
+
+    out = get_settings().data_dir / "datasets" / args.name / "modifier"
+    try:
+        report = derive(
+            args.geometry,
+            args.modifier or None,
+            out,
+            workers=args.workers,
+            limit=args.limit,
+            construct=args.construct,
+        )
+    except DatasetError as exc:
+        print(f"modifiers-derive failed: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{report['meshes']} meshes, {report['meshes_with_candidates']} with a candidate stack, "
+        f"{report['verified_pairs']} verified in Blender; {report['real_items']} real stacks"
+    )
+    for kind, counts in report["per_type"].items():
+        print(f"  {kind:<9} " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(f"seconds: {report['seconds']}; dataset: {report['dataset']}; report: {out / 'derive_report.json'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.labeler", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,8 +130,28 @@ def main(argv: list[str] | None = None) -> int:
     diff.add_argument("b", help="the other one")
     diff.add_argument("--specialist", choices=SPECIALISTS, default="geometry")
     diff.add_argument("--most", type=int, default=50, help="item lines printed at most")
+    derive = sub.add_parser(
+        "modifiers-derive", help="derive modifier stacks from the geometry meshes, verified in Blender"
+    )
+    derive.add_argument(
+        "--geometry", default="full", help="geometry dataset: name, manifest sha256 or folder"
+    )
+    derive.add_argument("--modifier", default="full", help="real modifier stacks to add; '' for none")
+    derive.add_argument(
+        "--name", default="full", help="report and dataset under <data_dir>/datasets/NAME/modifier"
+    )
+    derive.add_argument("--workers", type=int, default=1, help="Blender child processes")
+    derive.add_argument("--limit", type=int, help="only the first N geometry meshes")
+    derive.add_argument(
+        "--construct",
+        type=int,
+        default=0,
+        help="also build up to N pairs per type by applying stacks to training meshes",
+    )
     args = parser.parse_args(argv)
 
+    if args.command == "modifiers-derive":
+        return cmd_modifiers_derive(args)
     ensure_schema()
     if args.command == "diff":
         try:

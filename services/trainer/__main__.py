@@ -4,6 +4,7 @@ python -m services.trainer geometry [--model flat|parts] --preset tiny [--datase
 python -m services.trainer export --run-dir runs/geometry-tiny --out models/geometry/tiny/model.pt
 python -m services.trainer embed-captions --dataset full    fill the text-embedding cache
 python -m services.trainer material --preset tiny --dataset full [--resume] [--export models/material/tiny/model.pt]
+python -m services.trainer modifier --preset tiny [--dataset full] [--export models/modifier/tiny/model.pt]
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from services.trainer import material
+from services.trainer import material, modifier
 from services.trainer.geometry import TrainConfig, cache_caption_embeddings, export_model, train
 
 
@@ -71,8 +72,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     captions.add_argument("--dataset", help="besides the synthetic items' captions")
     material.add_parser(sub)
+    modifier.add_parser(sub)
     args = parser.parse_args(argv)
-    if getattr(args, "handler", None):
+    if getattr(args, "handler", None):  # a specialist that registered itself with add_parser
         args.handler(args)
         return
     if args.specialist == "export":

@@ -183,3 +183,25 @@ def train_material(
         return train(config, progress=self.progress), run_dir / "checkpoint.pt"
 
     return tracked_training(self, "material", preset, dataset, max_steps, max_minutes, run)
+
+
+@app.task(name="train.modifier", base=TrackedTask, bind=True)
+def train_modifier(
+    self, preset: str = "tiny", dataset: str = "full", epochs: int = 60, max_minutes: float = 10.0
+) -> dict:
+    """The modifier model on a derived modifier dataset (labeler modifiers-derive); its runs are
+    counted in epochs, and the weights stored are the best on val."""
+    from services.trainer.modifier import TrainConfig, train
+
+    def run(run_dir: Path) -> tuple[dict, Path]:
+        config = TrainConfig(
+            preset=preset,
+            dataset=dataset,
+            run_dir=str(run_dir),
+            epochs=epochs,
+            max_minutes=max_minutes,
+            resume=(run_dir / "checkpoint.pt").is_file(),
+        )
+        return train(config, progress=self.progress), run_dir / "best.pt"
+
+    return tracked_training(self, "modifier", preset, dataset, epochs, max_minutes, run)

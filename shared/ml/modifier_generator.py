@@ -1,0 +1,91 @@
+"""Mesh + prompt -> a modifier stack with the modifier model: the sampling side, loaded alike
+in-process and inside Triton (issue 18's generic JSON model calls ``run_many``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from shared.ml.modifier_model import load_model
+from shared.ml.modifier_structure import MeshArrays, features, peel_stack
+from shared.ml.modifier_tokens import from_slots
+from shared.ml.text_embedding import embed
+
+# Modifiers that rebuild the mesh from a simpler base (which the result then carries).
+PEELED = {"MIRROR", "ARRAY", "SOLIDIFY"}
+
+
+class ModifierGenerator:
+    """Predicts an ordered modifier stack for a finished mesh (a generated one, say).
+
+    Request (JSON-able dict)::
+
+        {"prompt": "a symmetric low-poly chair",        # required, non-empty
+         "mesh": {"vertices": [[x, y, z], ...], "faces": [[i, j, k, ...], ...]},   # required
+         "seed": 0}                                      # optional; the model is deterministic
+
+    Result (JSON-able dict, payload in the scene format of shared/scene/models.py)::
+
+        {"modifiers": [{"name", "type", "params"}, ...],  # Modifier dicts, first applied first
+         "base_mesh": {"vertices", "faces"},              # only when the stack rebuilds the mesh
+                                                          # from a simpler base (Mirror: the half,
+                                                          # Array: one element, Solidify: one sheet)
+         "base_location": [x, y, z],                      # with base_mesh: where the object goes so
+                                                          # base + stack lands on the given mesh
+         "dropped": ["ARRAY", ...],                       # predicted, but the mesh does not carry
+                                                          # its structure, so left out
+         "seconds": 0.01}
+
+    Mirror, Array and Solidify take their exact parameters from the mesh (the model says whether,
+    the structure says how much); Bevel and Subdivision keep the model's quantised parameters and
+    apply to the mesh as it is. A bad request raises ValueError naming the problem.
+    """
+
+    def __init__(self, checkpoint: str | Path, device: str | None = None):
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model, meta = load_model(checkpoint, self.device)
+        self.checkpoint = str(checkpoint)
+        self.meta = {k: v for k, v in meta.items() if k != "state_dict"}
+        self._lock = threading.Lock()
+
+    def run_many(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One result per request; all requests go through the model in one batch."""
+        start = time.perf_counter()
+        meshes, prompts = [], []
+        for k, request in enumerate(requests):
+            if not isinstance(request, dict):
+                raise ValueError(f"request {k}: expected an object with prompt and mesh")
+            prompt = request.get("prompt")
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise ValueError(f"request {k}: the prompt is empty")
+            mesh = request.get("mesh")
+            if not isinstance(mesh, dict):
+                raise ValueError(f"request {k}: mesh must be an object with vertices and faces")
+            try:
+                meshes.append(MeshArrays.from_dict(mesh).welded())
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"request {k}: {exc}") from exc
+            prompts.append(prompt)
+        if not requests:
+            return []
+        values = np.stack([features(m) for m in meshes])
+        text = np.stack([embed([p])[0] for p in prompts])
+        with self._lock:
+            slots = self.model.predict(values, text)
+        results = []
+        for mesh, slot in zip(meshes, slots, strict=True):
+            peeled = peel_stack(mesh, from_slots(slot, mesh.diagonal))
+            result: dict[str, Any] = {"modifiers": peeled.stack, "dropped": sorted(peeled.rejections)}
+            if any(m["type"] in PEELED for m in peeled.stack):
+                result["base_mesh"] = peeled.base.to_dict()
+                result["base_location"] = [round(float(c), 6) for c in peeled.origin]
+            results.append(result)
+        seconds = round(time.perf_counter() - start, 4)
+        for result in results:
+            result["seconds"] = seconds
+        return results
