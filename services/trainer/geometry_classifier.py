@@ -171,17 +171,26 @@ def _network(config: ClassifierConfig, classes: int) -> nn.Module:
     return network(classes, config.width)
 
 
-def _clouds(meshes: list[QuantizedMesh], count: int, rng: np.random.Generator) -> np.ndarray:
-    return np.stack([sample_points(m, count, rng) for m in meshes]).astype(np.float32)
+def surface_clouds(meshes: list[QuantizedMesh], count: int, seed: int = 0) -> np.ndarray:
+    """(B, count, 3) surface samples of each mesh, each drawn from the same seed."""
+    clouds = [sample_points(m, count, np.random.default_rng(seed)) for m in meshes]
+    return np.stack(clouds).astype(np.float32) if clouds else np.zeros((0, count, 3), np.float32)
 
 
-def _inputs(clouds: np.ndarray, config: ClassifierConfig, rng: np.random.Generator) -> torch.Tensor:
-    """The network's input for (B, N, 3) clouds: the clouds (subsampled) or their features."""
-    pick = rng.integers(clouds.shape[1], size=(len(clouds), config.points))
-    sub = np.take_along_axis(clouds, pick[..., None], axis=1)
+def _inputs(clouds: np.ndarray, config: ClassifierConfig, rng: np.random.Generator | None) -> torch.Tensor:
+    """The network's input for (B, N, 3) clouds: the clouds (subsampled) or their features. With a
+    generator, random subsets (training); without, each cloud's first points and pairs drawn from
+    a fixed seed, so a cloud gets the same input wherever it stands in a batch."""
+    if rng is None:
+        sub = clouds[:, : config.points]
+    else:
+        pick = rng.integers(clouds.shape[1], size=(len(clouds), config.points))
+        sub = np.take_along_axis(clouds, pick[..., None], axis=1)
     if config.input == "points":
         return torch.from_numpy(sub.astype(np.float32))
-    return torch.from_numpy(np.stack([shape_features(c, rng) for c in clouds]))
+    return torch.from_numpy(
+        np.stack([shape_features(c, rng or np.random.default_rng(config.seed)) for c in sub])
+    )
 
 
 class ShapeClassifier:
@@ -202,28 +211,24 @@ class ShapeClassifier:
         return cls(network, config, list(ckpt["categories"]), meta)
 
     @torch.no_grad()
-    def logits(self, clouds: np.ndarray, seed: int = 0) -> np.ndarray:
-        """(B, classes) logits of (B, N, 3) unit-cube clouds, averaged over turns about Z."""
-        rng = np.random.default_rng(seed)
+    def logits(self, clouds: np.ndarray) -> np.ndarray:
+        """(B, classes) logits of (B, N, 3) unit-cube clouds, averaged over turns about Z; each
+        cloud's logits do not depend on the clouds beside it."""
         total = np.zeros((len(clouds), len(self.categories)))
         for angle in np.arange(_TEST_TURNS) * 2 * np.pi / _TEST_TURNS:
             turned = _to_unit_cube(_turn(clouds, np.full(len(clouds), angle)))
             for start in range(0, len(clouds), 256):
                 total[start : start + 256] += self.network(
-                    _inputs(turned[start : start + 256], self.config, rng)
+                    _inputs(turned[start : start + 256], self.config, None)
                 ).numpy()
         return total / _TEST_TURNS
 
-    def predict_clouds(self, clouds: np.ndarray, seed: int = 0) -> list[str]:
-        return [self.categories[i] for i in self.logits(clouds, seed).argmax(1)] if len(clouds) else []
+    def predict_clouds(self, clouds: np.ndarray) -> list[str]:
+        return [self.categories[i] for i in self.logits(clouds).argmax(1)] if len(clouds) else []
 
-    def predict(self, meshes: list[QuantizedMesh], seed: int = 0) -> list[str]:
-        """The category of each mesh (sampled with a fixed seed: the same mesh, the same answer)."""
-        if not meshes:
-            return []
-        return self.predict_clouds(
-            _clouds(meshes, self.config.pool_points, np.random.default_rng(seed)), seed
-        )
+    def predict(self, meshes: list[QuantizedMesh]) -> list[str]:
+        """The category of each mesh: the same mesh, the same answer, in any list."""
+        return self.predict_clouds(surface_clouds(meshes, self.config.points))
 
 
 def _grid_meshes(items: list[dict]) -> list[QuantizedMesh]:
@@ -249,9 +254,9 @@ def train_classifier(
     categories = sorted({it["category"] for it in train_items})
     index = {c: i for i, c in enumerate(categories)}
     start = time.perf_counter()
-    train_clouds = _clouds(_grid_meshes(train_items), config.pool_points, rng)
+    train_clouds = surface_clouds(_grid_meshes(train_items), config.pool_points, config.seed)
     labels = torch.tensor([index[it["category"]] for it in train_items])
-    val_clouds = _clouds(_grid_meshes(val_items), config.pool_points, np.random.default_rng(config.seed))
+    val_clouds = surface_clouds(_grid_meshes(val_items), config.points)
     val_truth = [it["category"] for it in val_items]
     network = _network(config, len(categories))
     optimiser = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=1e-4)
