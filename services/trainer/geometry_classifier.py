@@ -378,13 +378,24 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--epochs", type=int, default=ClassifierConfig.epochs)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(
-        handler=lambda args: print(
-            json.dumps(
-                train_and_choose(
-                    args.dataset, args.input or list(INPUTS), args.out, args.epochs, args.threads, args.seed
-                ),
-                indent=2,
-            )
+    parser.set_defaults(handler=_run_cli)
+
+
+def format_confusion(categories: list[str], matrix: list[list[int]]) -> str:
+    """The confusion matrix as text: a row per true category, a column per predicted one."""
+    short = [c[:5] for c in categories]
+    lines = ["true/predicted".ljust(16) + "".join(f"{c:>6}" for c in short)]
+    lines += [f"{c:<16}" + "".join(f"{n:>6}" for n in row) for c, row in zip(categories, matrix, strict=True)]
+    return "\n".join(lines)
+
+
+def _run_cli(args) -> None:
+    result = train_and_choose(
+        args.dataset, args.input or list(INPUTS), args.out, args.epochs, args.threads, args.seed
+    )
+    print(
+        json.dumps(
+            {k: v for k, v in result.items() if k not in ("val_confusion", "confusion_categories")}, indent=2
         )
     )
+    print(format_confusion(result["confusion_categories"], result["val_confusion"]))
