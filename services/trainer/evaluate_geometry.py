@@ -152,10 +152,8 @@ def evaluate_geometry(
     train = load_items(dataset, "train")
     if not test or not train:
         raise ValueError(f"evaluation needs a non-empty train and {split} split")
-    judge = ShapeClassifier.load(classifier)
-    notes = _version_notes(dataset, judge, {it["category"] for it in test})
-    for note in notes:
-        print(f"note: {note}")
+    if not Path(classifier).is_file():
+        raise FileNotFoundError(f"no shape classifier at {classifier}: train one (make geometry-classifier)")
 
     train_meshes = [mesh_on_grid(it["mesh"]["vertices"], it["mesh"]["faces"]) for it in train]
     train_clouds = [Cloud(sample_points(m, points, rng)) for m in tqdm(train_meshes, desc="train clouds")]
@@ -163,7 +161,6 @@ def evaluate_geometry(
     test_meshes = [mesh_on_grid(it["mesh"]["vertices"], it["mesh"]["faces"]) for it in test]
     test_clouds = [Cloud(sample_points(m, points, rng)) for m in test_meshes]
     truth = [it["category"] for it in test]
-    real_predicted = judge.predict(test_meshes)
 
     # Retrieval: every training caption, pointing back at its item.
     captions = [(c, i) for i, it in enumerate(train) for c in it["captions"]]
@@ -202,6 +199,12 @@ def evaluate_geometry(
     retrieved = retrieve(prompt_vecs, samples_per_prompt)
     meshes[RETRIEVAL] = [[train_meshes[j] for j in found] for found in retrieved]
     valid[RETRIEVAL] = [True for found in retrieved for _ in found]
+
+    judge = ShapeClassifier.load(classifier)  # read when judging starts, after the sampling
+    notes = _version_notes(dataset, judge, {it["category"] for it in test})
+    for note in notes:
+        print(f"note: {note}")
+    real_predicted = judge.predict(test_meshes)
 
     def score(mesh: QuantizedMesh, cloud: Cloud, k: int) -> dict:
         refs = [j for j, category in enumerate(truth) if category == truth[k]]
