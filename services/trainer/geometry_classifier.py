@@ -244,6 +244,14 @@ def confusion_matrix(truth: list[str], predicted: list[str], categories: list[st
     return matrix.tolist()
 
 
+def balanced_accuracy(matrix: list[list[int]]) -> float:
+    """Mean recall over the categories present (rows with items): chance is 1 / categories, and
+    answering the majority category scores no better than any other single answer."""
+    rows = np.array(matrix, dtype=float)
+    present = rows.sum(1) > 0
+    return float((np.diag(rows)[present] / rows.sum(1)[present]).mean()) if present.any() else 0.0
+
+
 def train_classifier(
     train_items: list[dict], val_items: list[dict], config: ClassifierConfig, log=print
 ) -> tuple[ShapeClassifier, dict]:
@@ -294,16 +302,18 @@ def train_classifier(
     network.load_state_dict(best[1])
     network.eval()
     predicted = classifier.predict_clouds(val_clouds)
+    labels_seen = sorted(set(categories) | set(val_truth))  # val may hold a category train lacks
+    confusion = confusion_matrix(val_truth, predicted, labels_seen)
     record = {
         "input": config.input,
         "val_accuracy": best[0],
+        "val_balanced_accuracy": balanced_accuracy(confusion),
         "best_epoch": best[2],
         "val_items": len(val_items),
         "train_items": len(train_items),
         "val_majority_accuracy": max((val_truth.count(c) / len(val_truth) for c in categories), default=0.0),
-        # Rows and columns: every category of train or val (val may hold one train lacks).
-        "confusion_categories": sorted(set(categories) | set(val_truth)),
-        "val_confusion": confusion_matrix(val_truth, predicted, sorted(set(categories) | set(val_truth))),
+        "confusion_categories": labels_seen,
+        "val_confusion": confusion,
         "minutes": round((time.perf_counter() - start) / 60, 2),
         "history": history,
     }
@@ -350,7 +360,10 @@ def train_and_choose(
     summary = {
         "dataset": version,
         "splits_seen": ["train", "val (model choice)"],
-        "compared": {r[1]: {k: r[3][k] for k in ("val_accuracy", "best_epoch", "minutes")} for r in results},
+        "compared": {
+            r[1]: {k: r[3][k] for k in ("val_accuracy", "val_balanced_accuracy", "best_epoch", "minutes")}
+            for r in results
+        },
     }
     save_classifier(best, out, {**record, **summary})
     return {
