@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench venv clean dataset dataset-full extract-tools gpu-bundle eval-modifier
+.PHONY: demo test lint bench venv clean dataset dataset-full extract-tools gpu-bundle eval-geometry geometry-classifier eval-material eval-modifier
 
 venv: $(STAMP)
 
@@ -66,7 +66,8 @@ dataset-full: $(STAMP) extract-tools
 
 # Geometry (issue 7). GEOMETRY_MESHES: a folder of extracted scene documents or a geometry dataset
 # manifest. GEOMETRY_DATASET: a dataset name (full, after make dataset-full), manifest sha256 or
-# folder; empty uses synthetic primitives. GEOMETRY_CHECKPOINT: the model to evaluate/benchmark.
+# folder; empty uses synthetic primitives (eval-geometry: the dataset named full). GEOMETRY_CHECKPOINT:
+# the model to benchmark, or the models to evaluate side by side (several, space-separated).
 GEOMETRY_MESHES ?=
 GEOMETRY_DATASET ?=
 GEOMETRY_CHECKPOINT ?= models/geometry/tiny/model.pt
@@ -75,14 +76,22 @@ bench-tokenizer: $(STAMP)
 	$(PY) -m benchmarks.tokenizer $(GEOMETRY_MESHES)
 
 bench-generate: $(STAMP)
-	$(PY) -m benchmarks.generate --checkpoint $(GEOMETRY_CHECKPOINT) $(if $(GEOMETRY_DATASET),--dataset $(GEOMETRY_DATASET))
+	$(PY) -m benchmarks.generate --checkpoint $(firstword $(GEOMETRY_CHECKPOINT)) $(if $(GEOMETRY_DATASET),--dataset $(GEOMETRY_DATASET))
 
 # Triton under concurrent requests: dynamic batching against --max-batch 1.
 bench-serving: $(STAMP)
-	$(PY) -m benchmarks.serving --checkpoint $(GEOMETRY_CHECKPOINT)
+	$(PY) -m benchmarks.serving --checkpoint $(firstword $(GEOMETRY_CHECKPOINT))
 
+# Test split: every generator, retrieval and the real meshes judged by the committed shape classifier
+# (models/geometry/classifier), set metrics, the prompt sheet; var/eval/geometry/metrics.json and PNGs.
+# EVAL_LIMIT=N scores only the first N test items.
 eval-geometry: $(STAMP)
-	$(PY) -m services.trainer.evaluate geometry --checkpoint $(GEOMETRY_CHECKPOINT) $(if $(GEOMETRY_DATASET),--dataset $(GEOMETRY_DATASET))
+	$(PY) -m services.trainer.evaluate_geometry $(foreach c,$(GEOMETRY_CHECKPOINT),--checkpoint $(c)) \
+		--dataset $(or $(GEOMETRY_DATASET),full) $(if $(EVAL_LIMIT),--prompts $(EVAL_LIMIT))
+
+# The shape classifier eval-geometry judges with: both inputs measured on val, the best one kept.
+geometry-classifier: $(STAMP)
+	$(PY) -m services.trainer geometry-classifier --dataset $(or $(GEOMETRY_DATASET),full) --threads 1
 
 # Material (issue 15). MATERIAL_DATASET: a material dataset name (full, after make dataset-full),
 # manifest sha256 or folder. EVAL_LIMIT=N scores the first N test items.

@@ -33,7 +33,7 @@ wait
 python3 -m services.trainer export --run-dir "$RUNS/tiny-ft" --out "$OUT/tiny-ft.pt"
 python3 -m services.trainer export --run-dir "$RUNS/tiny-ft" --out "$OUT/tiny-ft-best.pt" --best
 python3 -m services.trainer export --run-dir "$RUNS/base" --out "$RUNS/base.pt" --best
-timeout "${EVAL_SECONDS:-150}" python3 -m services.trainer.evaluate geometry --checkpoint "$RUNS/base.pt" \
+timeout "${EVAL_SECONDS:-150}" python3 -m services.trainer.evaluate_geometry --checkpoint "$RUNS/base.pt" \
   --dataset "$DATA" --device cuda --prompts "${EVAL_PROMPTS:-16}" --out "$RUNS/eval-base" \
   > "$OUT/eval-base.log" 2>&1
 (cd "$RUNS" && tar czf - --exclude='*.pt' --exclude='*.tmp' -- *) > "$OUT/runs.tgz"

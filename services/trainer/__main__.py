@@ -3,6 +3,7 @@
 python -m services.trainer geometry [--model flat|parts] --preset tiny [--dataset MANIFEST] [--resume]
 python -m services.trainer export --run-dir runs/geometry-tiny --out models/geometry/tiny/model.pt
 python -m services.trainer embed-captions --dataset full    fill the text-embedding cache
+python -m services.trainer geometry-classifier --dataset full  the evaluation's shape classifier
 python -m services.trainer material --preset tiny --dataset full [--resume] [--export models/material/tiny/model.pt]
 python -m services.trainer modifier --preset tiny [--dataset full] [--export models/modifier/tiny/model.pt]
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from services.trainer import material, modifier
+from services.trainer import geometry_classifier, material, modifier
 from services.trainer.geometry import TrainConfig, cache_caption_embeddings, export_model, train
 
 
@@ -71,10 +72,11 @@ def main(argv: list[str] | None = None) -> None:
         "embed-captions", help="cache the embedding of every caption (for a machine without the encoder)"
     )
     captions.add_argument("--dataset", help="besides the synthetic items' captions")
+    geometry_classifier.add_parser(sub)
     material.add_parser(sub)
     modifier.add_parser(sub)
     args = parser.parse_args(argv)
-    if getattr(args, "handler", None):  # a specialist that registered itself with add_parser
+    if getattr(args, "handler", None):  # sub-commands registered by add_parser carry their own handler
         args.handler(args)
         return
     if args.specialist == "export":

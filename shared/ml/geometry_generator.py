@@ -1,5 +1,10 @@
 """Prompt -> mesh with the geometry model: the sampling side, loaded alike in-process (embedded
-default) and inside Triton (services/serving)."""
+default) and inside Triton (services/serving).
+
+Every kind of geometry generator answers ``generate_many(requests: list[MeshRequest]) -> list[dict]``
+(each dict a mesh in metres: ``vertices``, ``faces``); ``load_generator`` picks the class from the
+checkpoint's ``model_kind``, so the evaluation and the serving code never look inside a model.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -34,10 +40,21 @@ class MeshRequest:
             raise ValueError("face_budget must be at least 1")
 
 
+class MeshGenerator(Protocol):
+    """What every geometry generator offers, whatever its model kind."""
+
+    checkpoint: str
+    meta: dict
+
+    def generate_many(self, requests: list[MeshRequest]) -> list[dict]: ...
+
+
 class GeometryGenerator:
-    def __init__(self, checkpoint: str | Path, device: str | None = None):
+    """The flat model (model_kind "flat"): one token sequence per object."""
+
+    def __init__(self, checkpoint: str | Path, device: str | None = None, half_precision: bool = True):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model, meta = load_model(checkpoint, self.device)
+        self.model, meta = load_model(checkpoint, self.device, half_precision=half_precision)
         self.checkpoint = str(checkpoint)
         self.meta = {k: v for k, v in meta.items() if k not in ("state_dict", "optimizer")}
         self._lock = threading.Lock()  # one generation at a time per model instance
@@ -85,14 +102,22 @@ class GeometryGenerator:
         return meshes
 
 
-def load_generator(checkpoint: str | Path, device: str | None = None):
-    """The generator a checkpoint needs, by its ``model_kind``: "flat" (GeometryGenerator, the
-    default for checkpoints without the key) or "parts" (PartsGenerator)."""
-    kind = torch.load(checkpoint, map_location="cpu", weights_only=False).get("model_kind", "flat")
-    if kind == "parts":
-        from shared.ml.parts_generator import PartsGenerator
+GENERATOR_KINDS = ("flat", "parts")  # a checkpoint without model_kind is flat (written before parts)
 
-        return PartsGenerator(checkpoint, device)
-    if kind != "flat":
-        raise ValueError(f"{checkpoint}: unknown model_kind {kind!r}")
-    return GeometryGenerator(checkpoint, device)
+
+def load_generator(
+    checkpoint: str | Path, device: str | None = None, half_precision: bool = True
+) -> MeshGenerator:
+    """The generator a checkpoint holds, chosen by its metadata key ``model_kind``: "flat"
+    (GeometryGenerator) or "parts" (PartsGenerator: a layout, then each part's faces).
+
+    half_precision: fp16 weights on a CPU (faster one row at a time; off where samples must not
+    depend on the batch size, as in the evaluation)."""
+    kind = torch.load(checkpoint, map_location="cpu", weights_only=False).get("model_kind", "flat")
+    if kind == "flat":
+        return GeometryGenerator(checkpoint, device, half_precision=half_precision)
+    if kind == "parts":
+        from shared.ml.parts_generator import PartsGenerator  # it builds on this module
+
+        return PartsGenerator(checkpoint, device, half_precision=half_precision)
+    raise ValueError(f"{checkpoint}: unknown geometry model_kind {kind!r}; this code knows {GENERATOR_KINDS}")
