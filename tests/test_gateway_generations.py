@@ -46,8 +46,13 @@ def wait_done(client: TestClient, generation_id: str, timeout: float = 120) -> d
     raise AssertionError(f"generation {generation_id} still {state['status']} after {timeout}s")
 
 
+def post(client: TestClient, body: dict, **kwargs) -> httpx.Response:
+    """A generation, or an application to the user's object when the body sends one."""
+    return client.post("/v1/apply" if "object" in body else "/v1/generations", json=body, **kwargs)
+
+
 def generate(client: TestClient, body: dict, timeout: float = 120) -> dict:
-    response = client.post("/v1/generations", json=body)
+    response = post(client, body)
     assert response.status_code == 202, response.text
     return wait_done(client, response.json()["id"], timeout)
 
@@ -104,8 +109,8 @@ def test_one_prompt_makes_one_scene_through_every_specialist(stub_specialists, c
 
 
 def test_add_on_names_for_specialists_are_accepted(stub_specialists, client: TestClient):
-    body = generate(client, {"prompt": "a lamp", "face_budget": 12, "specialists": ["geometry", "materials"]})
-    assert body["status"] == "succeeded" and list(body["stages"]) == ["geometry", "material"]
+    body = generate(client, {"prompt": "a lamp", "face_budget": 12, "specialists": ["materials"]})
+    assert body["status"] == "succeeded" and list(body["stages"]) == ["geometry", "material"], body
 
 
 def test_a_specialist_that_is_not_there_is_refused_with_the_reason(client: TestClient, tmp_path: Path):
@@ -145,23 +150,23 @@ def test_apply_to_selection_returns_the_parts_for_the_users_object(stub_speciali
         and obj["animation"]["action"] == "Turn"
     )
     assert [m["name"] for m in scene["materials"]] == ["Generated"] and len(scene["actions"]) == 1
-    for bad, reason in (
-        ({"prompt": "metal", "specialists": ["material"]}, "send the object"),
+    for bad, field in (
+        ({"prompt": "metal", "specialists": ["material"]}, "object"),
         (
             {"prompt": "metal", "specialists": ["geometry"], "object": {"name": "Cube", "mesh": cube}},
-            "not both",
+            "specialists",
         ),
-        (
-            {
-                "prompt": "metal",
-                "specialists": ["material"],
-                "object": {"name": "C", "mesh": {**cube, "faces": [[0, 1, 99]]}},
-            },
-            "past the 8 given",
-        ),
+        ({"prompt": "metal", "specialists": [], "object": {"name": "Cube", "mesh": cube}}, "specialists"),
     ):
-        response = client.post("/v1/generations", json=bad)
-        assert response.status_code == 422 and reason in json.dumps(response.json())
+        response = client.post("/v1/apply", json=bad)
+        assert response.status_code == 422 and field in json.dumps(response.json())
+    # Out-of-range indices are beyond what a schema can say: the generation fails with the reason.
+    broken = generate(
+        client, {**apply_body("metal"), "object": {"name": "C", "mesh": {**cube, "faces": [[0, 1, 99]]}}}
+    )
+    assert (
+        broken["status"] == "failed" and broken["error"] == "object: a face names a vertex past the 8 given"
+    )
 
 
 @pytest.mark.parametrize(
@@ -184,7 +189,7 @@ def test_apply_to_selection_returns_the_parts_for_the_users_object(stub_speciali
         ('{"prompt": "chair", "face_budget": "12"}', "face_budget"),
         ('{"prompt": "chair", "variations": 9}', "variations"),
         ('{"prompt": "chair", "specialists": ["sculpting"]}', "specialists"),
-        ('{"prompt": "chair", "specialists": []}', "specialists"),
+        ('{"prompt": "chair", "specialists": "geometry"}', "specialists"),
         ('{"prompt": "chair", "colour": "red"}', "colour"),
         ("[1, 2]", "body"),
     ],
@@ -247,7 +252,7 @@ def test_a_chunked_body_over_the_limit_is_refused_before_authentication(tmp_path
 
 
 def test_cancelled_generation_answers_gone(stub_specialists, client: TestClient):
-    generation_id = client.post("/v1/generations", json=apply_body("stall here")).json()["id"]
+    generation_id = post(client, apply_body("stall here")).json()["id"]
     assert client.delete(f"/v1/generations/{generation_id}").json() == {
         "id": generation_id,
         "status": "cancelled",
@@ -262,7 +267,7 @@ def test_cancelled_generation_answers_gone(stub_specialists, client: TestClient)
 
 
 def test_event_stream_reports_each_stage_and_ends_with_the_scenes(stub_specialists, client: TestClient):
-    generation_id = client.post("/v1/generations", json=apply_body("a stool")).json()["id"]
+    generation_id = post(client, apply_body("a stool")).json()["id"]
     events = []
     with client.stream("GET", f"/v1/generations/{generation_id}/events") as response:
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -281,7 +286,7 @@ def test_a_model_past_its_deadline_fails_that_generation_only(
     monkeypatch.setenv("BMT_INFERENCE_TIMEOUT_S", "1")  # the stub stalls 3 s on "stall"
     get_settings.cache_clear()
     start = time.monotonic()
-    slow = client.post("/v1/generations", json=apply_body("stall")).json()
+    slow = post(client, apply_body("stall")).json()
     quick = generate(client, apply_body("a cup"))
     failed = wait_done(client, slow["id"])
     assert failed["status"] == "failed" and failed["error"] == "material: no answer within 1 s"
@@ -330,10 +335,10 @@ def test_rate_limit_per_key(stub_specialists, geometry_checkpoint: Path, monkeyp
     get_settings.cache_clear()
     ensure_schema()
     with TestClient(create_app()) as client:
-        codes = [client.post("/v1/generations", json=apply_body("a box")).status_code for _ in range(3)]
+        codes = [post(client, apply_body("a box")).status_code for _ in range(3)]
         assert codes == [202, 202, 429]
-        assert int(client.post("/v1/generations", json=apply_body("a box")).headers["retry-after"]) >= 1
-        other = client.post("/v1/generations", json=apply_body("a box"), headers={"X-API-Key": "k2"})
+        assert int(post(client, apply_body("a box")).headers["retry-after"]) >= 1
+        other = post(client, apply_body("a box"), headers={"X-API-Key": "k2"})
         assert other.status_code == 202  # another key has its own budget (no key is required here)
 
 

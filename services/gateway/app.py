@@ -26,7 +26,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway import operations
-from services.gateway.generations import GenerationRunner, ResultCache, request_model, sweep_abandoned
+from services.gateway.generations import GenerationRunner, ResultCache, request_models, sweep_abandoned
 from shared.blobs import BlobStore, open_blob_store
 from shared.db import get_engine, session_scope
 from shared.db.models import Generation, Job, RunStatus
@@ -204,7 +204,7 @@ def create_app() -> FastAPI:
         {"database": check_database, "blobs": lambda: blobs().exists("0" * 64), "inference": check_inference}
     )
     runner = GenerationRunner(settings, inference, blobs, results)
-    GenerationRequest = request_model(settings)
+    GenerationRequest, ApplyRequest = request_models(settings)
     limiter = operations.RateLimiter(settings.gateway_rate_per_minute)
 
     @asynccontextmanager
@@ -283,8 +283,7 @@ def create_app() -> FastAPI:
                 result=job.result,
             )
 
-    def create_generation(request: Any, http: Request) -> Accepted:
-        """Start a generation; follow it with GET /v1/generations/{id} or its events stream."""
+    def accept(request: Any, http: Request) -> Accepted:
         key = http.headers.get("x-api-key") or (http.client.host if http.client else "")
         if (wait := limiter.retry_after(key)) > 0:
             operations.REJECTED.labels("rate_limited").inc()
@@ -296,10 +295,9 @@ def create_app() -> FastAPI:
         if down:
             operations.REJECTED.labels("dependency_down").inc()
             raise ServiceUnavailable(down)
+        wanted = set(request.specialists) | ({"geometry"} if not hasattr(request, "object") else set())
         missing = {
-            name: values["inference"][name]
-            for name in request.specialists
-            if values["inference"].get(name) is not None
+            name: values["inference"][name] for name in sorted(wanted) if values["inference"].get(name)
         }
         if missing:
             operations.REJECTED.labels("specialist_missing").inc()
@@ -309,14 +307,26 @@ def create_app() -> FastAPI:
             raise ServiceUnavailable(f"this replica holds {settings.generation_max_queued} generations")
         return Accepted(id=runner.submit(request), status="queued")
 
-    # The body's model is built from the settings, so it is named here rather than in the signature.
+    def create_generation(request: Any, http: Request) -> Accepted:
+        """Start a generation: geometry, then the parts asked for, one scene per variation. Follow it
+        with GET /v1/generations/{id} or its events stream."""
+        return accept(request, http)
+
+    def apply_to_selection(request: Any, http: Request) -> Accepted:
+        """Apply to selection: material, modifiers and/or animation for the object sent. Follow it
+        like a generation; its one scene holds the object with the parts to add."""
+        return accept(request, http)
+
+    # The bodies' models are built from the settings, so they are named here, not in the signatures.
     create_generation.__annotations__["request"] = GenerationRequest
-    app.post(
-        "/v1/generations",
-        status_code=202,
-        dependencies=[Depends(require_api_key)],
-        responses=errors(401, 413, 422, 429, 503),
-    )(create_generation)
+    apply_to_selection.__annotations__["request"] = ApplyRequest
+    for path, endpoint in (("/v1/generations", create_generation), ("/v1/apply", apply_to_selection)):
+        app.post(
+            path,
+            status_code=202,
+            dependencies=[Depends(require_api_key)],
+            responses=errors(401, 413, 422, 429, 503),
+        )(endpoint)
 
     def read_generation(generation_id: str) -> tuple[GenerationOut, RunStatus]:
         with session_scope() as session:

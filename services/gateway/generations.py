@@ -3,8 +3,8 @@ generations table.
 
 One prompt makes one scene per variation: geometry first, then for every object its material(s),
 modifiers and animation, each specialist asked once for all objects (so Triton decodes them
-together). An "apply to selection" request sends an object the user has instead of asking for
-geometry, and gets the parts to add to it.
+together). An "apply to selection" request (POST /v1/apply) sends an object the user has instead
+of asking for geometry, and gets the parts to add to it.
 
 The table is the source of truth, so status, progress and cancellation work across gateway
 replicas: a DELETE marks the row cancelled and the runner checks the row between stages. A replica
@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import update
 
 from services.gateway import operations
@@ -55,9 +55,17 @@ _WORD = rf"[^\x00-\x20\x7f-\x9f\ud800-\udfff]{{1,{MAX_WORD_CHARS}}}"
 PROMPT_PATTERN = rf"^ *{_WORD}( +{_WORD})* *$"
 TERMINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 
+
+def _canonical(name: str) -> str:
+    return ALIASES.get(name, name)
+
+
 SpecialistName = Annotated[
-    Literal["geometry", "material", "modifier", "animation"],
-    BeforeValidator(lambda value: ALIASES.get(value, value) if isinstance(value, str) else value),
+    Literal["geometry", "material", "modifier", "animation", "materials", "modifiers"],
+    AfterValidator(_canonical),
+]
+PartName = Annotated[
+    Literal["material", "modifier", "animation", "materials", "modifiers"], AfterValidator(_canonical)
 ]
 
 
@@ -67,15 +75,10 @@ class TargetMesh(BaseModel):
         min_length=3, max_length=100_000
     )
     faces: list[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=3)]] = Field(
-        min_length=1, max_length=100_000
+        min_length=1,
+        max_length=100_000,
+        description="Vertex indices, at least three per face; an index past the vertices fails the generation.",
     )
-
-    @model_validator(mode="after")
-    def _indices_in_range(self) -> TargetMesh:
-        count = len(self.vertices)
-        if any(index >= count for face in self.faces for index in face):
-            raise ValueError(f"a face names a vertex past the {count} given")
-        return self
 
 
 class TargetObject(BaseModel):
@@ -86,44 +89,49 @@ class TargetObject(BaseModel):
     mesh: TargetMesh
 
 
-def request_model(settings: Settings) -> type[BaseModel]:
-    """The request body, its limits taken from the settings so the schema states what is enforced."""
+def request_models(settings: Settings) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The bodies of POST /v1/generations and POST /v1/apply, their limits taken from the settings
+    so the schema states what the server enforces."""
+    config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, regex_engine="python-re")
 
-    class GenerationRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, regex_engine="python-re")
-        prompt: str = Field(
+    def prompt_field(description: str) -> Any:
+        return Field(
             max_length=settings.generation_max_prompt_chars,
             pattern=PROMPT_PATTERN,
-            description="What to make: printable text, words of at most "
-            f"{MAX_WORD_CHARS} characters, no control characters.",
+            description=f"{description}: printable text, words of at most {MAX_WORD_CHARS} characters, "
+            "no control characters.",
             examples=["a wooden chair"],
         )
+
+    seed_field = Field(None, ge=0, le=SEED_MAX, description="Same seed, same result.")
+    temperature_field = Field(0.8, ge=0.0, le=2.0, description="0 is greedy; higher is more varied.")
+
+    class GenerationRequest(BaseModel):
+        model_config = config
+        prompt: str = prompt_field("What to make")
         specialists: list[SpecialistName] = Field(
             default=["geometry"],
-            min_length=1,
             max_length=8,
-            description="Which models run: geometry makes the objects; material, modifier and "
-            "animation (each optional) add their part to every object. Without geometry, `object` "
-            "is required (apply to selection). `materials` and `modifiers` are accepted as names.",
-        )
-        object: TargetObject | None = Field(
-            None, description="Apply to selection: the user's object; the result holds the parts to add."
+            description="Geometry always runs and makes the objects; material, modifier and animation "
+            "(each optional) add their part to every object. `materials` and `modifiers` name the same.",
         )
         face_budget: int = Field(200, ge=1, le=settings.generation_max_face_budget)
-        seed: int | None = Field(None, ge=0, le=SEED_MAX, description="Same seed, same result.")
+        seed: int | None = seed_field
         variations: int = Field(1, ge=1, le=settings.generation_max_variations)
-        temperature: float = Field(0.8, ge=0.0, le=2.0, description="0 is greedy; higher is more varied.")
+        temperature: float = temperature_field
 
-        @model_validator(mode="after")
-        def _geometry_or_object(self) -> GenerationRequest:
-            wanted = set(self.specialists)
-            if "geometry" in wanted and self.object is not None:
-                raise ValueError("send either geometry among the specialists or an object, not both")
-            if "geometry" not in wanted and self.object is None:
-                raise ValueError("without geometry, send the object to apply the parts to")
-            return self
+    class ApplyRequest(BaseModel):
+        """Apply to selection: parts for an object the user has; the result's one scene holds that
+        object with its new parts (and the half mesh where a Mirror modifier completes it)."""
 
-    return GenerationRequest
+        model_config = config
+        prompt: str = prompt_field("What the parts should be like")
+        specialists: list[PartName] = Field(min_length=1, max_length=6)
+        object: TargetObject
+        seed: int | None = seed_field
+        temperature: float = temperature_field
+
+    return GenerationRequest, ApplyRequest
 
 
 def object_name(prompt: str) -> str:
@@ -225,8 +233,10 @@ class GenerationRunner:
             return len(self._held)
 
     def submit(self, request: Any) -> str:
+        """Queue a GenerationRequest (geometry, then the parts asked for) or an ApplyRequest (the
+        parts only, for its object)."""
         generation_id = str(uuid.uuid4())
-        wanted = ["geometry"] if "geometry" in request.specialists else []
+        wanted = [] if getattr(request, "object", None) else ["geometry"]
         wanted += [name for name in PARTS if name in request.specialists]
         with session_scope() as session:
             session.add(
@@ -380,8 +390,11 @@ class GenerationRunner:
 
     def _initial_scenes(self, request: Any, seed: int) -> list[dict]:
         """A scene per variation, its one object still without a mesh when geometry is to run."""
-        if request.object is not None:
-            target = request.object
+        target = getattr(request, "object", None)
+        if target is not None:
+            count = len(target.mesh.vertices)
+            if any(index >= count for face in target.mesh.faces for index in face):
+                raise GenerationFailed(f"object: a face names a vertex past the {count} given")
             mesh = {"name": target.name, **target.mesh.model_dump(mode="json")}
             return [self._scene(target.name, target.name, 0, mesh)]
         name = object_name(request.prompt)
