@@ -73,6 +73,7 @@ class Accepted(BaseModel):
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
+        400: "The body is not JSON (or not UTF-8).",
         401: "Missing or wrong X-API-Key.",
         404: "No such generation or job.",
         410: "The generation was cancelled.",
@@ -325,7 +326,7 @@ def create_app() -> FastAPI:
             path,
             status_code=202,
             dependencies=[Depends(require_api_key)],
-            responses=errors(401, 413, 422, 429, 503),
+            responses=errors(400, 401, 413, 422, 429, 503),
         )(endpoint)
 
     def read_generation(generation_id: str) -> tuple[GenerationOut, RunStatus]:

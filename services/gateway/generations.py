@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy import update
 
 from services.gateway import operations
@@ -36,7 +36,7 @@ from shared.blobs import BlobStore
 from shared.db import session_scope
 from shared.db.models import Generation, RunStatus
 from shared.inference import Inference, InvalidRequest, ModelUnavailable, SpecialistMissing
-from shared.scene import SCHEMA_VERSION, Limits, parse_scene
+from shared.scene import SCHEMA_VERSION, Limits, SceneValidationError, parse_scene
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,33 @@ ALIASES = {"materials": "material", "modifiers": "modifier"}
 MAX_WORD_CHARS = 64
 # The largest integer a JSON number keeps exactly (the OpenAPI schema states limits as doubles).
 SEED_MAX = 2**53 - 1
-# Printable text, words of at most MAX_WORD_CHARS separated by spaces, at least one word: no
-# control characters (C0, DEL, C1) and no lone surrogates, which PostgreSQL or the text encoder
-# refuse. Plain character classes, so that JSON Schema tools (and schemathesis) read it too.
-_WORD = rf"[^\x00-\x20\x7f-\x9f\ud800-\udfff]{{1,{MAX_WORD_CHARS}}}"
+MAX_MESH_VERTICES = 100_000  # of an object sent to apply parts to (and as many faces)
+# Printable text, words of at most MAX_WORD_CHARS separated by spaces, at least one word, no
+# control characters (C0, DEL, C1), which PostgreSQL or the text encoder refuse. Plain character
+# classes, so that JSON Schema tools (and schemathesis) read it too. Lone surrogates (which no
+# UTF-8 text holds, but JSON's \u escapes can) are refused by no_surrogates.
+_WORD = rf"[^\x00-\x20\x7f-\x9f]{{1,{MAX_WORD_CHARS}}}"
 PROMPT_PATTERN = rf"^ *{_WORD}( +{_WORD})* *$"
 TERMINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+def no_surrogates(text: str) -> str:
+    if any("\ud800" <= c <= "\udfff" for c in text):
+        raise ValueError("the text holds a lone surrogate (not valid Unicode text)")
+    return text
+
+
+PromptText = Annotated[str, AfterValidator(no_surrogates)]
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema counts 995.0 as an integer; strict validation would not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
 
 
 def _canonical(name: str) -> str:
@@ -72,11 +93,16 @@ PartName = Annotated[
 class TargetMesh(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
     vertices: list[Annotated[list[float], Field(min_length=3, max_length=3)]] = Field(
-        min_length=3, max_length=100_000
+        min_length=3, max_length=MAX_MESH_VERTICES
     )
-    faces: list[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=3)]] = Field(
+    faces: list[
+        Annotated[
+            list[Annotated[int, Field(ge=0, le=MAX_MESH_VERTICES - 1), BeforeValidator(_integral)]],
+            Field(min_length=3),
+        ]
+    ] = Field(
         min_length=1,
-        max_length=100_000,
+        max_length=MAX_MESH_VERTICES,
         description="Vertex indices, at least three per face; an index past the vertices fails the generation.",
     )
 
@@ -85,7 +111,9 @@ class TargetObject(BaseModel):
     """The object the parts are for, as scene data: its name and mesh (what the specialists read)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, regex_engine="python-re")
-    name: str = Field(min_length=1, max_length=63, pattern=r"^[^\x00-\x1f\x7f\ud800-\udfff]+$")
+    name: Annotated[str, AfterValidator(no_surrogates)] = Field(
+        min_length=1, max_length=63, pattern=r"^[^\x00-\x1f\x7f]+$"
+    )
     mesh: TargetMesh
 
 
@@ -108,16 +136,16 @@ def request_models(settings: Settings) -> tuple[type[BaseModel], type[BaseModel]
 
     class GenerationRequest(BaseModel):
         model_config = config
-        prompt: str = prompt_field("What to make")
+        prompt: PromptText = prompt_field("What to make")
         specialists: list[SpecialistName] = Field(
             default=["geometry"],
             max_length=8,
             description="Geometry always runs and makes the objects; material, modifier and animation "
             "(each optional) add their part to every object. `materials` and `modifiers` name the same.",
         )
-        face_budget: int = Field(200, ge=1, le=settings.generation_max_face_budget)
-        seed: int | None = seed_field
-        variations: int = Field(1, ge=1, le=settings.generation_max_variations)
+        face_budget: Integer = Field(200, ge=1, le=settings.generation_max_face_budget)
+        seed: Integer | None = seed_field
+        variations: Integer = Field(1, ge=1, le=settings.generation_max_variations)
         temperature: float = temperature_field
 
     class ApplyRequest(BaseModel):
@@ -125,10 +153,10 @@ def request_models(settings: Settings) -> tuple[type[BaseModel], type[BaseModel]
         object with its new parts (and the half mesh where a Mirror modifier completes it)."""
 
         model_config = config
-        prompt: str = prompt_field("What the parts should be like")
+        prompt: PromptText = prompt_field("What the parts should be like")
         specialists: list[PartName] = Field(min_length=1, max_length=6)
         object: TargetObject
-        seed: int | None = seed_field
+        seed: Integer | None = seed_field
         temperature: float = temperature_field
 
     return GenerationRequest, ApplyRequest
@@ -363,10 +391,16 @@ class GenerationRunner:
             if stage in stages:
                 stages[stage] = {"state": "failed"}
             kind = type(exc).__name__
-            known = (GenerationFailed, ModelUnavailable, InvalidRequest, SpecialistMissing)
+            known = (
+                GenerationFailed,
+                ModelUnavailable,
+                InvalidRequest,
+                SpecialistMissing,
+                SceneValidationError,
+            )
             if isinstance(exc, known):
                 log.warning("generation %s failed at %s: %s", generation_id, stage, exc)
-                error = str(exc)
+                error = str(exc) if not isinstance(exc, SceneValidationError) else f"{stage}: {exc}"
             else:
                 log.exception("generation %s failed at %s", generation_id, stage)
                 error = f"{stage}: {kind}: {exc}"
@@ -396,7 +430,12 @@ class GenerationRunner:
             if any(index >= count for face in target.mesh.faces for index in face):
                 raise GenerationFailed(f"object: a face names a vertex past the {count} given")
             mesh = {"name": target.name, **target.mesh.model_dump(mode="json")}
-            return [self._scene(target.name, target.name, 0, mesh)]
+            scene = self._scene(target.name, target.name, 0, mesh)
+            try:
+                parse_scene(scene, self.limits)
+            except SceneValidationError as exc:
+                raise GenerationFailed(f"object: {exc}") from None
+            return [scene]
         name = object_name(request.prompt)
         return [self._scene(f"{name} {i + 1}", name, i, None) for i in range(request.variations)]
 
