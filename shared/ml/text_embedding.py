@@ -18,9 +18,29 @@ import numpy as np
 EMBEDDING_DIM = 384
 MODEL_NAME = "all-MiniLM-L6-v2"
 
+# The in-memory cache keeps the most recently used embeddings only: a server meets every distinct
+# prompt once, and would otherwise grow without end (384 floats, 1.5 KB, each).
+MEMORY_CACHE_ITEMS = 50_000
+
 _lock = threading.Lock()
 _model = None
-_memory: dict[str, np.ndarray] = {}
+_memory: dict[str, np.ndarray] = {}  # in use order: the least recently used first
+
+
+def _remember(key: str, vector: np.ndarray) -> None:
+    with _lock:
+        _memory.pop(key, None)
+        _memory[key] = vector
+        while len(_memory) > MEMORY_CACHE_ITEMS:
+            del _memory[next(iter(_memory))]
+
+
+def _recall(key: str) -> np.ndarray | None:
+    with _lock:
+        vector = _memory.pop(key, None)
+        if vector is not None:
+            _memory[key] = vector
+        return vector
 
 
 def _encoder():
@@ -46,25 +66,33 @@ def embed(texts: list[str], cache_dir: str | Path | None = None) -> np.ndarray:
     on disk afterwards, those already in memory included."""
     keys = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
     folder = Path(cache_dir) if cache_dir else None
+    found: dict[str, np.ndarray] = {}  # this call's vectors, whatever the memory cache evicts meanwhile
     missing, unsaved = [], []
     for key, text in zip(keys, texts, strict=True):
         path = folder / f"{key}.npy" if folder else None
-        if key not in _memory and path is not None and path.is_file():
-            _memory[key] = np.load(path)
-        elif key not in _memory:
+        vector = found.get(key)
+        if vector is None:
+            vector = _recall(key)
+        if vector is None and path is not None and path.is_file():
+            vector = np.load(path)
+            _remember(key, vector)
+        if vector is None:
             missing.append((key, text))
-        elif path is not None and not path.is_file():
+            continue
+        found[key] = vector
+        if path is not None and not path.is_file():
             unsaved.append(key)
     if missing:
         unique = dict(missing)
         vectors = _encoder().encode(list(unique.values()), normalize_embeddings=True, convert_to_numpy=True)
         for key, vector in zip(unique, vectors, strict=True):
-            _memory[key] = vector.astype(np.float32)
+            found[key] = vector.astype(np.float32)
+            _remember(key, found[key])
         unsaved.extend(unique)
     if folder is not None and unsaved:
         folder.mkdir(parents=True, exist_ok=True)
         for key in unsaved:
-            np.save(folder / f"{key}.npy", _memory[key])
+            np.save(folder / f"{key}.npy", found[key])
     if not texts:
         return np.zeros((0, EMBEDDING_DIM), np.float32)
-    return np.stack([_memory[k] for k in keys])
+    return np.stack([found[k] for k in keys])
