@@ -202,7 +202,7 @@ def create_app() -> FastAPI:
         return inference().available()
 
     health = operations.DependencyHealth(
-        {"database": check_database, "blobs": lambda: blobs().exists("0" * 64), "inference": check_inference}
+        {"database": check_database, "blobs": lambda: blobs().check(0.8), "inference": check_inference}
     )
     runner = GenerationRunner(settings, inference, blobs, results)
     GenerationRequest, ApplyRequest = request_models(settings)

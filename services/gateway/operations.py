@@ -143,7 +143,8 @@ class DependencyHealth:
                 if name not in self._running or self._running[name].done():
                     self._running[name] = self._pool.submit(check)
             futures = dict(self._running)
-        deadline = time.monotonic() + self.timeout_s
+        # The first probes open clients and connections: they get longer than the later ones.
+        deadline = time.monotonic() + (self.timeout_s if self._answer is not None else 5 * self.timeout_s)
         problems: dict[str, str | None] = {}
         values: dict[str, Any] = {}
         for name, future in futures.items():
