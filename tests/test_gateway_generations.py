@@ -351,3 +351,10 @@ def test_json_logs_carry_the_request_id(client: TestClient, caplog):
     line = json.loads(JsonFormatter().format(record))
     assert line["level"] == "INFO" and line["status"] == 200 and "ms" in line
     assert line["request_id"] == "trace-7" and line["message"] == "GET /healthz 200"
+
+
+def test_a_method_a_path_lacks_is_405_naming_every_method_it_has(client: TestClient):
+    path = "/v1/generations/00000000-0000-0000-0000-000000000000"
+    response = client.request("OPTIONS", path)
+    assert response.status_code == 405 and response.headers["allow"] == "DELETE, GET"
+    assert client.put("/v1/generations").headers["allow"] == "POST"
