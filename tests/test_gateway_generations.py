@@ -51,6 +51,15 @@ def post(client: TestClient, body: dict, **kwargs) -> httpx.Response:
     return client.post("/v1/apply" if "object" in body else "/v1/generations", json=body, **kwargs)
 
 
+def post_until(client: TestClient, body: dict, status: int, within_s: float) -> httpx.Response:
+    """POST until the gateway answers ``status`` (it sees a part go or come back), within ``within_s``."""
+    start = time.monotonic()
+    while (response := post(client, body)).status_code != status:
+        assert time.monotonic() - start < within_s, f"still {response.status_code} after {within_s} s"
+        time.sleep(0.05)
+    return response
+
+
 def generate(client: TestClient, body: dict, timeout: float = 120) -> dict:
     response = post(client, body)
     assert response.status_code == 202, response.text
@@ -75,6 +84,8 @@ def stub_specialists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[st
 @pytest.fixture
 def client(geometry_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> TestClient:
     monkeypatch.setenv("BMT_GEOMETRY_CHECKPOINT", str(geometry_checkpoint))
+    # A first call loads the text encoder: minutes on a 2-core machine shared with other runs.
+    monkeypatch.setenv("BMT_INFERENCE_TIMEOUT_S", "600")
     get_settings.cache_clear()
     ensure_schema()
     with TestClient(create_app()) as client:

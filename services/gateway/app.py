@@ -201,8 +201,14 @@ def create_app() -> FastAPI:
     def check_inference() -> dict[str, str | None]:
         return inference().available()
 
+    local = {
+        "database": settings.database_url.startswith("sqlite"),
+        "blobs": settings.blob_url.startswith("file:"),
+        "inference": settings.inference_url == "local",
+    }
     health = operations.DependencyHealth(
-        {"database": check_database, "blobs": lambda: blobs().check(0.8), "inference": check_inference}
+        {"database": check_database, "blobs": lambda: blobs().check(0.8), "inference": check_inference},
+        inline=frozenset(part for part, is_local in local.items() if is_local),
     )
     runner = GenerationRunner(settings, inference, blobs, results)
     GenerationRequest, ApplyRequest = request_models(settings)
@@ -212,7 +218,10 @@ def create_app() -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Generations a dead replica left open are failed now, not only by the next lease round.
         await run_in_threadpool(sweep_abandoned, settings.generation_lease_s)
+        stop_probing = health.keep_fresh()
+        runner.start()
         yield
+        stop_probing()
         await run_in_threadpool(runner.shutdown, 10.0)
 
     app = FastAPI(

@@ -75,6 +75,8 @@ def _integral(value: Any) -> Any:
 
 
 Integer = Annotated[int, BeforeValidator(_integral)]
+# Bounds before the validator: that way round, the JSON Schema states them (minimum, maximum).
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX), BeforeValidator(_integral)]
 
 
 def _canonical(name: str) -> str:
@@ -131,7 +133,7 @@ def request_models(settings: Settings) -> tuple[type[BaseModel], type[BaseModel]
             examples=["a wooden chair"],
         )
 
-    seed_field = Field(None, ge=0, le=SEED_MAX, description="Same seed, same result.")
+    seed_field = Field(None, description="Same seed, same result.")
     temperature_field = Field(0.8, ge=0.0, le=2.0, description="0 is greedy; higher is more varied.")
 
     class GenerationRequest(BaseModel):
@@ -144,7 +146,7 @@ def request_models(settings: Settings) -> tuple[type[BaseModel], type[BaseModel]
             "(each optional) add their part to every object. `materials` and `modifiers` name the same.",
         )
         face_budget: Integer = Field(200, ge=1, le=settings.generation_max_face_budget)
-        seed: Integer | None = seed_field
+        seed: Seed | None = seed_field
         variations: Integer = Field(1, ge=1, le=settings.generation_max_variations)
         temperature: float = temperature_field
 
@@ -156,7 +158,7 @@ def request_models(settings: Settings) -> tuple[type[BaseModel], type[BaseModel]
         prompt: PromptText = prompt_field("What the parts should be like")
         specialists: list[PartName] = Field(min_length=1, max_length=6)
         object: TargetObject
-        seed: Integer | None = seed_field
+        seed: Seed | None = seed_field
         temperature: float = temperature_field
 
     return GenerationRequest, ApplyRequest
@@ -251,8 +253,10 @@ class GenerationRunner:
         self._listeners: dict[str, list[Callable[[], None]]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._lease = threading.Thread(target=self._keep_lease, name="generation-lease", daemon=True)
-        self._lease.start()
+
+    def start(self) -> None:
+        """Begin keeping the lease on the generations this replica holds (the app's start-up)."""
+        threading.Thread(target=self._keep_lease, name="generation-lease", daemon=True).start()
 
     # ---- accepting ----------------------------------------------------------------------
 
@@ -347,14 +351,14 @@ class GenerationRunner:
         stages: dict[str, dict] = {name: {"state": "pending"} for name in wanted}
         stage = "start"
         try:
-            if self._update(generation_id, status=RunStatus.RUNNING, message="running") in TERMINAL:
-                return
             seed = request.seed if request.seed is not None else uuid.uuid4().int % (2**31)
             scenes = self._initial_scenes(request, seed)
+            # One write per stage: its start carries the previous stage's end (and, first, RUNNING).
+            carried: dict[str, Any] = {"status": RunStatus.RUNNING}
             for stage in wanted:
                 stages[stage] = {"state": "running"}
                 status = self._update(
-                    generation_id, stage=stage, stages=json.loads(json.dumps(stages)), message=f"{stage}"
+                    generation_id, stage=stage, stages=_copy(stages), message=stage, **carried
                 )
                 if status in TERMINAL:
                     return
@@ -363,10 +367,7 @@ class GenerationRunner:
                 seconds = time.perf_counter() - start
                 operations.STAGE_SECONDS.labels(stage).observe(seconds)
                 stages[stage] = {"state": "done", "seconds": round(seconds, 4)}
-                done = sum(1 for s in stages.values() if s["state"] == "done")
-                self._update(
-                    generation_id, stages=json.loads(json.dumps(stages)), progress=done / len(wanted)
-                )
+                carried = {"progress": sum(s["state"] == "done" for s in stages.values()) / len(wanted)}
             stage = "store"
             documents = []
             for scene in scenes:
@@ -380,6 +381,7 @@ class GenerationRunner:
             self._update(
                 generation_id,
                 status=RunStatus.SUCCEEDED,
+                stages=_copy(stages),
                 progress=1.0,
                 stage=None,
                 result_key=key,
@@ -410,7 +412,7 @@ class GenerationRunner:
                 generation_id,
                 status=RunStatus.FAILED,
                 stage=None,
-                stages=json.loads(json.dumps(stages)),
+                stages=_copy(stages),
                 error=error[:2000],
                 message="failed",
                 latency_ms=latency_ms,
@@ -527,6 +529,11 @@ class GenerationRunner:
 
 
 _OPEN = (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+def _copy(stages: dict[str, dict]) -> dict[str, dict]:
+    """A new value for the JSON column (an object changed in place is not seen as changed)."""
+    return {name: dict(state) for name, state in stages.items()}
 
 
 def fail_open(condition: Any, error: str) -> int:

@@ -125,14 +125,41 @@ class RateLimiter:
 class DependencyHealth:
     """The parts the gateway needs, each probed concurrently with a deadline, the answer kept for a
     moment so a burst of requests costs one probe. A probe still running from before counts as no
-    answer; a part that is back is seen at the next probe (within ``max_age_s`` + ``timeout_s``)."""
+    answer; a part that is back is seen at the next probe (within ``max_age_s`` + ``timeout_s``).
+    While ``keep_fresh`` runs, probes run in the background, off the requests' path."""
 
-    def __init__(self, checks: dict[str, Callable[[], Any]], timeout_s: float = 0.8, max_age_s: float = 0.25):
-        self.checks, self.timeout_s, self.max_age_s = checks, timeout_s, max_age_s
+    def __init__(
+        self,
+        checks: dict[str, Callable[[], Any]],
+        inline: frozenset[str] = frozenset(),
+        timeout_s: float = 0.8,
+        max_age_s: float = 0.25,
+        grace_s: float = 2.0,
+    ):
+        """``inline`` names the checks of local parts (a file, a folder): run in the caller's
+        thread, no deadline. A busy process (an in-process model holding the interpreter) could
+        starve a probe thread past its deadline and make a part look down that cannot be."""
+        self.checks, self.inline, self.timeout_s, self.max_age_s = checks, inline, timeout_s, max_age_s
+        # A slow answer from a part that answered within grace_s is not yet a part down (a busy
+        # machine can delay a probe); a failed one is down at once.
+        self.grace_s = grace_s
+        self._last_ok: dict[str, tuple[float, Any]] = {}
         self._pool = ThreadPoolExecutor(max_workers=2 * len(checks) + 2, thread_name_prefix="health")
         self._running: dict[str, Future] = {}
         self._answer: tuple[float, dict[str, str | None], dict[str, Any]] | None = None
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def keep_fresh(self) -> Callable[[], None]:
+        """Probe every ``max_age_s`` in a background thread; returns the function that stops it."""
+
+        def loop() -> None:
+            while not self._stop.wait(self.max_age_s / 2):
+                self.status()
+
+        self._stop.clear()
+        threading.Thread(target=loop, name="dependency-health", daemon=True).start()
+        return self._stop.set
 
     def status(self) -> tuple[dict[str, str | None], dict[str, Any]]:
         """(problems: part -> None or why it is down, values: what each check returned)."""
@@ -140,19 +167,31 @@ class DependencyHealth:
             if self._answer is not None and time.monotonic() - self._answer[0] < self.max_age_s:
                 return self._answer[1], self._answer[2]
             for name, check in self.checks.items():
+                if name in self.inline:
+                    continue
                 if name not in self._running or self._running[name].done():
                     self._running[name] = self._pool.submit(check)
             futures = dict(self._running)
-        # The first probes open clients and connections: they get longer than the later ones.
-        deadline = time.monotonic() + (self.timeout_s if self._answer is not None else 5 * self.timeout_s)
         problems: dict[str, str | None] = {}
         values: dict[str, Any] = {}
+        for name in self.inline:
+            try:
+                values[name], problems[name] = self.checks[name](), None
+            except Exception as exc:
+                problems[name] = f"{type(exc).__name__}: {exc}"[:500]
+        # The first probes open clients and connections: they get longer than the later ones.
+        deadline = time.monotonic() + (self.timeout_s if self._answer is not None else 5 * self.timeout_s)
         for name, future in futures.items():
             try:
                 values[name] = future.result(timeout=max(0.0, deadline - time.monotonic()))
                 problems[name] = None
+                self._last_ok[name] = (time.monotonic(), values[name])
             except TimeoutError:
-                problems[name] = f"no answer within {self.timeout_s:g} s"
+                answered, value = self._last_ok.get(name, (float("-inf"), None))
+                if time.monotonic() - answered < self.grace_s:
+                    values[name], problems[name] = value, None
+                else:
+                    problems[name] = f"no answer within {self.timeout_s:g} s"
             except Exception as exc:  # whatever failed, the part is down: say how
                 problems[name] = f"{type(exc).__name__}: {exc}"[:500]
         with self._lock:
