@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> None:
                     after = batch_counts(triton)
                     batches = {s: after[s] - before.get(s, 0) for s in after if after[s] > before.get(s, 0)}
                     rows.append((clients, straight, via, batches))
+                    print(
+                        f"measured: {clients} clients, {straight:.2f} / {via:.2f} req/s, {batches}",
+                        flush=True,
+                    )
                 overheads = []
                 for k in range(args.overhead_requests):
                     start = time.perf_counter()

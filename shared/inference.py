@@ -24,7 +24,6 @@ lazily, the Triton path needs only tritonclient.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import threading
@@ -125,11 +124,11 @@ class TritonSpecialist:
             return self._client
 
     def forget_client(self, client: Any) -> None:
+        """The next call opens a fresh channel. This one is not closed here: calls of other
+        threads may still be on it (it closes when the last of them lets go of it)."""
         with self._lock:
             if self._client is client:
                 self._client = None
-        with contextlib.suppress(Exception):  # a broken channel may fail to close; dropped either way
-            client.close()
 
     def is_ready(self, timeout_s: float = 1.0) -> bool:
         """Whether Triton answers and has this model loaded; raises ModelUnavailable when Triton

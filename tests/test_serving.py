@@ -114,6 +114,7 @@ def test_triton_serves_every_specialist_and_the_gateway_reaches_it(
         check_mesh(triton.run_many([{"prompt": "a lamp", "face_budget": 8, "seed": 4}], 120)[0], 8)
 
         monkeypatch.setenv("BMT_INFERENCE_URL", f"grpc://{server.grpc_url}")
+        monkeypatch.setenv("BMT_INFERENCE_TIMEOUT_S", "600")  # a 2-core machine shared with other runs
         get_settings.cache_clear()
         ensure_schema()
         with TestClient(create_app()) as gateway:
