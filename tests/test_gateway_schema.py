@@ -27,7 +27,9 @@ from tools.servers import free_port
 
 
 @pytest.mark.usefixtures("stub_specialists")
-def test_schemathesis_finds_nothing(geometry_checkpoint: Path, monkeypatch: pytest.MonkeyPatch):
+def test_schemathesis_finds_nothing(
+    geometry_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.setenv("BMT_GEOMETRY_CHECKPOINT", str(geometry_checkpoint))
     monkeypatch.setenv("BMT_GENERATION_MAX_FACE_BUDGET", "8")  # generations stay cheap on 2 cores
     monkeypatch.setenv("BMT_GENERATION_MAX_VARIATIONS", "2")
@@ -61,6 +63,7 @@ def test_schemathesis_finds_nothing(geometry_checkpoint: Path, monkeypatch: pyte
             capture_output=True,
             text=True,
             timeout=300,
+            cwd=tmp_path,  # its cache folder (.schemathesis) goes there, not into the repository
         )
         assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
         assert "Tested: 8" in run.stdout, run.stdout[-3000:]
