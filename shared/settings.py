@@ -89,7 +89,7 @@ class Settings(BaseSettings):
         4, ge=1, description="Generations one gateway replica runs at once (Triton decodes them together)."
     )
     generation_max_queued: int = Field(
-        64, ge=1, description="Generations one replica holds (running and waiting); more are refused (503)."
+        64, ge=1, description="Generations one replica holds (running and waiting); more are refused (429)."
     )
     generation_lease_s: float = Field(
         30.0,

@@ -79,8 +79,8 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         410: "The generation was cancelled.",
         413: "Request body too large.",
         422: "The request is invalid, or asks for a specialist that is not available (the reason says which).",
-        429: "Too many new generations for this key; see Retry-After.",
-        503: "A part the gateway needs is down, or the replica is full; see Retry-After.",
+        429: "Too many new generations for this key, or the replica is full; see Retry-After.",
+        503: "A part the gateway needs is down; see Retry-After.",
     }
     return {code: {"model": ErrorOut, "description": descriptions[code]} for code in codes}
 
@@ -313,8 +313,13 @@ def create_app() -> FastAPI:
             operations.REJECTED.labels("specialist_missing").inc()
             raise HTTPException(422, {name: f"not available: {why}" for name, why in missing.items()})
         if runner.in_flight() >= settings.generation_max_queued:
+            # Back-pressure, not a fault: the client slows down (429), as with the rate limit.
             operations.REJECTED.labels("full").inc()
-            raise ServiceUnavailable(f"this replica holds {settings.generation_max_queued} generations")
+            raise HTTPException(
+                429,
+                f"this replica holds {settings.generation_max_queued} generations; send it again later",
+                headers={"Retry-After": RETRY_AFTER_S},
+            )
         return Accepted(id=runner.submit(request), status="queued")
 
     def create_generation(request: Any, http: Request) -> Accepted:
