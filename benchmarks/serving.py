@@ -1,52 +1,65 @@
-"""Triton serving throughput under concurrent requests: dynamic batching against one at a time.
+"""Serving under concurrent clients, straight to Triton and through the gateway, in one run.
 
-    python -m benchmarks.serving [--checkpoint models/geometry/tiny/model.pt] [--clients 16]
+    python -m benchmarks.serving [--checkpoint models/geometry/tiny/model.pt] [--faces 40]
 
-Starts the bundled Triton twice on this machine, with --max-batch 1 (the baseline: each request
-decoded alone) and with the default 16, and sends the same --clients concurrent requests (distinct
-prompts and seeds, --faces each) to both over gRPC, as the gateway does.
+Starts the bundled Triton (geometry, dynamic batching up to 16) and the real gateway process in
+front of it (its own SQLite database and blob folder unless BMT_DATABASE_URL / BMT_BLOB_URL say
+otherwise). For 1, 4 and 16 concurrent clients it sends the same requests (distinct prompts and
+seeds) straight to Triton over gRPC (shared.inference, as the gateway calls it) and through the
+gateway (POST, then the event stream to the final state with the scenes), and prints requests per
+second. Then, one client at a time, each request once straight and once through the gateway (same
+prompt and seed, so the same decoding work): the gateway's overhead per request, p50 and p99.
+Triton's batch statistics for the run close the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from services.gateway.inference import TritonGeometry
-from services.serving.triton import GEOMETRY_MODEL, start_triton, write_model_repository
-from tools.servers import free_port
+import httpx
+
+from services.serving.triton import start_triton, write_model_repository
+from shared.inference import TritonSpecialist
+from tools.servers import free_port, gateway_process
 
 PROMPTS = ["a chair", "a table", "a lamp", "a box", "a stool", "a shelf", "stairs", "a cone"]
+CLIENTS = (1, 4, 16)
 
 
-def serve_and_load(checkpoint: Path, max_batch: int, clients: int, faces: int, work: Path) -> dict:
-    repository = write_model_repository(work / "models", checkpoint, max_batch=max_batch)
-    server = start_triton(
-        repository, work, [GEOMETRY_MODEL], free_port(), free_port(), free_port(), work / "triton.log"
-    )
-    try:
-        server.wait_ready(GEOMETRY_MODEL, timeout=300)
-        backend = TritonGeometry(server.grpc_url, timeout_s=600)
-        backend.generate_mesh("a warm-up", faces, 0, 0.8)
+def ask(k: int, faces: int) -> dict:
+    return {"prompt": PROMPTS[k % len(PROMPTS)], "face_budget": faces, "seed": k, "temperature": 0.8}
 
-        def request(k: int) -> dict:
-            return backend.generate_mesh(PROMPTS[k % len(PROMPTS)], faces, k, 0.8)
 
-        start = time.perf_counter()
-        with ThreadPoolExecutor(clients) as pool:
-            meshes = list(pool.map(request, range(clients)))
-        seconds = time.perf_counter() - start
-    finally:
-        server.stop()
-    return {
-        "seconds": seconds,
-        "meshes_per_s": clients / seconds,
-        "mean_batch": sum(m["batch"] for m in meshes) / clients,
-        "tokens_per_s": sum(m["tokens"] for m in meshes) / seconds,
-    }
+def through_gateway(client: httpx.Client, body: dict) -> dict:
+    generation_id = client.post("/v1/generations", json=body).raise_for_status().json()["id"]
+    state: dict = {}
+    with client.stream("GET", f"/v1/generations/{generation_id}/events") as events:
+        for line in events.iter_lines():
+            if line.startswith("data: "):
+                state = json.loads(line.removeprefix("data: "))
+    if state.get("status") != "succeeded":
+        raise RuntimeError(f"generation {generation_id}: {state}")
+    return state
+
+
+def batch_counts(triton: TritonSpecialist) -> dict[int, int]:
+    stats = triton.client().get_inference_statistics("geometry", as_json=True)["model_stats"][0]
+    return {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats.get("batch_stats", [])}
+
+
+def load(clients: int, per_client: int, call) -> float:  # type: ignore[no-untyped-def]
+    """Requests per second with ``clients`` threads each making ``per_client`` calls in turn."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(lambda c: [call(c * per_client + i) for i in range(per_client)], range(clients)))
+    return clients * per_client / (time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,24 +67,87 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--checkpoint", type=Path, default=Path("models/geometry/tiny/model.pt"))
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--faces", type=int, default=100)
+    parser.add_argument("--faces", type=int, default=40)
+    parser.add_argument("--requests", type=int, default=32, help="requests per row (split over the clients)")
+    parser.add_argument("--overhead-requests", type=int, default=40)
     args = parser.parse_args(argv)
-    rows = []
-    for name, max_batch in (("one at a time (baseline)", 1), ("dynamic batching, up to 16", 16)):
-        with tempfile.TemporaryDirectory(prefix="bench-serving-") as work:
-            rows.append(
-                (name, serve_and_load(args.checkpoint, max_batch, args.clients, args.faces, Path(work)))
-            )
-    print(
-        f"\n{args.clients} concurrent requests of up to {args.faces} faces, Triton (CPU), {args.checkpoint}"
-    )
-    print(f"{'server':<30}{'seconds':>9}{'meshes/s':>10}{'tokens/s':>10}{'mean batch':>12}")
-    for name, r in rows:
-        print(
-            f"{name:<30}{r['seconds']:>9.1f}{r['meshes_per_s']:>10.2f}{r['tokens_per_s']:>10.0f}{r['mean_batch']:>12.1f}"
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as folder:
+        work = Path(folder)
+        models = write_model_repository(work / "models", {"geometry": args.checkpoint}, max_batch=16)
+        server = start_triton(
+            work / "models", work, models, free_port(), free_port(), free_port(), work / "triton.log"
         )
-    print(f"throughput from batching: {rows[1][1]['meshes_per_s'] / rows[0][1]['meshes_per_s']:.1f}x")
+        env = {
+            "BMT_DATA_DIR": str(work / "var"),
+            "BMT_INFERENCE_URL": f"grpc://127.0.0.1:{server.grpc_port}",
+            "BMT_GEOMETRY_CHECKPOINT": str(args.checkpoint),
+            "BMT_GENERATION_CONCURRENCY": "16",
+            "BMT_INFERENCE_TIMEOUT_S": "600",
+            "BMT_LOG_LEVEL": "WARNING",
+            **{k: v for k, v in os.environ.items() if k in ("BMT_DATABASE_URL", "BMT_BLOB_URL")},
+        }
+        try:
+            server.wait_ready("geometry", timeout=300)
+            triton = TritonSpecialist("geometry", server.grpc_url)
+
+            def direct(k: int) -> dict:
+                return triton.run_many([ask(k, args.faces)], 600)[0]
+
+            direct(10_000)  # warm-up: the encoder and the first decoding's allocations
+            with gateway_process(env) as url, httpx.Client(base_url=url, timeout=600) as gateway:
+                through_gateway(gateway, {**ask(10_001, args.faces), "specialists": ["geometry"]})
+                rows = []
+                for clients in CLIENTS:
+                    per_client = max(1, args.requests // clients)
+                    straight = load(clients, per_client, direct)
+                    before = batch_counts(triton)
+                    via = load(
+                        clients,
+                        per_client,
+                        lambda k: through_gateway(
+                            gateway, {**ask(k, args.faces), "specialists": ["geometry"]}
+                        ),
+                    )
+                    after = batch_counts(triton)
+                    batches = {s: after[s] - before.get(s, 0) for s in after if after[s] > before.get(s, 0)}
+                    rows.append((clients, straight, via, batches))
+                    print(
+                        f"measured: {clients} clients, {straight:.2f} / {via:.2f} req/s, {batches}",
+                        flush=True,
+                    )
+                overheads, around = [], []
+                for k in range(args.overhead_requests):
+                    start = time.perf_counter()
+                    direct(20_000 + k)
+                    straight_s = time.perf_counter() - start
+                    start = time.perf_counter()
+                    state = through_gateway(
+                        gateway, {**ask(20_000 + k, args.faces), "specialists": ["geometry"]}
+                    )
+                    total_s = time.perf_counter() - start
+                    overheads.append((total_s - straight_s) * 1000)
+                    # What the client waited beyond the gateway's own Triton call (HTTP, queue,
+                    # database, blob store, events): immune to the decoding time's variance.
+                    around.append((total_s - state["stages"]["geometry"]["seconds"]) * 1000)
+        finally:
+            server.stop()
+    print(
+        f"\ngeometry, up to {args.faces} faces per request, {args.checkpoint}, Triton (CPU) with dynamic batching"
+    )
+    print(
+        f"{'clients':>8}{'Triton req/s':>14}{'gateway req/s':>15}{'gateway vs 1 client':>21}  Triton batches (size: count)"
+    )
+    for clients, straight, via, batches in rows:
+        sizes = ", ".join(f"{s}: {n}" for s, n in sorted(batches.items()))
+        print(f"{clients:>8}{straight:>14.2f}{via:>15.2f}{via / rows[0][2]:>20.1f}x  {sizes}")
+    for name, values in (
+        ("through the gateway minus a direct Triton call (same request)", overheads),
+        ("through the gateway minus the gateway's own Triton call", around),
+    ):
+        cuts = statistics.quantiles(values, n=100)
+        print(
+            f"{name}, one client, {len(values)} requests: p50 {statistics.median(values):.1f} ms, p99 {cuts[98]:.1f} ms"
+        )
 
 
 if __name__ == "__main__":

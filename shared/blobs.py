@@ -114,6 +114,10 @@ class BlobStore(ABC):
                 raise
         return dest
 
+    def check(self, timeout_s: float = 1.0) -> None:
+        """Raise unless the store answers now (readiness probes: one try, no retries)."""
+        self.exists("0" * 64)
+
     # -- backend-specific ------------------------------------------------------------------
     @abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -197,14 +201,29 @@ class S3BlobStore(BlobStore):
         max_bytes: int,
         prefix: str = "blobs/",
     ):
+        import urllib3
         from minio import Minio
 
         super().__init__(max_bytes)
         self.client = Minio(
             endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region
         )
+        self._probe_client = lambda timeout_s: Minio(
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(total=timeout_s)),
+        )
         self.bucket = bucket
         self.prefix = prefix
+
+    def check(self, timeout_s: float = 1.0) -> None:
+        # The main client retries for seconds (right for uploads); a probe must answer now, so
+        # that a server that is back is seen at once.
+        if not self._probe_client(timeout_s).bucket_exists(self.bucket):
+            raise BlobError(f"bucket {self.bucket!r} does not exist")
 
     def ensure_bucket(self) -> None:
         if not self.client.bucket_exists(self.bucket):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,9 +74,47 @@ class Settings(BaseSettings):
         Path("models/geometry/tiny/model.pt"),
         description="Geometry model checkpoint served in-process or by Triton.",
     )
-    generation_max_prompt_chars: int = Field(500, description="Longer prompts are refused (413).")
+    material_checkpoint: Path = Field(
+        Path("models/material/tiny/model.pt"),
+        description="Material model checkpoint; the specialist is available only where it exists.",
+    )
+    modifier_checkpoint: Path = Field(
+        Path("models/modifier/tiny/model.pt"),
+        description="Modifier model checkpoint; the specialist is available only where it exists.",
+    )
+    animation_checkpoint: Path = Field(
+        Path("models/animation/tiny/model.pt"),
+        description="Animation model checkpoint; the specialist is available only where it exists.",
+    )
+    inference_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Deadline of one model call (queued time included); then the generation fails.",
+    )
+    generation_max_prompt_chars: int = Field(500, description="Longer prompts are refused (422).")
     generation_max_face_budget: int = Field(800, description="Largest face budget a request may ask for.")
     generation_max_variations: int = Field(4, description="Most variations one request may ask for.")
+    generation_concurrency: int = Field(
+        4, ge=1, description="Generations one gateway replica runs at once (Triton decodes them together)."
+    )
+    generation_max_queued: int = Field(
+        64, ge=1, description="Generations one replica holds (running and waiting); more are refused (429)."
+    )
+    generation_lease_s: float = Field(
+        30.0,
+        gt=0,
+        description="A queued or running generation its replica has not touched for this long is failed "
+        "(the replica died); replicas touch theirs every third of it.",
+    )
+    gateway_max_body_bytes: int = Field(
+        4 * 1024**2, description="Larger request bodies are refused (413), chunked ones included."
+    )
+    gateway_rate_per_minute: int = Field(
+        0, ge=0, description="New generations per minute per API key (or client address); 0: no limit."
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json", description="Service logs: one JSON object per line (with the request id), or plain text."
+    )
     gateway_host: str = Field("127.0.0.1", description="Address the gateway listens on.")
     gateway_port: int = Field(8000, description="Port the gateway listens on.")
     api_key: str = Field("", description="When set, the gateway requires it in the X-API-Key header.")

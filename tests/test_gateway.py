@@ -14,7 +14,8 @@ from tools.servers import gateway_process
 
 def test_gateway_process_serves_health_and_readiness(tmp_path):
     with gateway_process({"BMT_DATA_DIR": str(tmp_path / "var")}) as url:
-        assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
+        ready = httpx.get(f"{url}/readyz").json()
+        assert ready["status"] == "ready" and ready["specialists"]["geometry"] is None
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
 
 

@@ -1,25 +1,25 @@
-"""Serving the geometry model: in-process, and through a real Triton server (the binary bundled
-with nvidia-pytriton, python backend, CPU) called over gRPC."""
+"""Serving the specialists: in-process, and through a real Triton server (the binary bundled with
+nvidia-pytriton, python backend, CPU) called over gRPC, the generic JSON model for every one."""
 
 from __future__ import annotations
 
-import json
 import os
-from concurrent.futures import ThreadPoolExecutor
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from fastapi.testclient import TestClient
-from tritonclient.utils import InferenceServerException
 
 from services.gateway.app import create_app
-from services.serving.triton import GEOMETRY_MODEL, start_triton, write_model_repository
+from services.serving.triton import TritonServer, start_triton, write_model_repository
 from shared.db import ensure_schema
+from shared.inference import InvalidRequest, TritonSpecialist
 from shared.ml.geometry_generator import GeometryGenerator, MeshRequest
 from shared.settings import get_settings
-from tests.test_gateway_generations import generate
+from tests.specialist_stubs import write_stub_checkpoints
+from tests.test_gateway_generations import post_until, wait_done
 from tools.servers import free_port
 
 
@@ -67,64 +67,93 @@ def test_requests_decoded_together_get_the_meshes_they_get_alone(checkpoint: Pat
         MeshRequest("a lamp", face_budget=0)
 
 
-def infer(client: grpcclient.InferenceServerClient, prompt: str, face_budget: int, seed: int) -> dict:
-    inputs = []
-    for name, dtype, value in (
-        ("PROMPT", "BYTES", np.array([prompt.encode()], dtype=np.object_)),
-        ("FACE_BUDGET", "INT32", np.array([face_budget], dtype=np.int32)),
-        ("SEED", "INT64", np.array([seed], dtype=np.int64)),
-        ("TEMPERATURE", "FP32", np.array([0.8], dtype=np.float32)),
-    ):
-        tensor = grpcclient.InferInput(name, [1, 1], dtype)
-        tensor.set_data_from_numpy(value.reshape(1, 1))
-        inputs.append(tensor)
-    result = client.infer(GEOMETRY_MODEL, inputs)
-    return json.loads(result.as_numpy("MESH_JSON").reshape(-1)[0])
+def test_run_many_is_the_specialists_interface(checkpoint: Path):
+    generator = GeometryGenerator(checkpoint, device="cpu")
+    (mesh,) = generator.run_many([{"prompt": "a lamp", "face_budget": 8, "seed": 2}])
+    check_mesh(mesh, 8)
+    for bad, reason in (({"prompt": " "}, "prompt is empty"), ({"prompt": "a", "colour": 1}, "colour")):
+        with pytest.raises(ValueError, match=reason):
+            generator.run_many([{"prompt": "a lamp"}, bad])
 
 
-def test_triton_serves_the_geometry_model_over_grpc(checkpoint: Path, tmp_path: Path, monkeypatch):
-    repository = write_model_repository(tmp_path / "models", checkpoint)
-    server = start_triton(
-        repository,
-        tmp_path,
-        [GEOMETRY_MODEL],
-        free_port(),
-        free_port(),
-        free_port(),
-        log_file=tmp_path / "triton.log",
+def batch_sizes(client: grpcclient.InferenceServerClient, model: str) -> dict[int, int]:
+    """Triton's own statistics: how many executions ran with each batch size."""
+    stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    return {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats.get("batch_stats", [])}
+
+
+def test_triton_serves_every_specialist_and_the_gateway_reaches_it(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """geometry (the real model) and material (the test-only generator: the real one lands from
+    another branch) through the generic JSON model; modifier has no checkpoint, so it is not
+    served and the gateway refuses it with the reason."""
+    stubs = write_stub_checkpoints(tmp_path / "stubs")
+    checkpoints = {"geometry": checkpoint, "material": stubs["material"], "modifier": tmp_path / "absent.pt"}
+    models = write_model_repository(
+        tmp_path / "models", checkpoints, generators={"material": "tests.specialist_stubs:MaterialGenerator"}
     )
+    assert models == ["geometry", "material"]
+    ports = [free_port() for _ in range(3)]
+
+    def start() -> TritonServer:
+        server = start_triton(tmp_path / "models", tmp_path, models, *ports, log_file=tmp_path / "triton.log")
+        for model in models:
+            server.wait_ready(model, timeout=180)
+        return server
+
+    server = start()
     try:
-        server.wait_ready(GEOMETRY_MODEL, timeout=180)
-        client = grpcclient.InferenceServerClient(server.grpc_url)
-        mesh = infer(client, "a small table", face_budget=16, seed=3)
-        check_mesh(mesh, 16)
-        local = GeometryGenerator(checkpoint, device="cpu").generate("a small table", face_budget=16, seed=3)
+        triton = TritonSpecialist("geometry", server.grpc_url)
+        (mesh,) = triton.run_many([{"prompt": "a small table", "face_budget": 8, "seed": 3}], 120)
+        check_mesh(mesh, 8)
+        local = GeometryGenerator(checkpoint, device="cpu").generate("a small table", face_budget=8, seed=3)
         assert mesh["faces"] == local["faces"], "Triton and in-process generation must agree for a seed"
-        with pytest.raises(InferenceServerException, match="prompt is empty"):
-            infer(client, "", face_budget=16, seed=1)
-        check_mesh(infer(client, "a lamp", face_budget=8, seed=4), 8)  # the model survives a bad request
-        # Requests that queue while the model is busy are decoded together (dynamic batching).
-        with ThreadPoolExecutor(4) as pool:
-            prompts = ["a lamp", "a chair", "a box", "a stool"]
-            meshes = list(pool.map(lambda k: infer(client, prompts[k], face_budget=16, seed=k), range(4)))
-        assert max(mesh["batch"] for mesh in meshes) > 1
-        for mesh in meshes:
-            check_mesh(mesh, 16)
+        with pytest.raises(InvalidRequest, match="prompt is empty"):
+            triton.run_many([{"prompt": ""}], 60)
+        check_mesh(triton.run_many([{"prompt": "a lamp", "face_budget": 8, "seed": 4}], 120)[0], 8)
 
         monkeypatch.setenv("BMT_INFERENCE_URL", f"grpc://{server.grpc_url}")
+        monkeypatch.setenv("BMT_INFERENCE_TIMEOUT_S", "600")  # a 2-core machine shared with other runs
         get_settings.cache_clear()
         ensure_schema()
-        gateway = TestClient(create_app())
-        body = generate(gateway, {"prompt": "a small table", "face_budget": 16, "seed": 3})
-        assert body["status"] == "succeeded", body
-        assert body["scenes"][0]["objects"][0]["mesh"]["faces"] == local["faces"]
+        with TestClient(create_app()) as gateway:
+            refused = gateway.post(
+                "/v1/generations", json={"prompt": "a chair", "specialists": ["geometry", "modifier"]}
+            )
+            assert (
+                refused.status_code == 422
+                and "does not serve modifier" in refused.json()["detail"]["modifier"]
+            )
+            # Concurrent generations run side by side in the gateway, so Triton decodes them together.
+            before = batch_sizes(triton.client(), "geometry")
+            body = {"face_budget": 8, "specialists": ["geometry", "material"]}
+            ids = [
+                gateway.post("/v1/generations", json={**body, "prompt": f"a chair {k}", "seed": k}).json()[
+                    "id"
+                ]
+                for k in range(4)
+            ]
+            done = [wait_done(gateway, gid, timeout=300) for gid in ids]
+            assert all(d["status"] == "succeeded" for d in done), done
+            assert all(d["scenes"][0]["materials"][0]["name"] == "Generated" for d in done)
+            after = batch_sizes(triton.client(), "geometry")
+            assert any(size > 1 and after[size] > before.get(size, 0) for size in after), after
+
+            server.stop()  # Triton goes away: new generations get 503 within a second, readiness names it
+            start_s = time.monotonic()
+            down = post_until(gateway, {**body, "prompt": "a chair"}, 503, within_s=1.5)
+            assert down.headers["retry-after"] == "1"
+            assert "inference" in down.json()["detail"]
+            ready = gateway.get("/readyz")
+            assert ready.status_code == 503 and "Triton" in ready.json()["detail"]["inference"]
+            assert time.monotonic() - start_s < 3
+            assert gateway.get(f"/v1/generations/{ids[0]}").json()["status"] == "succeeded"  # still readable
+
+            server = start()  # back on the same ports: the gateway recovers without a restart
+            post_until(gateway, {**body, "prompt": "a lamp"}, 202, within_s=1.5)
     finally:
         server.stop()
-    assert server.process.returncode is not None
-    # Triton went away: the gateway reports it per request and keeps serving.
-    body = generate(gateway, {"prompt": "a small table", "face_budget": 16, "seed": 3})
-    assert body["status"] == "failed" and "Triton" in body["error"]
-    assert gateway.get("/healthz").status_code == 200
 
 
 def test_serving_command_runs_triton_and_stops_cleanly_on_sigterm(checkpoint: Path, tmp_path: Path):
@@ -133,7 +162,6 @@ def test_serving_command_runs_triton_and_stops_cleanly_on_sigterm(checkpoint: Pa
     import subprocess
     import sys
 
-    from services.serving.triton import TritonServer
     from tests.conftest import REPO
 
     ports = [free_port() for _ in range(3)]
@@ -143,7 +171,7 @@ def test_serving_command_runs_triton_and_stops_cleanly_on_sigterm(checkpoint: Pa
             "-m",
             "services.serving",
             "--checkpoint",
-            str(checkpoint),
+            f"geometry={checkpoint}",
             "--grpc-port",
             str(ports[0]),
             "--http-port",
@@ -157,7 +185,7 @@ def test_serving_command_runs_triton_and_stops_cleanly_on_sigterm(checkpoint: Pa
         stderr=subprocess.DEVNULL,
     )
     try:
-        TritonServer(process, ports[1], ports[0], ports[2]).wait_ready(GEOMETRY_MODEL, timeout=180)
+        TritonServer(process, ports[1], ports[0], ports[2]).wait_ready("geometry", timeout=180)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
     finally:

@@ -19,24 +19,20 @@ from pathlib import Path
 import httpx
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-MODEL_TEMPLATES = Path(__file__).resolve().parent / "triton_models"
-GEOMETRY_MODEL = "geometry"
+MODEL_TEMPLATE = Path(__file__).resolve().parent / "triton_models" / "specialist" / "model.py"
 
-GEOMETRY_CONFIG = """\
-name: "geometry"
+SPECIALIST_CONFIG = """\
+name: "{name}"
 backend: "python"
 max_batch_size: {max_batch}
-dynamic_batching {{ max_queue_delay_microseconds: {queue_delay_us} }}
-input [
-  {{ name: "PROMPT", data_type: TYPE_STRING, dims: [ 1 ] }},
-  {{ name: "FACE_BUDGET", data_type: TYPE_INT32, dims: [ 1 ] }},
-  {{ name: "SEED", data_type: TYPE_INT64, dims: [ 1 ] }},
-  {{ name: "TEMPERATURE", data_type: TYPE_FP32, dims: [ 1 ] }}
-]
-output [
-  {{ name: "MESH_JSON", data_type: TYPE_STRING, dims: [ 1 ] }}
-]
+dynamic_batching {{
+  max_queue_delay_microseconds: {queue_delay_us}
+  default_queue_policy {{ timeout_action: REJECT, default_timeout_microseconds: {queue_timeout_us} }}
+}}
+input [ {{ name: "REQUEST_JSON", data_type: TYPE_STRING, dims: [ 1 ] }} ]
+output [ {{ name: "RESULT_JSON", data_type: TYPE_STRING, dims: [ 1 ] }} ]
 instance_group [ {{ count: {instances}, kind: KIND_CPU }} ]
+parameters: {{ key: "generator", value: {{ string_value: "{generator}" }} }}
 parameters: {{ key: "checkpoint", value: {{ string_value: "{checkpoint}" }} }}
 parameters: {{ key: "project_root", value: {{ string_value: "{project_root}" }} }}
 """
@@ -48,32 +44,49 @@ def _pytriton_dir() -> Path:
     return Path(pytriton.__file__).resolve().parent / "tritonserver"
 
 
+def default_generator(name: str) -> str:
+    return f"shared.ml.{name}_generator:{name.capitalize()}Generator"
+
+
 def write_model_repository(
     root: Path,
-    geometry_checkpoint: Path,
+    checkpoints: dict[str, Path],
     instances: int = 1,
     max_batch: int = 16,
     queue_delay_us: int = 20_000,
-) -> Path:
-    """A repository with the geometry model, version 1, loading ``geometry_checkpoint``.
+    queue_timeout_s: float = 60.0,
+    generators: dict[str, str] | None = None,
+) -> list[str]:
+    """A repository with one model per specialist whose checkpoint exists, each version 1 of the
+    generic JSON model (triton_models/specialist/model.py); returns the models written.
 
     Requests that queue while an instance is busy, or arrive within ``queue_delay_us`` of each
     other, are decoded together, up to ``max_batch`` (`make bench-serving`: 16 concurrent requests
     got 1.9x the meshes per second of ``max_batch=1`` on a 2-core CPU, whose one-row decoding
-    runs on fp16 weights)."""
-    model_dir = root / GEOMETRY_MODEL
-    (model_dir / "1").mkdir(parents=True, exist_ok=True)
-    shutil.copy(MODEL_TEMPLATES / GEOMETRY_MODEL / "model.py", model_dir / "1" / "model.py")
-    (model_dir / "config.pbtxt").write_text(
-        GEOMETRY_CONFIG.format(
-            instances=instances,
-            max_batch=max_batch,
-            queue_delay_us=queue_delay_us,
-            checkpoint=Path(geometry_checkpoint).resolve(),
-            project_root=PROJECT_ROOT,
+    runs on fp16 weights). A request still queued after ``queue_timeout_s`` is refused, so one
+    that never finishes cannot hold the queue behind it forever. ``generators`` may name another
+    generator class than shared.ml.NAME_generator.NAMEGenerator as "module:Class" (tests)."""
+    written = []
+    for name, checkpoint in checkpoints.items():
+        if not Path(checkpoint).is_file():
+            continue
+        model_dir = root / name
+        (model_dir / "1").mkdir(parents=True, exist_ok=True)
+        shutil.copy(MODEL_TEMPLATE, model_dir / "1" / "model.py")
+        (model_dir / "config.pbtxt").write_text(
+            SPECIALIST_CONFIG.format(
+                name=name,
+                generator=(generators or {}).get(name, default_generator(name)),
+                instances=instances,
+                max_batch=max_batch,
+                queue_delay_us=queue_delay_us,
+                queue_timeout_us=int(queue_timeout_s * 1e6),
+                checkpoint=Path(checkpoint).resolve(),
+                project_root=PROJECT_ROOT,
+            )
         )
-    )
-    return root
+        written.append(name)
+    return written
 
 
 def write_backend_dir(root: Path) -> Path:

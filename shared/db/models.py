@@ -250,6 +250,10 @@ class Generation(Base, Timestamped):
     latency_ms: Mapped[float | None] = mapped_column(Float)
     result_key: Mapped[str | None] = mapped_column(String(64), doc="Blob key of the result scene(s).")
     error: Mapped[str | None] = mapped_column(Text)
+    stage: Mapped[str | None] = mapped_column(String(32), doc="The specialist running now.")
+    stages: Mapped[dict[str, Any]] = mapped_column(
+        default=dict, doc="Per specialist: state (pending, running, done, failed) and seconds."
+    )
 
 
 class Job(Base, Timestamped):

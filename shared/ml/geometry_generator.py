@@ -70,6 +70,19 @@ class GeometryGenerator:
         """A mesh dict {vertices, faces} in metres, Z up, centred on the origin, plus timings."""
         return self.generate_many([MeshRequest(prompt, face_budget, seed, temperature, top_p)])[0]
 
+    def run_many(self, requests: list[dict]) -> list[dict]:
+        """The specialists' common interface (shared.inference): each request a dict with
+        ``prompt`` and optionally ``face_budget``, ``seed``, ``temperature``, ``top_p``; each
+        result the mesh dict of ``generate``. A request with other keys or bad values raises
+        ValueError naming it."""
+        parsed = []
+        for index, request in enumerate(requests):
+            try:
+                parsed.append(MeshRequest(**request))
+            except (TypeError, AttributeError) as exc:  # an unknown key, a value of the wrong type
+                raise ValueError(f"geometry request {index}: {exc}") from None
+        return self.generate_many(parsed)
+
     def generate_many(self, requests: list[MeshRequest]) -> list[dict]:
         """A mesh dict per request. Requests with the same face budget and sampling settings are
         decoded side by side, each with its own seeded generator, so a request gets the mesh it

@@ -1,0 +1,88 @@
+"""Test-only generators for the material, modifier and animation specialists.
+
+Why a stand-in: those models are built on other branches at the same time as the gateway and land
+later; these classes follow their interface exactly (``NAMEGenerator(checkpoint, device=None)``,
+``run_many(list[dict]) -> list[dict]``, ValueError for a bad request, results in the scene format)
+so the gateway's pipeline, the Triton JSON model and the in-process path run end to end today.
+Each reads its "checkpoint" (a small JSON file) so a missing one behaves like a missing model.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+
+class StubGenerator:
+    def __init__(self, checkpoint: str | Path, device: str | None = None):
+        self.settings = json.loads(Path(checkpoint).read_text())
+        self.calls: list[int] = []  # requests per run_many call
+        self._lock = threading.Lock()
+
+    def run_many(self, requests: list[dict]) -> list[dict]:
+        for index, request in enumerate(requests):
+            if not isinstance(request.get("prompt"), str) or not request["prompt"].strip():
+                raise ValueError(f"request {index}: the prompt is empty")
+            mesh = request.get("mesh")
+            if not isinstance(mesh, dict) or not mesh.get("faces"):
+                raise ValueError(f"request {index}: no mesh to work on")
+        if any("stall" in request["prompt"] for request in requests):
+            time.sleep(self.settings.get("stall_s", 0))  # a model that takes too long
+        with self._lock:
+            self.calls.append(len(requests))
+        return [self.result(request, len(requests)) for request in requests]
+
+    def result(self, request: dict, batch: int) -> dict:
+        raise NotImplementedError
+
+
+class MaterialGenerator(StubGenerator):
+    def result(self, request: dict, batch: int) -> dict:
+        shade = (request["seed"] % 10) / 10
+        pbr = {"base_color": [shade, 0.3, 0.2, 1.0], "roughness": self.settings.get("roughness", 0.5)}
+        return {"material": {"name": "Generated", "pbr": pbr, "source": "generated"}, "batch": batch}
+
+
+class ModifierGenerator(StubGenerator):
+    def result(self, request: dict, batch: int) -> dict:
+        vertices, faces = request["mesh"]["vertices"], request["mesh"]["faces"]
+        # As the real one does for Mirror: the half on +X, and the modifier that completes it.
+        keep = {i for i, v in enumerate(vertices) if v[0] >= 0}
+        half = [f for f in faces if all(i in keep for i in f)] or faces[:1]
+        used = sorted({i for f in half for i in f})
+        index = {old: new for new, old in enumerate(used)}
+        return {
+            "modifiers": [{"name": "Mirror", "type": "MIRROR", "params": {"use_axis": [True, False, False]}}],
+            "base_mesh": {
+                "vertices": [vertices[i] for i in used],
+                "faces": [[index[i] for i in f] for f in half],
+            },
+            "batch": batch,
+        }
+
+
+class AnimationGenerator(StubGenerator):
+    def result(self, request: dict, batch: int) -> dict:
+        keyframes = [{"co": [1.0, 0.0]}, {"co": [24.0, 1.5707964]}]
+        return {
+            "action": {
+                "name": "Turn",
+                "fcurves": [{"data_path": "rotation_euler", "index": 2, "keyframes": keyframes}],
+                "frame_range": [1.0, 24.0],
+            },
+            "batch": batch,
+        }
+
+
+STUBS = {"material": MaterialGenerator, "modifier": ModifierGenerator, "animation": AnimationGenerator}
+
+
+def write_stub_checkpoints(folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in STUBS:
+        paths[name] = folder / f"{name}.json"
+        paths[name].write_text(json.dumps({"roughness": 0.4, "stall_s": 3}))
+    return paths
