@@ -88,5 +88,5 @@ def test_load_generator_picks_the_kind_and_refuses_an_unknown_one(tmp_path):
     assert isinstance(generator, GeometryGenerator)
     ckpt = torch.load(tmp_path / "flat.pt", weights_only=False)
     torch.save({**ckpt, "model_kind": "voxels"}, tmp_path / "voxels.pt")
-    with pytest.raises(ValueError, match="unknown geometry model_kind 'voxels'"):
+    with pytest.raises(ValueError, match="unknown model_kind 'voxels'"):
         load_generator(tmp_path / "voxels.pt", "cpu")

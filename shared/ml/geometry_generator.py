@@ -133,4 +133,6 @@ def load_generator(
         from shared.ml.parts_generator import PartsGenerator  # it builds on this module
 
         return PartsGenerator(checkpoint, device, half_precision=half_precision)
-    raise ValueError(f"{checkpoint}: unknown geometry model_kind {kind!r}; this code knows {GENERATOR_KINDS}")
+    raise ValueError(
+        f"{checkpoint}: unknown model_kind {kind!r} for a geometry checkpoint; this code knows {GENERATOR_KINDS}"
+    )
