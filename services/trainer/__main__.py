@@ -3,6 +3,7 @@
 python -m services.trainer geometry --preset tiny [--dataset MANIFEST] [--resume]
 python -m services.trainer export --run-dir runs/geometry-tiny --out models/geometry/tiny/model.pt
 python -m services.trainer embed-captions --dataset full    fill the text-embedding cache
+python -m services.trainer animation --preset tiny [--dataset full]   (services/trainer/animation.py)
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from services.trainer import animation
 from services.trainer.geometry import TrainConfig, cache_caption_embeddings, export_model, train
 
 
@@ -52,7 +54,11 @@ def main(argv: list[str] | None = None) -> None:
         "embed-captions", help="cache the embedding of every caption (for a machine without the encoder)"
     )
     captions.add_argument("--dataset", help="besides the synthetic items' captions")
+    animation.add_parser(sub)
     args = parser.parse_args(argv)
+    if hasattr(args, "run"):  # a specialist that registered its own sub-commands
+        args.run(args)
+        return
     if args.specialist == "export":
         print(export_model(args.run_dir, args.out, args.best))
         return
