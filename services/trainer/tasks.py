@@ -1,13 +1,15 @@
 """Celery tasks of the train queue. torch is imported inside the task, so any worker can load this.
 
-``train.geometry`` is idempotent: the run folder is keyed by the hash of what determines the run
-(preset, dataset, steps, code version), so a redelivered task resumes the same run from its last
-checkpoint, and a finished run returns its recorded result without training again.
+``train.geometry`` and ``train.animation`` are idempotent: the run folder is keyed by the hash of
+what determines the run (specialist, preset, dataset, steps, code version), so a redelivered task
+resumes the same run from its last checkpoint, and a finished run returns its recorded result
+without training again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from pathlib import Path
 
@@ -28,10 +30,25 @@ def run_key(preset: str, dataset: str | None, max_steps: int, commit: str | None
 def train_geometry(
     self, preset: str = "tiny", dataset: str | None = None, max_steps: int = 3000, max_minutes: float = 20.0
 ) -> dict:
-    from services.trainer.geometry import TrainConfig, code_version, train
+    return _tracked_training(self, "geometry", preset, dataset, max_steps, max_minutes)
 
+
+@app.task(name="train.animation", base=TrackedTask, bind=True)
+def train_animation(
+    self, preset: str = "tiny", dataset: str | None = "full", max_steps: int = 3000, max_minutes: float = 15.0
+) -> dict:
+    return _tracked_training(self, "animation", preset, dataset, max_steps, max_minutes)
+
+
+def _tracked_training(
+    task, specialist: str, preset: str, dataset: str | None, max_steps: int, max_minutes: float
+) -> dict:
+    """Trains services.trainer.<specialist> (its TrainConfig and train) as a TrainingRun row."""
+    from services.trainer.geometry import code_version
+
+    module = importlib.import_module(f"services.trainer.{specialist}")
     key = run_key(preset, dataset, max_steps, code_version()["commit"])
-    run_dir = Path(get_settings().data_dir) / "runs" / f"geometry-{preset}-{key}"
+    run_dir = Path(get_settings().data_dir) / "runs" / f"{specialist}-{preset}-{key}"
     record_path = run_dir / "run.json"
     if (
         record_path.is_file()
@@ -43,14 +60,14 @@ def train_geometry(
             session.query(Dataset).filter_by(manifest_key=dataset).one_or_none() if dataset else None
         )
         run = TrainingRun(
-            specialist="geometry",
+            specialist=specialist,
             dataset_id=dataset_row.id if dataset_row else None,
             preset=preset,
             config={
                 "max_steps": max_steps,
                 "max_minutes": max_minutes,
                 "run_dir": str(run_dir),
-                "job": self.request.id,
+                "job": task.request.id,
             },
             code_version=code_version()["commit"],
             status=RunStatus.RUNNING,
@@ -60,8 +77,8 @@ def train_geometry(
         session.flush()
         run_id = run.id
     try:
-        record = train(
-            TrainConfig(
+        record = module.train(
+            module.TrainConfig(
                 preset=preset,
                 dataset=dataset,
                 run_dir=str(run_dir),
@@ -69,7 +86,7 @@ def train_geometry(
                 max_minutes=max_minutes,
                 resume=(run_dir / "checkpoint.pt").is_file(),
             ),
-            progress=self.progress,
+            progress=task.progress,
         )
     except BaseException:
         with session_scope() as session:

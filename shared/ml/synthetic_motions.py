@@ -60,7 +60,7 @@ def synthetic_motion(kind: str, rng: np.random.Generator) -> tuple[list[str], Mo
         values[:, 2] = height * np.sin(math.pi * t)
         squash = rng.uniform(0.0, 0.2)
         values[:, 8] = -squash * np.cos(math.pi * t) ** 8  # flattened where it meets the ground
-        words = ["bounce", "bouncing", "bounce up and down", "hop"]
+        words = ["bounce", "bouncing", "bounce up and down", "bouncy"]
         loop = True
     elif kind == "hover":
         duration = float(rng.integers(40, 160))
@@ -78,7 +78,7 @@ def synthetic_motion(kind: str, rng: np.random.Generator) -> tuple[list[str], Mo
         hinge = 2 if noun == "door" else 0
         angle = math.radians(rng.uniform(60, 110)) * float(rng.choice([1, -1]))
         values[:, 3 + hinge] = angle * (3 * t**2 - 2 * t**3)
-        words = ["open", "opening", "swing open", "open the lid"]
+        words = ["open", "opening", "open up", "open the lid"]
         loop = False
     else:
         raise ValueError(f"unknown synthetic motion {kind!r}; known: {', '.join(MOTIONS)}")
