@@ -39,7 +39,6 @@ from shared.ml.datasets import dataset_version, iter_split
 from shared.ml.synthetic_motions import synthetic_motions
 from shared.ml.text_embedding import default_cache_dir, embed
 
-SYNTHETIC = {"train": 1000, "val": 50, "test": 50}
 PHASES = 8 * (KEYS - 1)  # phases a cycle may start at, KEYS - 1 of them apart per key
 
 
@@ -59,7 +58,7 @@ class TrainConfig:
     threads: int = 1
     schedule_minutes: float | None = None
     resume: bool = False
-    synthetic: bool = True  # add procedural object motions
+    synthetic: int = 1000  # procedural object motions added to train (a twentieth as many to val)
     model_overrides: dict = field(default_factory=dict)
 
 
@@ -183,7 +182,7 @@ class Batches:
 def data_version(config: TrainConfig) -> dict:
     out = dataset_version(config.dataset, "animation") if config.dataset else {"ref": None}
     if config.synthetic:
-        out["synthetic_object_motions"] = SYNTHETIC
+        out["synthetic_object_motions"] = {"train": config.synthetic, "val": max(1, config.synthetic // 20)}
     return out
 
 
@@ -205,7 +204,8 @@ def train(config: TrainConfig, progress=None) -> dict:
     for split in ("train", "val"):
         found, skipped[split] = examples_of(load_items(config.dataset, split), model_config.max_tokens)
         if config.synthetic:
-            found += synthetic_examples(SYNTHETIC[split], seed=config.seed + (split == "val") * 1000)
+            count = config.synthetic if split == "train" else max(1, config.synthetic // 20)
+            found += synthetic_examples(count, seed=config.seed + (split == "val") * 1000)
         splits[split] = found
     cache_dir = default_cache_dir()
     train_batches, val_batches = Batches(splits["train"], cache_dir), Batches(splits["val"], cache_dir)
@@ -353,7 +353,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--threads", type=int, default=TrainConfig.threads)
     parser.add_argument("--schedule-minutes", type=float)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-synthetic", action="store_true", help="without procedural object motions")
+    parser.add_argument(
+        "--synthetic", type=int, default=TrainConfig.synthetic, help="procedural object motions (0: none)"
+    )
     parser.set_defaults(run=_run)
     export = subparsers.add_parser("animation-export", help="a run's weights as a small fp16 model file")
     export.add_argument("--run-dir", default="runs/animation-tiny")
@@ -376,6 +378,6 @@ def _run(args: argparse.Namespace) -> None:
         schedule_minutes=args.schedule_minutes,
         seed=args.seed,
         resume=args.resume,
-        synthetic=not args.no_synthetic,
+        synthetic=args.synthetic,
     )
     print(json.dumps(train(config)["result"], indent=2))

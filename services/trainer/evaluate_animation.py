@@ -65,18 +65,22 @@ def rig_signature(armature: dict | None) -> tuple:
 
 
 def retarget(action: dict[str, Any], source: MotionLayout, target: MotionLayout) -> dict[str, Any]:
-    """The action's curves moved onto the target's bones of the same name (else the same name
-    words), locations scaled by the rigs' heights; curves on bones the target lacks are dropped.
+    """The action's curves moved onto the target's bones of the same name (else the same name up
+    to case, else the one bone with the same name words), locations scaled by the rigs' heights; curves on bones the target lacks are dropped.
     Between objects the action is kept as is."""
     if not target.is_rig or not source.is_rig:
         return action if not target.is_rig and not source.is_rig else {**action, "fcurves": []}
-    by_words = {tuple(name_words(n)): n for n in target.names}
+    by_case = {n.casefold(): n for n in target.names}
+    words: dict[tuple, list[str]] = {}
+    for n in target.names:
+        words.setdefault(tuple(name_words(n)), []).append(n)
     mapping = {}
     for name in source.names:
-        if name in target.names:
-            mapping[name] = name
-        elif tuple(name_words(name)) in by_words:
-            mapping[name] = by_words[tuple(name_words(name))]
+        same_words = words.get(tuple(name_words(name)), [])
+        if name in target.names or name.casefold() in by_case:
+            mapping[name] = by_case[name.casefold()] if name not in target.names else name
+        elif len(same_words) == 1:  # "LeftArm" onto "left_arm", never one of many "Bone.00N"
+            mapping[name] = same_words[0]
     ratio = target.height / source.height
     fcurves = []
     for fcurve in action.get("fcurves", []):

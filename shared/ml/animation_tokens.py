@@ -736,6 +736,9 @@ class MotionLayout:
         """A scene-format action with real F-curves on this layout's channels. ``base``: the
         object's transform (location, rotation_euler, scale) that an object motion moves from."""
         values = np.array(motion.values, dtype=np.float64)
+        if not self.bones:  # an object's motion starts where the object stands
+            values[:, :6] -= values[0, :6]
+            values[:, 6:] = (1 + values[:, 6:]) / np.maximum(1 + values[0, 6:], 1e-3) - 1
         if motion.loop:  # a cycle ends where it began (a spin: whole turns further on)
             turns = np.zeros(values.shape[1])
             spins = np.array([k == "obj_rot" for k in self.kinds])
