@@ -17,7 +17,6 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from shared.ml.animation_tokens import (
-    KIND_RANGE,
     PROPS,
     MotionLayout,
     action_range,
@@ -173,8 +172,3 @@ def foot_slide(layout: MotionLayout, action: dict[str, Any]) -> float | None:
         if planted.sum() >= 2:
             slides.append(float(np.linalg.norm(velocity[planted].std(axis=0))))
     return float(np.mean(slides)) if slides else 0.0
-
-
-def value_scale(layout: MotionLayout) -> float:
-    """The largest range of this layout's channel kinds (for reading errors as a share)."""
-    return max(KIND_RANGE[k] for k in layout.kinds)

@@ -220,7 +220,7 @@ def evaluate_animation(
     )
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    render_strips(rows[:10], folder / "strips.png")
+    render_strips(strip_rows(rows), folder / "strips.png")
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     return metrics
 
@@ -244,56 +244,64 @@ def _object_box(action: dict[str, Any], frames: np.ndarray) -> np.ndarray:
     return np.einsum("fij,fpj->fpi", rotation, square[None] * scale[:, None, :]) + location[:, None, :]
 
 
+def strip_rows(rows: list[dict], count: int = 8) -> list[dict]:
+    """The rows a strip shows: the first of each motion label, then the next ones, up to count."""
+    firsts = list({str(r["label"]): r for r in reversed(rows)}.values())[::-1]
+    return (firsts + [r for r in rows if r not in firsts])[:count]
+
+
 def render_strips(rows: list[dict], path: Path) -> None:
     """Per row (a prompt): model, retrieval and reference, each STRIP_FRAMES frames across its
-    action, as the posed skeleton seen from the side (or an object's outline)."""
+    action, the posed skeleton seen from the side (a rig; bone heads red) or the outline of a
+    square moved by the object's transforms, all three in one frame of view."""
     if not rows:
         return
     shown = ("model", "retrieval", "reference")
     fig, axes = plt.subplots(
         len(rows) * len(shown),
         STRIP_FRAMES,
-        figsize=(STRIP_FRAMES * 1.4, len(rows) * len(shown) * 1.4),
+        figsize=(STRIP_FRAMES * 1.9, len(rows) * len(shown) * 1.9),
         squeeze=False,
     )
     for r, row in enumerate(rows):
         layout = row["_layout"]
-        for m, method in enumerate(shown):
+        drawn = {}
+        for method in shown:
             action = row["_answers"][method]
             start, end = action_range(action) if action["fcurves"] else (0.0, 1.0)
             frames = np.linspace(start, end, STRIP_FRAMES)
             if layout.is_rig:
-                points = pose_points(layout, action, frames)
-                # The side the rig is longest along (a character faces -Y: seen along X).
-                extent = np.ptp(points.reshape(-1, 3), axis=0)
-                u = 1 if extent[1] >= extent[0] else 0
-                segments = points[..., [u, 2]]
+                drawn[method] = pose_points(layout, action, frames)
             else:
-                segments = _object_box(action, frames)[..., [0, 2]]
-            flat = segments.reshape(-1, 2)
-            lo, hi = flat.min(0), flat.max(0)
-            pad = 0.1 * max(float((hi - lo).max()), 1e-3)
+                drawn[method] = _object_box(action, frames)
+        every = np.concatenate([d.reshape(-1, 3) for d in drawn.values()])
+        extent = np.ptp(every, axis=0)
+        u = 1 if extent[1] >= extent[0] else 0  # look along the rig's narrower horizontal axis
+        lo, hi = every[:, [u, 2]].min(0), every[:, [u, 2]].max(0)
+        pad = 0.08 * max(float((hi - lo).max()), 1e-3)
+        for m, method in enumerate(shown):
+            flat = drawn[method][..., [u, 2]]
             for f in range(STRIP_FRAMES):
                 ax = axes[r * len(shown) + m, f]
                 if layout.is_rig:
-                    for bone in segments[f]:
-                        ax.plot(bone[:, 0], bone[:, 1], "-", color="C0", lw=1.2)
-                        ax.plot(bone[0, 0], bone[0, 1], ".", color="C3", ms=2)
+                    for bone in flat[f]:
+                        ax.plot(bone[:, 0], bone[:, 1], "-", color="C0", lw=1.4)
+                    ax.plot(flat[f][:, 0, 0], flat[f][:, 0, 1], ".", color="C3", ms=3)
                 else:
-                    ax.plot(segments[f][:, 0], segments[f][:, 1], "-", color="C2", lw=1.5)
+                    ax.plot(flat[f][:, 0], flat[f][:, 1], "-", color="C2", lw=1.8)
                 ax.set_xlim(lo[0] - pad, hi[0] + pad)
                 ax.set_ylim(lo[1] - pad, hi[1] + pad)
                 ax.set_aspect("equal")
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if f == 0:
-                    ax.set_ylabel(method, fontsize=6)
+                    ax.set_ylabel(method, fontsize=8)
                 if m == 0 and f == 0:
-                    ax.set_title(row["prompt"][:40], fontsize=6, loc="left")
-                if r == 0 and m == 0 and f > 0:
-                    ax.set_title(f"{f / (STRIP_FRAMES - 1):.0%}", fontsize=6)
-    fig.tight_layout(pad=0.2)
-    fig.savefig(path, dpi=110)
+                    ax.set_title(f"{row['prompt'][:46]} [{row['label']}]", fontsize=8, loc="left")
+                elif m == 0 and f == STRIP_FRAMES - 1:
+                    ax.set_title("end", fontsize=7)
+    fig.tight_layout(pad=0.3)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 

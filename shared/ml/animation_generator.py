@@ -13,7 +13,7 @@ import torch
 from pydantic import ValidationError
 
 from shared.ml.animation_model import Target, load_model
-from shared.ml.animation_tokens import Motion, MotionLayout
+from shared.ml.animation_tokens import CYCLIC_MOTIONS, Motion, MotionLayout, motion_label
 from shared.ml.text_embedding import embed
 from shared.scene.models import Action, Armature, Transform
 
@@ -56,8 +56,9 @@ class AnimationGenerator:
          "loop": bool, "frame_range": [start, end], "tokens": int,
          "seconds": decoding time of the batch it was in, "batch": requests decoded with it}
 
-    A bad request raises ValueError saying what is wrong. Requests are decoded side by side
-    (those with the same top_p), each with its own seeded generator.
+    A prompt that names a cyclic motion (walk, run, idle, swim, fly, spin, bounce, hover, sway)
+    gets a loop. A bad request raises ValueError saying what is wrong. Requests are decoded side
+    by side (those with the same top_p), each with its own seeded generator.
     """
 
     def __init__(self, checkpoint: str | Path, device: str | None = None):
@@ -134,6 +135,7 @@ class AnimationGenerator:
                     temperature=[parsed[i]["temperature"] for i in rows],
                     top_p=top_p,
                     generator=generators,
+                    loops=[True if motion_label(parsed[i]["text"]) in CYCLIC_MOTIONS else None for i in rows],
                 )
             seconds = round(time.perf_counter() - start, 4)
             for i, (tokens, motion) in zip(rows, samples, strict=True):

@@ -24,6 +24,7 @@ from shared.ml.animation_tokens import (
     BONE_FEATURES,
     BOS,
     EOS,
+    KEYS,
     KINDS,
     MOTION_TOKENS,
     PAD,
@@ -89,10 +90,8 @@ class Target:
         groups = np.full(length, -1, np.int64)
         keys = np.zeros(length, np.int64)
         roles[0], roles[1], roles[-2] = ROLE_LOOP, ROLE_DURATION, ROLE_EOS
-        channels = len(layout.channels)
         for position in range(2, length - 2):  # the input at `position` announces token position + 1
-            slot = position - 2
-            key, c = divmod(slot, channels)
+            c, key = divmod(position - 2, KEYS)
             channel = layout.channels[c]
             roles[position] = 4 + 3 * KINDS.index(channel.kind) + channel.axis
             groups[position], keys[position] = channel.group, key
@@ -171,9 +170,11 @@ class AnimationModel(nn.Module):
         temperature: float | Sequence[float] = 0.8,
         top_p: float = 0.95,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
+        loops: Sequence[bool | None] | None = None,
     ) -> list[tuple[list[int], Motion]]:
         """A motion per row of (B, text_dim) embeddings, each on its target, decoded side by
-        side with a KV cache; rows leave the batch when they end."""
+        side with a KV cache; rows leave the batch when they end. ``loops``: per row, a cycle
+        (True), a one-shot (False) or the model's choice (None)."""
         self.eval()
         c = self.config
         n = len(targets)
@@ -198,7 +199,9 @@ class AnimationModel(nn.Module):
             )
             for i, t in enumerate(targets)
         ]
-        grammars = [MotionGrammar(t.layout) for t in targets]
+        grammars = [
+            MotionGrammar(t.layout, loop) for t, loop in zip(targets, loops or [None] * n, strict=True)
+        ]
         tokens = [[BOS] for _ in targets]
         x = torch.cat(
             [

@@ -31,10 +31,11 @@ Motion layout (``MotionLayout``, ``MotionGrammar``) -- what the model writes
     quaternion (radians, rest = 0), plus a location (3 components in rig heights) for bones that
     move freely (roots and constraint targets: IK feet, poles); an object's channels: location
     offset (metres), rotation offset (radians) and scale factor. A motion is a header (LOOP or
-    ONCE, a duration bin) and then, for each of KEYS keys evenly spread over the duration, a value
-    bin per channel::
+    ONCE, a duration bin) and then, channel by channel (rig order), the value bins of its KEYS keys
+    evenly spread over the duration: a channel's curve is written in one run, so its next key
+    follows its last, and later channels see the curves of the earlier ones::
 
-        motion := BOS (LOOP | ONCE) DURATION_d (BIN_v){KEYS * channels} EOS
+        motion := BOS (LOOP | ONCE) DURATION_d (BIN_v){channels * KEYS} EOS
 
     ``MotionLayout.to_action`` turns a motion into a scene-format action on the rig's real
     channels (pose.bones["name"].rotation_quaternion / .location, or an object's transforms);
@@ -713,7 +714,7 @@ class MotionLayout:
             BOS,
             _LOOP if motion.loop else _ONCE,
             _DURATION0 + duration_bin(motion.duration),
-            *(_BIN0 + bins.reshape(-1)).tolist(),
+            *(_BIN0 + bins.T.reshape(-1)).tolist(),
             EOS,
         ]
 
@@ -836,15 +837,16 @@ def keyframes(frames: np.ndarray, values: np.ndarray, loop: bool) -> list[dict[s
 
 class MotionGrammar:
     """Decoder of motion tokens for one layout: ``allowed_mask`` says what may come next (a
-    header, then exactly KEYS x channels value bins, then EOS), ``feed`` takes a token."""
+    header, then exactly channels x KEYS value bins, then EOS), ``feed`` takes a token. ``loop``
+    True or False fixes the header's LOOP or ONCE (a prompt that asks for a cycle gets one)."""
 
-    def __init__(self, layout: MotionLayout):
+    def __init__(self, layout: MotionLayout, loop: bool | None = None):
         self.layout = layout
         self.tokens: list[int] = []
         self.length = layout.sequence_length() - 1  # after BOS
         self.done = False
         masks = np.zeros((3, len(MOTION_TOKENS)), dtype=bool)
-        masks[0, [_LOOP, _ONCE]] = True
+        masks[0, [_LOOP, _ONCE] if loop is None else [_LOOP if loop else _ONCE]] = True
         masks[1, _DURATION0 : _DURATION0 + len(DURATION_BINS)] = True
         masks[2, _BIN0 : _BIN0 + VALUE_BINS] = True
         self._masks, self._eos = masks, np.eye(len(MOTION_TOKENS), dtype=bool)[EOS]
@@ -867,6 +869,6 @@ class MotionGrammar:
         if not self.done:
             raise AnimationTokenError("the motion is not finished")
         bins = np.array(self.tokens[2:-1]) - _BIN0
-        values = bin_values(bins.reshape(KEYS, len(self.layout.channels)), self.layout.kinds)
+        values = bin_values(bins.reshape(len(self.layout.channels), KEYS).T, self.layout.kinds)
         duration = float(DURATION_BINS[self.tokens[1] - _DURATION0])
         return Motion(self.tokens[0] == _LOOP, duration, values)
