@@ -10,6 +10,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 import pytest
+import torch
 
 from addon.injector import inject_scene
 from services.trainer.animation_metrics import pose_points
@@ -31,13 +32,17 @@ def fox_rig(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.fixture(scope="module")
 def generated(fox_rig: dict) -> list[dict]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads on two busy cores spin more than they compute
     generator = AnimationGenerator(CHECKPOINT, device="cpu")
-    return generator.run_many(
+    results = generator.run_many(
         [
             {"prompt": "red fox walk animation", "object_type": "ARMATURE", "armature": fox_rig, "seed": 3},
             {"prompt": "slow spin", "object_type": "MESH", "transform": {"location": [2, 0, 1]}, "seed": 3},
         ]
     )
+    torch.set_num_threads(threads)
+    return results
 
 
 @pytest.fixture
