@@ -71,7 +71,7 @@ def main() -> None:
         "mesh spin": {"prompt": "slow spin", "object_type": "MESH"},
     }
     generator.run_many([requests["mesh spin"]])  # first use: the text encoder loads
-    print(f"device: {device_name(generator.model.pos_emb.weight.device)}, threads {args.threads}")
+    print(f"device: {device_name(generator.model.pos_emb.weight.device)}")
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     for name, request in requests.items():
         times, tokens = [], 0
