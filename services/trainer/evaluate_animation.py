@@ -206,7 +206,7 @@ def evaluate_animation(
     metrics = summary(rows)
     metrics["unseen_rigs"] = summary([r for r in rows if r["unseen_rig"]])
     metrics["by_label"] = {
-        str(label): summary([r for r in rows if r["label"] == label])
+        label: summary([r for r in rows if str(r["label"]) == label])
         for label in sorted({str(r["label"]) for r in rows})
     }
     metrics.update(
