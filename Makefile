@@ -114,6 +114,18 @@ MODIFIER_CHECKPOINT ?= models/modifier/tiny/model.pt
 eval-modifier: $(STAMP)
 	$(PY) -m services.trainer.evaluate_modifier --dataset $(MODIFIER_DATASET) --checkpoint $(MODIFIER_CHECKPOINT)
 
+# Animation (issue 17). ANIMATION_DATASET: a dataset name (full, after make dataset-full), manifest
+# sha256 or folder; EVAL_LIMIT=N scores the first N test prompts. Writes var/eval/animation/.
+ANIMATION_DATASET ?= full
+ANIMATION_CHECKPOINT ?= models/animation/tiny/model.pt
+
+eval-animation: $(STAMP)
+	$(PY) -m services.trainer.evaluate_animation --dataset $(ANIMATION_DATASET) --checkpoint $(ANIMATION_CHECKPOINT)
+
+BENCHES += bench-animation
+bench-animation: $(STAMP)
+	$(PY) -m benchmarks.animation --checkpoint $(ANIMATION_CHECKPOINT)
+
 # What models/geometry/gpu-runs.sh needs on a machine with PyTorch alone: the dataset as a folder and
 # the caption embeddings, packed into .gpu/bundle.tgz (carry it, unpack it into .gpu there).
 gpu-bundle: $(STAMP)

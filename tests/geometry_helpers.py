@@ -8,13 +8,13 @@ import json
 import tarfile
 
 
-def write_dataset(folder, splits: dict[str, list[dict]]) -> None:
-    """A geometry dataset as issue 6 specifies it: deterministic tar shards named by sha256 and a manifest."""
+def write_dataset(folder, splits: dict[str, list[dict]], specialist: str = "geometry") -> None:
+    """A dataset as issue 6 specifies it: deterministic tar shards named by sha256 and a manifest."""
     folder.mkdir(parents=True, exist_ok=True)
     manifest = {
-        "name": "test-geometry",
+        "name": f"test-{specialist}",
         "version": "1",
-        "specialist": "geometry",
+        "specialist": specialist,
         "seed": 0,
         "splits": {},
         "items": [],

@@ -6,6 +6,7 @@ python -m services.trainer embed-captions --dataset full    fill the text-embedd
 python -m services.trainer geometry-classifier --dataset full  the evaluation's shape classifier
 python -m services.trainer material --preset tiny --dataset full [--resume] [--export models/material/tiny/model.pt]
 python -m services.trainer modifier --preset tiny [--dataset full] [--export models/modifier/tiny/model.pt]
+python -m services.trainer animation --preset tiny [--dataset full]   (services/trainer/animation.py)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from services.trainer import geometry_classifier, material, modifier
+from services.trainer import animation, geometry_classifier, material, modifier
 from services.trainer.geometry import TrainConfig, cache_caption_embeddings, export_model, train
 
 
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     geometry_classifier.add_parser(sub)
     material.add_parser(sub)
     modifier.add_parser(sub)
+    animation.add_parser(sub)
     args = parser.parse_args(argv)
     if getattr(args, "handler", None):  # sub-commands registered by add_parser carry their own handler
         args.handler(args)

@@ -205,3 +205,23 @@ def train_modifier(
         return train(config, progress=self.progress), run_dir / "best.pt"
 
     return tracked_training(self, "modifier", preset, dataset, epochs, max_minutes, run)
+
+
+@app.task(name="train.animation", base=TrackedTask, bind=True)
+def train_animation(
+    self, preset: str = "tiny", dataset: str | None = "full", max_steps: int = 3000, max_minutes: float = 15.0
+) -> dict:
+    from services.trainer.animation import TrainConfig, train
+
+    def run(run_dir: Path) -> tuple[dict, Path]:
+        config = TrainConfig(
+            preset=preset,
+            dataset=dataset,
+            run_dir=str(run_dir),
+            max_steps=max_steps,
+            max_minutes=max_minutes,
+            resume=(run_dir / "checkpoint.pt").is_file(),
+        )
+        return train(config, progress=self.progress), run_dir / "checkpoint.pt"
+
+    return tracked_training(self, "animation", preset, dataset, max_steps, max_minutes, run)

@@ -1,0 +1,278 @@
+"""Prompt + target (a rig, or an object) -> motion tokens: a small decoder-only transformer.
+
+The prompt's frozen sentence embedding (shared.ml.text_embedding) becomes a few prefix vectors.
+The target enters every position: the input at a position carries, besides its token, what the
+NEXT token is (a header field, or the value of channel kind/axis of bone b at key k), and for a
+bone, that bone's features (shared.ml.animation_tokens.MotionLayout.features: depth, parent,
+rest head and tail, side, name words...). So the model writes each value knowing which bone of
+this rig it is for, and a rig it has never seen gets channels in its own bone order. Blocks, the
+KV cache and top-p sampling are the geometry model's (shared.ml.geometry_model); sampling is
+constrained by MotionGrammar, so every sample decodes to a motion on the target's channels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from shared.ml.animation_tokens import (
+    BONE_FEATURES,
+    BOS,
+    EOS,
+    KEYS,
+    KINDS,
+    MOTION_TOKENS,
+    PAD,
+    Motion,
+    MotionGrammar,
+    MotionLayout,
+)
+from shared.ml.geometry_model import Block, KVCache, Linear, sample_token
+from shared.ml.text_embedding import EMBEDDING_DIM
+
+PRESETS = {
+    # Trains in about 30 minutes on one (shared) CPU core; ~1M parameters.
+    "tiny": dict(d_model=128, n_layers=4, n_heads=4, max_tokens=2560, prefix_tokens=4, dropout=0.1),
+    # For a GPU: ~25M parameters.
+    "base": dict(d_model=512, n_layers=8, n_heads=8, max_tokens=4096, prefix_tokens=8, dropout=0.1),
+}
+# What the next token is: a header field, EOS, or a value of one (kind, axis).
+ROLE_LOOP, ROLE_DURATION, ROLE_EOS, ROLE_NONE = 0, 1, 2, 3
+ROLES = 4 + 3 * len(KINDS)
+
+
+@dataclass
+class AnimationModelConfig:
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    max_tokens: int = 2560
+    prefix_tokens: int = 4
+    dropout: float = 0.1
+    text_dim: int = EMBEDDING_DIM
+    bone_features: int = BONE_FEATURES
+    vocab_size: int = len(MOTION_TOKENS)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> AnimationModelConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AnimationModelConfig:
+        return cls(**data)
+
+
+@dataclass
+class Target:
+    """A target as the model sees it: per position of its motion sequence, what the next token
+    is (role, bone, key), and its bones' features."""
+
+    layout: MotionLayout
+    roles: np.ndarray  # (L,) int64
+    groups: np.ndarray  # (L,) int64, -1 where the next token is no bone's value
+    keys: np.ndarray  # (L,) int64
+    features: np.ndarray  # (G, BONE_FEATURES) float32
+
+    @classmethod
+    def of(cls, layout: MotionLayout) -> Target:
+        length = layout.sequence_length()
+        roles = np.full(length, ROLE_NONE, np.int64)
+        groups = np.full(length, -1, np.int64)
+        keys = np.zeros(length, np.int64)
+        roles[0], roles[1], roles[-2] = ROLE_LOOP, ROLE_DURATION, ROLE_EOS
+        for position in range(2, length - 2):  # the input at `position` announces token position + 1
+            c, key = divmod(position - 2, KEYS)
+            channel = layout.channels[c]
+            roles[position] = 4 + 3 * KINDS.index(channel.kind) + channel.axis
+            groups[position], keys[position] = channel.group, key
+        return cls(layout, roles, groups, keys, layout.features())
+
+
+class AnimationModel(nn.Module):
+    def __init__(self, config: AnimationModelConfig):
+        super().__init__()
+        self.config = c = config
+        self.text_proj = nn.Linear(c.text_dim, c.prefix_tokens * c.d_model)
+        self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
+        self.pos_emb = nn.Embedding(c.prefix_tokens + c.max_tokens, c.d_model)
+        self.role_emb = nn.Embedding(ROLES, c.d_model)
+        self.key_emb = nn.Embedding(16, c.d_model)
+        self.bone_proj = nn.Sequential(
+            nn.Linear(c.bone_features, c.d_model), nn.GELU(), nn.Linear(c.d_model, c.d_model)
+        )
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))  # type: ignore[arg-type]
+        self.ln_f = nn.LayerNorm(c.d_model)
+        self.head = Linear(c.d_model, c.vocab_size, bias=False)
+        for m in self.modules():
+            if isinstance(m, nn.Linear | nn.Embedding):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def use_half_precision(self, enabled: bool = True) -> None:
+        for m in self.modules():
+            if isinstance(m, Linear):
+                m.half_precision = enabled
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _prefix(self, text: torch.Tensor) -> torch.Tensor:
+        return self.text_proj(text).view(text.shape[0], self.config.prefix_tokens, self.config.d_model)
+
+    def _embed(self, tokens, roles, groups, keys, features) -> torch.Tensor:
+        """Token plus what comes next: (B, T, d). groups index features (B, G, F); -1: none."""
+        bones = self.bone_proj(features)  # (B, G, d)
+        picked = torch.gather(bones, 1, groups.clamp(min=0).unsqueeze(-1).expand(-1, -1, bones.shape[-1]))
+        picked = picked * (groups >= 0).unsqueeze(-1)
+        return self.tok_emb(tokens) + self.role_emb(roles) + self.key_emb(keys) + picked
+
+    def _run(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        start = cache.length if cache is not None else 0
+        x = self.drop(x + self.pos_emb(torch.arange(start, start + x.shape[1], device=x.device)))
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache, i)
+        if cache is not None:
+            cache.advance(x.shape[1])
+        return self.ln_f(x)
+
+    def forward(self, text, tokens, roles, groups, keys, features, targets=None):
+        """Logits (B, T, V) for the token after each of ``tokens``; with targets also the mean loss."""
+        if tokens.shape[1] > self.config.max_tokens:
+            raise ValueError(
+                f"sequence of {tokens.shape[1]} tokens exceeds max_tokens={self.config.max_tokens}"
+            )
+        x = torch.cat([self._prefix(text), self._embed(tokens, roles, groups, keys, features)], 1)
+        logits = self.head(self._run(x)[:, self.config.prefix_tokens :])
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=PAD
+        )
+        return logits, loss
+
+    @torch.inference_mode()
+    def generate_batch(
+        self,
+        texts: torch.Tensor,
+        targets: Sequence[Target],
+        temperature: float | Sequence[float] = 0.8,
+        top_p: float = 0.95,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
+        loops: Sequence[bool | None] | None = None,
+    ) -> list[tuple[list[int], Motion]]:
+        """A motion per row of (B, text_dim) embeddings, each on its target, decoded side by
+        side with a KV cache; rows leave the batch when they end. ``loops``: per row, a cycle
+        (True), a one-shot (False) or the model's choice (None)."""
+        self.eval()
+        c = self.config
+        n = len(targets)
+        generators = generator if isinstance(generator, Sequence) else [generator] * n
+        temperatures = temperature if isinstance(temperature, Sequence) else [temperature] * n
+        longest = max(t.layout.sequence_length() for t in targets)
+        if longest > c.max_tokens:
+            raise ValueError(f"a target needs {longest} tokens; this model writes at most {c.max_tokens}")
+        device = self.pos_emb.weight.device
+        width = max(len(t.features) for t in targets)
+        features = torch.zeros(n, width, c.bone_features, device=device)
+        for i, t in enumerate(targets):
+            features[i, : len(t.features)] = torch.from_numpy(t.features)
+        bones = self.bone_proj(features)  # (B, G, d): once per request, not per step
+        cond = [
+            self.role_emb(torch.from_numpy(t.roles).to(device))
+            + self.key_emb(torch.from_numpy(t.keys).to(device))
+            + torch.where(
+                torch.from_numpy(t.groups >= 0).to(device).unsqueeze(-1),
+                bones[i, torch.from_numpy(t.groups).clamp(min=0).to(device)],
+                0.0,
+            )
+            for i, t in enumerate(targets)
+        ]
+        grammars = [
+            MotionGrammar(t.layout, loop) for t, loop in zip(targets, loops or [None] * n, strict=True)
+        ]
+        tokens = [[BOS] for _ in targets]
+        x = torch.cat(
+            [
+                self._prefix(texts.to(device)),
+                self.tok_emb.weight[BOS] + torch.stack([cc[0] for cc in cond])[:, None],
+            ],
+            1,
+        )
+        cache = KVCache(c, n, c.prefix_tokens + longest, device, x.dtype)  # type: ignore[arg-type]
+        hidden = self._run(x, cache)
+        rows = list(range(n))
+        while rows:
+            masks = torch.from_numpy(np.stack([grammars[i].allowed_mask() for i in rows])).to(device)
+            logits = self.head(hidden[:, -1]).float()
+            going = []
+            for b, i in enumerate(rows):
+                token = sample_token(logits[b], masks[b], temperatures[i], top_p, generators[i])
+                grammars[i].feed(token)
+                tokens[i].append(token)
+                if token != EOS:
+                    going.append(b)
+            if len(going) < len(rows):
+                cache.keep(torch.tensor(going, device=device, dtype=torch.long))
+                rows = [rows[b] for b in going]
+                if not rows:
+                    break
+            step = torch.tensor([tokens[i][-1] for i in rows], device=device)
+            at = [len(tokens[i]) - 1 for i in rows]
+            x = self.tok_emb(step) + torch.stack([cond[i][p] for i, p in zip(rows, at, strict=True)])
+            hidden = self._run(x[:, None], cache)
+        return [(t, g.motion()) for t, g in zip(tokens, grammars, strict=True)]
+
+
+def batch_inputs(targets: Sequence[Target], sequences: Sequence[list[int]]):
+    """(tokens, roles, groups, keys, features, next-token targets) tensors for teacher forcing,
+    padded with PAD (targets) and -1 (groups)."""
+    width = max(len(s) for s in sequences) - 1
+    n = len(sequences)
+    tokens = np.full((n, width), PAD, np.int64)
+    targets_out = np.full((n, width), PAD, np.int64)
+    roles = np.full((n, width), ROLE_NONE, np.int64)
+    groups = np.full((n, width), -1, np.int64)
+    keys = np.zeros((n, width), np.int64)
+    g = max(len(t.features) for t in targets)
+    features = np.zeros((n, g, BONE_FEATURES), np.float32)
+    for i, (t, s) in enumerate(zip(targets, sequences, strict=True)):
+        length = len(s) - 1
+        tokens[i, :length], targets_out[i, :length] = s[:-1], s[1:]
+        roles[i, :length], groups[i, :length], keys[i, :length] = (
+            t.roles[:length],
+            t.groups[:length],
+            t.keys[:length],
+        )
+        features[i, : len(t.features)] = t.features
+    return tuple(torch.from_numpy(a) for a in (tokens, roles, groups, keys, features, targets_out))
+
+
+def save_checkpoint(path, model: AnimationModel, extra: dict | None = None, half: bool = False) -> None:
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    torch.save({"model_config": model.config.to_dict(), "state_dict": state, **(extra or {})}, path)
+
+
+def load_weights(model: AnimationModel, state: dict) -> None:
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+
+
+def load_model(path, device: str = "cpu", half_precision: bool = True) -> tuple[AnimationModel, dict]:
+    """(model in eval mode, the whole checkpoint dict); on a CPU it decodes with fp16 weights
+    unless half_precision is off."""
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    model = AnimationModel(AnimationModelConfig.from_dict(ckpt["model_config"]))
+    load_weights(model, ckpt["state_dict"])
+    model.use_half_precision(half_precision)
+    return model.to(device).eval(), ckpt
