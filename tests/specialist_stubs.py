@@ -1,9 +1,11 @@
 """Test-only generators for the material, modifier and animation specialists.
 
-Why a stand-in: those models are built on other branches at the same time as the gateway and land
-later; these classes follow their interface exactly (``NAMEGenerator(checkpoint, device=None)``,
+Why a stand-in where the real models exist (tests/test_complete_scene.py runs those through the
+real gateway): these answer in microseconds with a known result, and can stall on demand (a prompt
+naming "stall"), which the gateway's deadline, batching and fault tests need and a real model does
+not do when asked. They follow the real interface (``NAMEGenerator(checkpoint, device=None)``,
 ``run_many(list[dict]) -> list[dict]``, ValueError for a bad request, results in the scene format)
-so the gateway's pipeline, the Triton JSON model and the in-process path run end to end today.
+and read the requests the gateway sends each specialist (services.gateway.generations.part_request).
 Each reads its "checkpoint" (a small JSON file) so a missing one behaves like a missing model.
 """
 
@@ -25,14 +27,15 @@ class StubGenerator:
         for index, request in enumerate(requests):
             if not isinstance(request.get("prompt"), str) or not request["prompt"].strip():
                 raise ValueError(f"request {index}: the prompt is empty")
-            mesh = request.get("mesh")
-            if not isinstance(mesh, dict) or not mesh.get("faces"):
-                raise ValueError(f"request {index}: no mesh to work on")
+            self.check(index, request)
         if any("stall" in request["prompt"] for request in requests):
             time.sleep(self.settings.get("stall_s", 0))  # a model that takes too long
         with self._lock:
             self.calls.append(len(requests))
         return [self.result(request, len(requests)) for request in requests]
+
+    def check(self, index: int, request: dict) -> None:
+        """Refuses what the real generator would refuse for lack of its object context."""
 
     def result(self, request: dict, batch: int) -> dict:
         raise NotImplementedError
@@ -46,6 +49,11 @@ class MaterialGenerator(StubGenerator):
 
 
 class ModifierGenerator(StubGenerator):
+    def check(self, index: int, request: dict) -> None:
+        mesh = request.get("mesh")
+        if not isinstance(mesh, dict) or not mesh.get("faces"):
+            raise ValueError(f"request {index}: no mesh to work on")
+
     def result(self, request: dict, batch: int) -> dict:
         vertices, faces = request["mesh"]["vertices"], request["mesh"]["faces"]
         # As the real one does for Mirror: the half on +X, and the modifier that completes it.
@@ -64,6 +72,10 @@ class ModifierGenerator(StubGenerator):
 
 
 class AnimationGenerator(StubGenerator):
+    def check(self, index: int, request: dict) -> None:
+        if request.get("object_type") not in ("MESH", "ARMATURE"):
+            raise ValueError(f"request {index}: object_type must be MESH or ARMATURE")
+
     def result(self, request: dict, batch: int) -> dict:
         keyframes = [{"co": [1.0, 0.0]}, {"co": [24.0, 1.5707964]}]
         return {

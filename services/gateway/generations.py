@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy import update
 
@@ -173,13 +174,21 @@ class GenerationFailed(RuntimeError):
     """A stage could not produce its part; the message is what the client reads."""
 
 
-def _part_request(prompt: str, seed: int, temperature: float, mesh: dict) -> dict:
-    return {
-        "prompt": prompt,
-        "seed": seed,
-        "temperature": temperature,
-        "mesh": {"vertices": mesh["vertices"], "faces": mesh["faces"]},
-    }
+def part_request(specialist: str, prompt: str, seed: int, temperature: float, obj: dict) -> dict:
+    """What one specialist reads about an object (each generator documents its request): the
+    material model its size, the modifier model its mesh, the animation model its type and
+    transform (the motion starts from where the object stands)."""
+    request = {"prompt": prompt, "seed": seed, "temperature": temperature}
+    mesh = obj["mesh"]
+    if specialist == "material":
+        vertices = np.asarray(mesh["vertices"], dtype=float).reshape(-1, 3)
+        if len(vertices):
+            request["size"] = [float(v) for v in vertices.max(0) - vertices.min(0)]
+    elif specialist == "modifier":
+        request["mesh"] = {"vertices": mesh["vertices"], "faces": mesh["faces"]}
+    elif specialist == "animation":
+        request.update(object_type=obj["type"], transform=obj.get("transform") or {})
+    return request
 
 
 def add_part(scene: dict, specialist: str, result: dict) -> None:
@@ -471,7 +480,7 @@ class GenerationRunner:
             ]
         else:
             asks = [
-                _part_request(request.prompt, seed + i, request.temperature, scene["objects"][0]["mesh"])
+                part_request(stage, request.prompt, seed + i, request.temperature, scene["objects"][0])
                 for i, scene in enumerate(scenes)
             ]
         results = self.inference().run_many(stage, asks)
