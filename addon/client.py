@@ -97,9 +97,12 @@ def _http_error_message(exc: urllib.error.HTTPError) -> str:
 
 
 def _detail_text(detail: object) -> str:
-    """FastAPI's ``detail``: a sentence, or a list of validation errors with ``loc`` and ``msg``."""
+    """FastAPI's ``detail``: a sentence, a list of validation errors with ``loc`` and ``msg``, or
+    the gateway's reasons by specialist (``{"material": "not available: ..."}``)."""
     if isinstance(detail, str):
         return detail
+    if isinstance(detail, dict):
+        return "; ".join(f"{k}: {v}" for k, v in list(detail.items())[:4] if isinstance(v, str))
     if isinstance(detail, list):
         parts = []
         for item in detail[:3]:

@@ -82,6 +82,12 @@ class BMT_OT_generate(bpy.types.Operator):
                 "materials, modifiers, animation" if target else "geometry, materials, modifiers, animation"
             )
             return self._refuse(state, f"Choose at least one of {wanted}.")
+        if target is None and not state.use_geometry:
+            return self._refuse(
+                state,
+                "Generate makes new objects, so it needs Geometry. "
+                "To dress an object you have, choose Apply to Selected.",
+            )
         prefs = preferences(context)
         if prefs is None:
             return self._refuse(state, "The add-on's preferences are missing; enable it again.")

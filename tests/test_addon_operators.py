@@ -244,7 +244,7 @@ def test_the_automatic_insert_is_one_undo_step(real):
         ({"api_key": "wrong"}, "The gateway refused the API key. Check it in the add-on preferences. ("),
         (
             {"face_budget": MAX_FACE_BUDGET + 1},
-            f"The gateway refused the request (face_budget above the maximum of {MAX_FACE_BUDGET})",
+            f"The gateway refused the request (face_budget: Input should be less than or equal to {MAX_FACE_BUDGET})",
         ),
         (
             {"gateway_url": "http://127.0.0.1:9"},
@@ -263,20 +263,19 @@ def test_refusals_are_reported_in_plain_words_and_add_nothing(real, change, expe
     assert not state.is_running and state.status_text == "" and data_counts() == before
 
 
-def test_asking_without_geometry_shows_the_gateways_reason(real):
-    """No geometry, only materials: the gateway says why nothing comes (a refusal naming the
-    specialist, or on an older gateway its skip warning), never a bare "no scenes"."""
+def test_generate_without_geometry_says_what_to_do_instead(real):
+    """Generate makes new objects (the gateway always writes their geometry first): without
+    Geometry ticked the add-on says so and points to Apply to Selected, sending nothing."""
     operators, prefs, state = real
     state.use_geometry, state.use_materials = False, True
     before = data_counts()
-    assert bpy.ops.bmt.generate() == {"FINISHED"}
-    drive(operators)
-    assert "materials" in state.error_text and "sent no scenes and gave no reason" not in state.error_text
+    with pytest.raises(RuntimeError, match="needs Geometry.*Apply to Selected"):
+        bpy.ops.bmt.generate()
     assert not state.is_running and state.status_text == "" and data_counts() == before
 
 
-def test_a_failed_generation_clears_the_progress_line(enabled, tmp_path):
-    """A real failure: the gateway process has no geometry checkpoint to load."""
+def test_a_refused_generation_clears_the_progress_line_and_says_why(enabled, tmp_path):
+    """A real refusal: the gateway process has no geometry checkpoint to load, and says so."""
     operators, prefs, state = enabled
     env = {"BMT_DATA_DIR": str(tmp_path / "var"), "BMT_GEOMETRY_CHECKPOINT": str(tmp_path / "none.pt")}
     env["OMP_NUM_THREADS"] = "1"
@@ -286,7 +285,9 @@ def test_a_failed_generation_clears_the_progress_line(enabled, tmp_path):
         assert bpy.ops.bmt.generate() == {"FINISHED"}
         assert state.status_text == "Sending the request..."
         drive(operators)
-    assert state.error_text.startswith("The generation failed: ModelUnavailable: no geometry checkpoint")
+    assert state.error_text.startswith(
+        "The gateway refused the request (geometry: not available: no geometry checkpoint"
+    ), state.error_text
     assert state.status_text == "" and state.progress == 0.0 and not state.is_running
 
 

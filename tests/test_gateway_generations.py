@@ -124,14 +124,19 @@ def test_add_on_names_for_specialists_are_accepted(stub_specialists, client: Tes
     assert body["status"] == "succeeded" and list(body["stages"]) == ["geometry", "material"], body
 
 
-def test_a_specialist_that_is_not_there_is_refused_with_the_reason(client: TestClient, tmp_path: Path):
+def test_a_specialist_that_is_not_there_is_refused_with_the_reason(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    for name in ("modifier", "animation"):  # the committed checkpoints serve them otherwise
+        monkeypatch.setenv(f"BMT_{name.upper()}_CHECKPOINT", str(tmp_path / f"{name}.pt"))
+    get_settings.cache_clear()
     before = generation_count()
     response = client.post(
         "/v1/generations", json={"prompt": "a chair", "specialists": ["geometry", "modifier"]}
     )
     assert response.status_code == 422
     assert (
-        "not available: no modifier checkpoint at models/modifier/tiny/model.pt"
+        f"not available: no modifier checkpoint at {tmp_path / 'modifier.pt'}"
         in response.json()["detail"]["modifier"]
     )
     assert generation_count() == before, "nothing was queued"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.labeler.names import is_test_fixture, pack_phrase, path_parts, phrase, words
+from shared.names import is_test_fixture, pack_phrase, path_parts, phrase, words
 
 
 @pytest.mark.parametrize(

@@ -22,9 +22,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from services.labeler import attributes, names
+from services.labeler import attributes
 from services.labeler.dedup import Candidate, cluster
 from services.labeler.labeller import asset_names
+from shared import names
 from shared.blobs import BlobStore
 from shared.db.models import Asset, Dataset, DatasetSplit, Extraction, ExtractionStatus, SceneObject
 from shared.settings import Settings

@@ -12,8 +12,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.labeler import attributes, geometry, names
+from services.labeler import attributes, geometry
 from services.labeler.taxonomy import choose_categories
+from shared import names
 from shared.blobs import BlobStore
 from shared.db.models import Asset, Extraction, SceneObject
 from shared.settings import Settings

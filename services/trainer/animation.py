@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from services.labeler import names
 from services.trainer.geometry import _lr, code_version
+from shared import names
 from shared.ml.animation_model import (
     AnimationModel,
     AnimationModelConfig,

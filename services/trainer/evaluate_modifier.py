@@ -249,7 +249,7 @@ def render_predictions(questions: Examples, answers: list[dict], applied: list[d
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from services.labeler.modifier_derive import draw_mesh, stack_text
+    from shared.ml.modifier_pictures import draw_mesh, stack_text
     from shared.ml.modifier_structure import MeshArrays
 
     def kind(i: int) -> str:
