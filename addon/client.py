@@ -29,8 +29,9 @@ class GatewayClient:
         self.api_key = api_key
         self.timeout_s = timeout_s
 
-    def create(self, request: dict) -> str:
-        reply = self._call("POST", "/v1/generations", request)
+    def create(self, request: dict, path: str = "/v1/generations") -> str:
+        """POST a generation (or, with path /v1/apply, an apply-to-selection); returns its id."""
+        reply = self._call("POST", path, request)
         if not isinstance(reply.get("id"), str):
             raise GatewayError("The gateway accepted the request but sent no generation id.")
         return reply["id"]
@@ -156,7 +157,8 @@ class JobState:
 
 
 class GenerationJob:
-    """One generation: POST, then poll until done; ``cancel()`` sends DELETE and stops polling."""
+    """One generation: POST (to ``path``), then poll until done; ``cancel()`` sends DELETE and
+    stops polling."""
 
     def __init__(
         self,
@@ -165,9 +167,11 @@ class GenerationJob:
         check_scene: Callable[[object], dict],
         poll_interval_s: float = 0.5,
         give_up_after_s: float = 600.0,
+        path: str = "/v1/generations",
     ):
         self.client = client
         self.request = request
+        self.path = path
         # Runs here, off Blender's UI thread: validating a large document takes a while.
         self.check_scene = check_scene
         self.poll_interval_s = poll_interval_s
@@ -204,7 +208,7 @@ class GenerationJob:
     def _run(self) -> None:
         deadline = time.monotonic() + self.give_up_after_s
         try:
-            generation_id = self.client.create(self.request)
+            generation_id = self.client.create(self.request, self.path)
             with self._lock:
                 self._state.generation_id = generation_id
             while not self._cancel.is_set():

@@ -1,11 +1,12 @@
-"""The user's selected object as a scene-format object, sent with an "Apply to selected" request
-so the gateway's specialists see what they dress: its name, type, transform, material slots and
-modifier types, its mesh (when small enough to send) or its bones."""
+"""The user's selected object as scene data, sent with an "Apply to selected" request
+(POST /v1/apply) so the gateway's specialists see what they dress: its name, type, transform and
+its mesh or its bones."""
 
 from __future__ import annotations
 
 # The gateway refuses bodies over 64 KiB; a vertex and its share of faces take about 40 bytes.
 MAX_SENT_VERTICES = 1000
+APPLY_TYPES = ("MESH", "ARMATURE")  # what the gateway's /v1/apply takes
 DIGITS = 4  # 0.1 mm in a metre-sized object: plenty for a model that reads shapes
 
 
@@ -48,6 +49,37 @@ def object_document(obj) -> dict:
             ],
         }
     return doc
+
+
+def apply_target(obj) -> dict:
+    """The ``object`` of a POST /v1/apply body (the gateway's TargetObject): ``object_document``
+    reduced to the name, type, transform and the mesh's vertices and faces or the rig.
+
+    Raises ValueError, worded for the user, for an object the gateway could not take: another
+    type, a mesh too large to send or without faces (the specialists read it), a rig without bones.
+    """
+    if obj.type not in APPLY_TYPES:
+        raise ValueError(
+            f"{obj.name} is a {obj.type.lower()} object: Apply to Selected works on a mesh or an armature."
+        )
+    if obj.type == "MESH":
+        count = len(obj.data.vertices)
+        if count > MAX_SENT_VERTICES:
+            raise ValueError(
+                f"{obj.name} has {count} vertices: Apply to Selected sends the mesh to the gateway, "
+                f"which takes up to {MAX_SENT_VERTICES}. Decimate a copy, or select a simpler object."
+            )
+        if not len(obj.data.polygons):
+            raise ValueError(f"{obj.name} has no faces: Apply to Selected needs a mesh with faces.")
+    elif not len(obj.data.bones):
+        raise ValueError(f"{obj.name} has no bones to animate.")
+    document = object_document(obj)
+    target = {key: document[key] for key in ("name", "type", "transform")}
+    if obj.type == "MESH":
+        target["mesh"] = {key: document["mesh"][key] for key in ("vertices", "faces")}
+    else:
+        target["armature"] = document["armature"]
+    return target
 
 
 def _rounded(vector) -> list[float]:
