@@ -37,6 +37,9 @@ def gateway_url(geometry_checkpoint, tmp_path_factory) -> str:
         "BMT_GENERATION_MAX_FACE_BUDGET": str(MAX_FACE_BUDGET),
         # One torch thread: on 2 shared cores two spinning threads made each small product ~100x slower.
         "OMP_NUM_THREADS": "1",
+        # Material, modifier and animation: the committed checkpoints (the settings' defaults); the
+        # first call loads the text encoder, minutes on a busy 2-core machine.
+        "BMT_INFERENCE_TIMEOUT_S": "600",
     }
     with gateway_process(env) as url:
         yield url
@@ -593,6 +596,65 @@ def test_apply_to_selected_refuses_what_the_gateway_cannot_take(enabled, make, a
     with pytest.raises(RuntimeError, match="^Error: " + re.escape(expected)):
         bpy.ops.bmt.generate()
     assert state.error_text.startswith(expected) and not state.is_running
+
+
+def action_fcurves(obj) -> list:
+    """The F-curves of the object's active action (Blender's layered actions keep them in channel bags)."""
+    action = obj.animation_data.action
+    return [
+        fc
+        for layer in action.layers
+        for strip in layer.strips
+        for bag in strip.channelbags
+        for fc in bag.fcurves
+    ]
+
+
+def test_apply_to_selected_with_the_real_models_dresses_a_mesh_as_one_undo_step(real):
+    """The real gateway process and the committed material, modifier and animation checkpoints."""
+    operators, prefs, state = real
+    # A sphere: the modifier model gives it a stack (a Mirror); for a cube it predicts none.
+    bpy.ops.mesh.primitive_uv_sphere_add(segments=12, ring_count=6, location=(1.0, 0.0, 0.0))
+    crate = bpy.context.active_object
+    crate.name = "Crate"
+    state.mode, state.prompt = "SELECTED", "rusty metal crate slow spin"
+    state.use_materials = state.use_modifiers = state.use_animation = True
+    bpy.ops.ed.undo_push(message="before Apply")
+    assert bpy.ops.bmt.generate() == {"FINISHED"}
+    drive(operators, timeout_s=600)
+    assert state.error_text == "" and state.status_text == "Applied rusty metal crate slow spin to Crate"
+    document = operators._documents[state.results[0].key]
+    (sent,) = document["objects"]
+    crate = bpy.data.objects["Crate"]
+    material = crate.material_slots[0].material
+    assert material is not None and material.node_tree.nodes.get("Material Output") is not None
+    assert sent["modifiers"] and [m.type for m in crate.modifiers] == [m["type"] for m in sent["modifiers"]]
+    fcurves = action_fcurves(crate)
+    assert fcurves and all(len(fc.keyframe_points) >= 2 for fc in fcurves)
+    assert len(crate.data.vertices) == 62, "the user's own mesh is kept"
+    window = bpy.context.window_manager.windows[0]
+    with bpy.context.temp_override(window=window, screen=window.screen):
+        assert bpy.ops.ed.undo() == {"FINISHED"}
+    crate = bpy.data.objects["Crate"]
+    assert len(crate.data.materials) == 0 and len(crate.modifiers) == 0 and crate.animation_data is None
+
+
+def test_apply_to_selected_with_the_real_model_animates_an_armatures_pose_bones(real):
+    operators, prefs, state = real
+    bones = [("Hips", None), ("Spine", "Hips"), ("Head", "Spine"), ("Tail", "Hips")]
+    hero = select_new("Hero", rig("HeroRig", bones))
+    state.mode, state.prompt = "SELECTED", "walk cycle"
+    state.use_materials = state.use_animation = True  # materials: not asked for, and said so
+    assert bpy.ops.bmt.generate() == {"FINISHED"}
+    drive(operators, timeout_s=600)
+    assert state.error_text == "", state.error_text
+    assert "Hero is an armature: only its animation was asked for." in state.warnings_text
+    fcurves = action_fcurves(hero)
+    targets = {fc.data_path.split('"')[1] for fc in fcurves}
+    assert fcurves and all(fc.data_path.startswith('pose.bones["') for fc in fcurves)
+    assert targets <= {name for name, _ in bones} and targets, targets
+    assert all(len(fc.keyframe_points) >= 2 for fc in fcurves)
+    bpy.context.scene.frame_set(int(hero.animation_data.action.frame_range[1]))  # evaluates the pose
 
 
 def test_apply_to_selected_needs_a_selected_object(enabled):
