@@ -98,9 +98,12 @@ def _http_error_message(exc: urllib.error.HTTPError) -> str:
 
 
 def _detail_text(detail: object) -> str:
-    """FastAPI's ``detail``: a sentence, or a list of validation errors with ``loc`` and ``msg``."""
+    """FastAPI's ``detail``: a sentence, a list of validation errors with ``loc`` and ``msg``, or a
+    mapping from a name to its reason (the gateway's specialists that are not available)."""
     if isinstance(detail, str):
         return detail
+    if isinstance(detail, dict):
+        return "; ".join(f"{name}: {why}" for name, why in detail.items() if isinstance(why, str))
     if isinstance(detail, list):
         parts = []
         for item in detail[:3]:

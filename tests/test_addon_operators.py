@@ -282,7 +282,7 @@ def test_asking_without_geometry_shows_the_gateways_reason(real):
 
 
 def test_a_failed_generation_clears_the_progress_line(enabled, tmp_path):
-    """A real failure: the gateway process has no geometry checkpoint to load."""
+    """A real refusal: the gateway process has no geometry checkpoint to load, and says so."""
     operators, prefs, state = enabled
     env = {"BMT_DATA_DIR": str(tmp_path / "var"), "BMT_GEOMETRY_CHECKPOINT": str(tmp_path / "none.pt")}
     env["OMP_NUM_THREADS"] = "1"
@@ -292,7 +292,9 @@ def test_a_failed_generation_clears_the_progress_line(enabled, tmp_path):
         assert bpy.ops.bmt.generate() == {"FINISHED"}
         assert state.status_text == "Sending the request..."
         drive(operators)
-    assert state.error_text.startswith("The generation failed: ModelUnavailable: no geometry checkpoint")
+    assert state.error_text.startswith(
+        "The gateway refused the request (geometry: not available: no geometry checkpoint at"
+    ), state.error_text
     assert state.status_text == "" and state.progress == 0.0 and not state.is_running
 
 

@@ -124,16 +124,24 @@ def test_add_on_names_for_specialists_are_accepted(stub_specialists, client: Tes
     assert body["status"] == "succeeded" and list(body["stages"]) == ["geometry", "material"], body
 
 
-def test_a_specialist_that_is_not_there_is_refused_with_the_reason(client: TestClient, tmp_path: Path):
+@pytest.fixture
+def no_modifier_or_animation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the two at checkpoints that are not there (the committed ones are the defaults)."""
+    for name in ("modifier", "animation"):
+        monkeypatch.setenv(f"BMT_{name.upper()}_CHECKPOINT", str(tmp_path / f"{name}.pt"))
+    return tmp_path
+
+
+def test_a_specialist_that_is_not_there_is_refused_with_the_reason(
+    no_modifier_or_animation, client: TestClient
+):
     before = generation_count()
     response = client.post(
         "/v1/generations", json={"prompt": "a chair", "specialists": ["geometry", "modifier"]}
     )
     assert response.status_code == 422
-    assert (
-        "not available: no modifier checkpoint at models/modifier/tiny/model.pt"
-        in response.json()["detail"]["modifier"]
-    )
+    missing = no_modifier_or_animation / "modifier.pt"
+    assert f"not available: no modifier checkpoint at {missing}" in response.json()["detail"]["modifier"]
     assert generation_count() == before, "nothing was queued"
     ready = client.get("/readyz").json()
     assert (
