@@ -11,7 +11,8 @@ DIGITS = 4  # 0.1 mm in a metre-sized object: plenty for a model that reads shap
 
 
 def object_document(obj) -> dict:
-    """``obj`` as the scene format's Object record (shared/scene/models.py), JSON-ready."""
+    """``obj`` as the gateway's TargetObject: the scene format's Object record
+    (shared/scene/models.py) with what the specialists read, JSON-ready."""
     doc: dict = {
         "name": obj.name,
         "type": obj.type,
@@ -22,14 +23,10 @@ def object_document(obj) -> dict:
             "rotation_quaternion": _rounded(obj.rotation_quaternion),
             "scale": _rounded(obj.scale),
         },
-        "modifiers": [{"name": m.name, "type": m.type} for m in obj.modifiers],
     }
-    if hasattr(obj.data, "materials"):
-        doc["material_slots"] = [slot.material.name if slot.material else None for slot in obj.material_slots]
-    if obj.type == "MESH" and len(obj.data.vertices) <= MAX_SENT_VERTICES:
+    if obj.type == "MESH":
         mesh = obj.data
         doc["mesh"] = {
-            "name": mesh.name,
             "vertices": [_rounded(v.co) for v in mesh.vertices],
             "faces": [list(p.vertices) for p in mesh.polygons],
         }
@@ -52,8 +49,7 @@ def object_document(obj) -> dict:
 
 
 def apply_target(obj) -> dict:
-    """The ``object`` of a POST /v1/apply body (the gateway's TargetObject): ``object_document``
-    reduced to the name, type, transform and the mesh's vertices and faces or the rig.
+    """The ``object`` of a POST /v1/apply body: ``object_document``, once the gateway can take it.
 
     Raises ValueError, worded for the user, for an object the gateway could not take: another
     type, a mesh too large to send or without faces (the specialists read it), a rig without bones.
@@ -73,13 +69,7 @@ def apply_target(obj) -> dict:
             raise ValueError(f"{obj.name} has no faces: Apply to Selected needs a mesh with faces.")
     elif not len(obj.data.bones):
         raise ValueError(f"{obj.name} has no bones to animate.")
-    document = object_document(obj)
-    target = {key: document[key] for key in ("name", "type", "transform")}
-    if obj.type == "MESH":
-        target["mesh"] = {key: document["mesh"][key] for key in ("vertices", "faces")}
-    else:
-        target["armature"] = document["armature"]
-    return target
+    return object_document(obj)
 
 
 def _rounded(vector) -> list[float]:
