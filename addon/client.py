@@ -29,8 +29,9 @@ class GatewayClient:
         self.api_key = api_key
         self.timeout_s = timeout_s
 
-    def create(self, request: dict) -> str:
-        reply = self._call("POST", "/v1/generations", request)
+    def create(self, request: dict, path: str = "/v1/generations") -> str:
+        """POST a generation (or, with path /v1/apply, an apply-to-selection); returns its id."""
+        reply = self._call("POST", path, request)
         if not isinstance(reply.get("id"), str):
             raise GatewayError("The gateway accepted the request but sent no generation id.")
         return reply["id"]
@@ -97,12 +98,12 @@ def _http_error_message(exc: urllib.error.HTTPError) -> str:
 
 
 def _detail_text(detail: object) -> str:
-    """FastAPI's ``detail``: a sentence, a list of validation errors with ``loc`` and ``msg``, or
-    the gateway's reasons by specialist (``{"material": "not available: ..."}``)."""
+    """FastAPI's ``detail``: a sentence, a list of validation errors with ``loc`` and ``msg``, or a
+    mapping from a name to its reason (the gateway's specialists that are not available)."""
     if isinstance(detail, str):
         return detail
     if isinstance(detail, dict):
-        return "; ".join(f"{k}: {v}" for k, v in list(detail.items())[:4] if isinstance(v, str))
+        return "; ".join(f"{name}: {why}" for name, why in detail.items() if isinstance(why, str))
     if isinstance(detail, list):
         parts = []
         for item in detail[:3]:
@@ -159,7 +160,8 @@ class JobState:
 
 
 class GenerationJob:
-    """One generation: POST, then poll until done; ``cancel()`` sends DELETE and stops polling."""
+    """One generation: POST (to ``path``), then poll until done; ``cancel()`` sends DELETE and
+    stops polling."""
 
     def __init__(
         self,
@@ -168,9 +170,11 @@ class GenerationJob:
         check_scene: Callable[[object], dict],
         poll_interval_s: float = 0.5,
         give_up_after_s: float = 600.0,
+        path: str = "/v1/generations",
     ):
         self.client = client
         self.request = request
+        self.path = path
         # Runs here, off Blender's UI thread: validating a large document takes a while.
         self.check_scene = check_scene
         self.poll_interval_s = poll_interval_s
@@ -207,7 +211,7 @@ class GenerationJob:
     def _run(self) -> None:
         deadline = time.monotonic() + self.give_up_after_s
         try:
-            generation_id = self.client.create(self.request)
+            generation_id = self.client.create(self.request, self.path)
             with self._lock:
                 self._state.generation_id = generation_id
             while not self._cancel.is_set():

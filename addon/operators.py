@@ -4,7 +4,7 @@ The network work happens in client.GenerationJob's thread. ``poll_generation`` r
 UI thread from bpy.app.timers: it copies the job's progress into the panel's state and, once the
 gateway returns scenes, inserts the first variation through the Insert operator, called so that
 Blender records it as one undo step. Insert is also how "insert again" works for the recent
-results. In "Apply to selected" mode the request carries the active object (selection.py) and the
+results. In "Apply to selected" mode the active object (selection.py) goes to POST /v1/apply and the
 result's materials, modifiers and animation go onto that object instead of new ones.
 """
 
@@ -18,12 +18,13 @@ from bpy.props import IntProperty
 from .client import GatewayClient, GenerationJob
 from .injector import APPLIED_PARTS, InjectionError, apply_to_object, inject_scene
 from .properties import preferences
-from .selection import MAX_SENT_VERTICES, object_document
+from .selection import apply_target
 from .validate import validate_scene
 
 POLL_INTERVAL_S = 0.25
 MAX_RECENT = 10
 SPECIALISTS = ("geometry", "materials", "modifiers", "animation")
+ARMATURE_PARTS = ("animation",)  # a rig has no mesh for a material or modifiers
 
 # Session memory: documents are too large for properties; they are kept until Blender quits.
 _documents: dict[str, dict] = {}
@@ -34,20 +35,23 @@ _notes: list[str] = []  # what the add-on itself has to say about the running re
 LOCAL_HOSTS = ("localhost", "::1")
 
 
-def build_request(state, target=None) -> dict:
-    """The POST /v1/generations body; ``target`` (an object) makes it an apply-to-selection request."""
+def build_request(state, target=None) -> tuple[str, dict]:
+    """The path and body to POST: a generation, or with ``target`` (an object) an apply to
+    selection. ValueError, worded for the user, for a target the gateway could not take."""
     request = {
         "prompt": state.prompt.strip(),
         "specialists": [name for name in SPECIALISTS if getattr(state, f"use_{name}")],
-        "face_budget": state.face_budget,
         "seed": None if state.seed < 0 else state.seed,
-        "variations": state.variations,
     }
-    if target is not None:
-        request["specialists"] = [name for name in request["specialists"] if name in APPLIED_PARTS]
-        request["target"] = object_document(target)
-        request["variations"] = 1  # one object is dressed once
-    return request
+    if target is None:
+        return "/v1/generations", {
+            **request,
+            "face_budget": state.face_budget,
+            "variations": state.variations,
+        }
+    parts = ARMATURE_PARTS if target.type == "ARMATURE" else APPLIED_PARTS
+    request["specialists"] = [name for name in request["specialists"] if name in parts]
+    return "/v1/apply", {**request, "object": apply_target(target)}
 
 
 def is_local(url: str) -> bool:
@@ -76,8 +80,13 @@ class BMT_OT_generate(bpy.types.Operator):
             target = context.active_object
             if target is None or not target.select_get():
                 return self._refuse(state, "Select the object to apply materials, modifiers or animation to.")
-        request = build_request(state, target)
+        try:
+            path, request = build_request(state, target)
+        except ValueError as exc:
+            return self._refuse(state, str(exc))
         if not request["specialists"]:
+            if target is not None and target.type == "ARMATURE":
+                return self._refuse(state, f"{target.name} is an armature: only Animation applies to it.")
             wanted = (
                 "materials, modifiers, animation" if target else "geometry, materials, modifiers, animation"
             )
@@ -102,7 +111,7 @@ class BMT_OT_generate(bpy.types.Operator):
             )
         client = GatewayClient(url, prefs.api_key, prefs.request_timeout)
         _job = GenerationJob(
-            client, request, validate_scene, give_up_after_s=prefs.generation_timeout
+            client, request, validate_scene, give_up_after_s=prefs.generation_timeout, path=path
         ).start()
         _target = target.name if target is not None else ""
         state.is_running = True
@@ -110,8 +119,8 @@ class BMT_OT_generate(bpy.types.Operator):
         state.status_text = "Sending the request..."
         state.error_text = state.stages_text = ""
         _notes.clear()
-        if target is not None and "mesh" not in request["target"] and target.type == "MESH":
-            _notes.append(f"{target.name} has over {MAX_SENT_VERTICES} vertices: sent without its mesh.")
+        if target is not None and target.type == "ARMATURE" and (state.use_materials or state.use_modifiers):
+            _notes.append(f"{target.name} is an armature: only its animation was asked for.")
         state.warnings_text = "\n".join(_notes)
         if not bpy.app.timers.is_registered(poll_generation):
             bpy.app.timers.register(poll_generation, first_interval=POLL_INTERVAL_S)

@@ -1,16 +1,18 @@
-"""The user's selected object as a scene-format object, sent with an "Apply to selected" request
-so the gateway's specialists see what they dress: its name, type, transform, material slots and
-modifier types, its mesh (when small enough to send) or its bones."""
+"""The user's selected object as scene data, sent with an "Apply to selected" request
+(POST /v1/apply) so the gateway's specialists see what they dress: its name, type, transform and
+its mesh or its bones."""
 
 from __future__ import annotations
 
 # The gateway refuses bodies over 64 KiB; a vertex and its share of faces take about 40 bytes.
 MAX_SENT_VERTICES = 1000
+APPLY_TYPES = ("MESH", "ARMATURE")  # what the gateway's /v1/apply takes
 DIGITS = 4  # 0.1 mm in a metre-sized object: plenty for a model that reads shapes
 
 
 def object_document(obj) -> dict:
-    """``obj`` as the scene format's Object record (shared/scene/models.py), JSON-ready."""
+    """``obj`` as the gateway's TargetObject: the scene format's Object record
+    (shared/scene/models.py) with what the specialists read, JSON-ready."""
     doc: dict = {
         "name": obj.name,
         "type": obj.type,
@@ -21,14 +23,10 @@ def object_document(obj) -> dict:
             "rotation_quaternion": _rounded(obj.rotation_quaternion),
             "scale": _rounded(obj.scale),
         },
-        "modifiers": [{"name": m.name, "type": m.type} for m in obj.modifiers],
     }
-    if hasattr(obj.data, "materials"):
-        doc["material_slots"] = [slot.material.name if slot.material else None for slot in obj.material_slots]
-    if obj.type == "MESH" and len(obj.data.vertices) <= MAX_SENT_VERTICES:
+    if obj.type == "MESH":
         mesh = obj.data
         doc["mesh"] = {
-            "name": mesh.name,
             "vertices": [_rounded(v.co) for v in mesh.vertices],
             "faces": [list(p.vertices) for p in mesh.polygons],
         }
@@ -48,6 +46,30 @@ def object_document(obj) -> dict:
             ],
         }
     return doc
+
+
+def apply_target(obj) -> dict:
+    """The ``object`` of a POST /v1/apply body: ``object_document``, once the gateway can take it.
+
+    Raises ValueError, worded for the user, for an object the gateway could not take: another
+    type, a mesh too large to send or without faces (the specialists read it), a rig without bones.
+    """
+    if obj.type not in APPLY_TYPES:
+        raise ValueError(
+            f"{obj.name} is a {obj.type.lower()} object: Apply to Selected works on a mesh or an armature."
+        )
+    if obj.type == "MESH":
+        count = len(obj.data.vertices)
+        if count > MAX_SENT_VERTICES:
+            raise ValueError(
+                f"{obj.name} has {count} vertices: Apply to Selected sends the mesh to the gateway, "
+                f"which takes up to {MAX_SENT_VERTICES}. Decimate a copy, or select a simpler object."
+            )
+        if not len(obj.data.polygons):
+            raise ValueError(f"{obj.name} has no faces: Apply to Selected needs a mesh with faces.")
+    elif not len(obj.data.bones):
+        raise ValueError(f"{obj.name} has no bones to animate.")
+    return object_document(obj)
 
 
 def _rounded(vector) -> list[float]:

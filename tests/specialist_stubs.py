@@ -75,6 +75,8 @@ class AnimationGenerator(StubGenerator):
     def check(self, index: int, request: dict) -> None:
         if request.get("object_type") not in ("MESH", "ARMATURE"):
             raise ValueError(f"request {index}: object_type must be MESH or ARMATURE")
+        if request["object_type"] == "ARMATURE" and not (request.get("armature") or {}).get("bones"):
+            raise ValueError(f"request {index}: an ARMATURE request needs its armature (the rig's bones)")
 
     def result(self, request: dict, batch: int) -> dict:
         keyframes = [{"co": [1.0, 0.0]}, {"co": [24.0, 1.5707964]}]

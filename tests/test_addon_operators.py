@@ -5,17 +5,20 @@ only for what the real one cannot be made to do on demand; each such test says w
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import bpy  # in CI a missing bpy fails the run: never importorskip
 import pytest
+from pydantic import TypeAdapter
 
 # isort: split
 import addon_utils  # ships with bpy, importable once bpy is
 
-from shared.scene.models import Object
+from services.gateway.generations import request_models
+from shared.settings import get_settings
 from tests.addon_support import data_counts, reset_blender, small_scene
 from tools.servers import gateway_process
 
@@ -34,6 +37,9 @@ def gateway_url(geometry_checkpoint, tmp_path_factory) -> str:
         "BMT_GENERATION_MAX_FACE_BUDGET": str(MAX_FACE_BUDGET),
         # One torch thread: on 2 shared cores two spinning threads made each small product ~100x slower.
         "OMP_NUM_THREADS": "1",
+        # Material, modifier and animation: the committed checkpoints (the settings' defaults); the
+        # first call loads the text encoder, minutes on a busy 2-core machine.
+        "BMT_INFERENCE_TIMEOUT_S": "600",
     }
     with gateway_process(env) as url:
         yield url
@@ -488,16 +494,22 @@ def dressed_scene(name: str) -> dict:
     }
 
 
+def select_new(name: str, data) -> bpy.types.Object:
+    """A new object linked to the scene, selected and active, as the user would have it."""
+    obj = bpy.data.objects.new(name, data)
+    bpy.context.scene.collection.objects.link(obj)
+    bpy.context.view_layer.objects.active = obj
+    obj.select_set(True)
+    return obj
+
+
 def test_apply_to_selected_dresses_the_users_object_as_one_undo_step(enabled):
-    """Fake: the gateway on this branch has no apply-to-selection yet; the fake answers as the
-    contract says (POST /v1/generations with a "target" object)."""
+    """Fake: a known answer (this Mirror, this action), so exactly what is applied can be checked;
+    test_apply_to_selected_with_the_real_models runs the real gateway and models."""
     operators, prefs, state = enabled
     mesh = bpy.data.meshes.new("StoolMesh")
     mesh.from_pydata([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], [], [[0, 1, 2, 3]])
-    stool = bpy.data.objects.new("Stool", mesh)
-    bpy.context.scene.collection.objects.link(stool)
-    bpy.context.view_layer.objects.active = stool
-    stool.select_set(True)
+    select_new("Stool", mesh).location = (1.0, 2.0, 0.0)
     state.mode, state.prompt = "SELECTED", "varnished wood, bobbing"
     state.use_animation = True
     bpy.ops.ed.undo_push(message="before Apply")
@@ -506,10 +518,14 @@ def test_apply_to_selected_dresses_the_users_object_as_one_undo_step(enabled):
         prefs.gateway_url = gateway.url
         assert bpy.ops.bmt.generate() == {"FINISHED"}
         drive(operators)
-    body = gateway.requests[0][3]
-    assert body["specialists"] == ["materials", "modifiers", "animation"] and body["variations"] == 1
-    target = Object.model_validate(body["target"])  # the scene format's own object record
-    assert target.name == "Stool" and len(target.mesh.vertices) == 4 and target.mesh.faces == [[0, 1, 2, 3]]
+    method, path, _, body = gateway.requests[0]
+    assert (method, path) == ("POST", "/v1/apply")
+    assert [r[1] for r in gateway.requests[1:]] == ["/v1/generations/gen-1"]  # polled as a generation
+    request = TypeAdapter(request_models(get_settings())[1]).validate_python(body)  # the gateway's own model
+    assert request.specialists == ["material", "modifier", "animation"]
+    target = request.object
+    assert target.name == "Stool" and target.type == "MESH" and target.transform.location == (1.0, 2.0, 0.0)
+    assert len(target.mesh.vertices) == 4 and target.mesh.faces == [[0, 1, 2, 3]]
     assert state.error_text == "" and state.status_text == "Applied varnished wood, bobbing to Stool"
     stool = bpy.data.objects["Stool"]
     assert [m.name for m in stool.data.materials] == ["Varnish"]
@@ -523,6 +539,123 @@ def test_apply_to_selected_dresses_the_users_object_as_one_undo_step(enabled):
         assert bpy.ops.ed.undo() == {"FINISHED"}
     stool = bpy.data.objects["Stool"]
     assert len(stool.data.materials) == 0 and len(stool.modifiers) == 0 and stool.animation_data is None
+
+
+def grid_mesh(vertices: int) -> bpy.types.Mesh:
+    mesh = bpy.data.meshes.new("Grid")
+    count = vertices // 2
+    mesh.from_pydata(
+        [(x, y, 0) for x in range(count) for y in (0, 1)],
+        [],
+        [(2 * i, 2 * i + 2, 2 * i + 3, 2 * i + 1) for i in range(count - 1)],
+    )
+    return mesh
+
+
+def rig(name: str, bones: list[tuple[str, str | None]]) -> bpy.types.Armature:
+    """An armature whose bones stand one above the other, each a child of the one named."""
+    data = bpy.data.armatures.new(name)
+    holder = select_new(f"{name}Edit", data)
+    bpy.ops.object.mode_set(mode="EDIT")
+    for height, (bone_name, parent) in enumerate(bones):
+        bone = data.edit_bones.new(bone_name)
+        bone.head, bone.tail = (0, 0, height), (0, 0, height + 1)
+        bone.parent = data.edit_bones[parent] if parent else None
+    bpy.ops.object.mode_set(mode="OBJECT")
+    bpy.data.objects.remove(holder)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("make", "animation", "expected"),
+    [
+        (
+            lambda: grid_mesh(1002),
+            True,
+            "Big has 1002 vertices: Apply to Selected sends the mesh to the gateway, which takes up to 1000.",
+        ),
+        (
+            lambda: bpy.data.meshes.new("Empty"),
+            True,
+            "Big has no faces: Apply to Selected needs a mesh with faces.",
+        ),
+        (
+            lambda: bpy.data.cameras.new("Lens"),
+            True,
+            "Big is a camera object: Apply to Selected works on a mesh or an armature.",
+        ),
+        (lambda: bpy.data.armatures.new("Bare"), True, "Big has no bones to animate."),
+        # Materials and modifiers are ticked (the default), animation is not.
+        (lambda: rig("Rig", [("Root", None)]), False, "Big is an armature: only Animation applies to it."),
+    ],
+)
+def test_apply_to_selected_refuses_what_the_gateway_cannot_take(enabled, make, animation, expected):
+    """Refused in the add-on, with nothing sent: the gateway needs the mesh (or the bones)."""
+    operators, prefs, state = enabled
+    select_new("Big", make())
+    state.mode, state.use_animation = "SELECTED", animation
+    with pytest.raises(RuntimeError, match="^Error: " + re.escape(expected)):
+        bpy.ops.bmt.generate()
+    assert state.error_text.startswith(expected) and not state.is_running
+
+
+def action_fcurves(obj) -> list:
+    """The F-curves of the object's active action (Blender's layered actions keep them in channel bags)."""
+    action = obj.animation_data.action
+    return [
+        fc
+        for layer in action.layers
+        for strip in layer.strips
+        for bag in strip.channelbags
+        for fc in bag.fcurves
+    ]
+
+
+def test_apply_to_selected_with_the_real_models_dresses_a_mesh_as_one_undo_step(real):
+    """The real gateway process and the committed material, modifier and animation checkpoints."""
+    operators, prefs, state = real
+    # A sphere: the modifier model gives it a stack (a Mirror); for a cube it predicts none.
+    bpy.ops.mesh.primitive_uv_sphere_add(segments=12, ring_count=6, location=(1.0, 0.0, 0.0))
+    crate = bpy.context.active_object
+    crate.name = "Crate"
+    state.mode, state.prompt = "SELECTED", "rusty metal crate slow spin"
+    state.use_materials = state.use_modifiers = state.use_animation = True
+    bpy.ops.ed.undo_push(message="before Apply")
+    assert bpy.ops.bmt.generate() == {"FINISHED"}
+    drive(operators, timeout_s=600)
+    assert state.error_text == "" and state.status_text == "Applied rusty metal crate slow spin to Crate"
+    document = operators._documents[state.results[0].key]
+    (sent,) = document["objects"]
+    crate = bpy.data.objects["Crate"]
+    material = crate.material_slots[0].material
+    assert material is not None and material.node_tree.nodes.get("Material Output") is not None
+    assert sent["modifiers"] and [m.type for m in crate.modifiers] == [m["type"] for m in sent["modifiers"]]
+    fcurves = action_fcurves(crate)
+    assert fcurves and all(len(fc.keyframe_points) >= 2 for fc in fcurves)
+    assert len(crate.data.vertices) == 62, "the user's own mesh is kept"
+    window = bpy.context.window_manager.windows[0]
+    with bpy.context.temp_override(window=window, screen=window.screen):
+        assert bpy.ops.ed.undo() == {"FINISHED"}
+    crate = bpy.data.objects["Crate"]
+    assert len(crate.data.materials) == 0 and len(crate.modifiers) == 0 and crate.animation_data is None
+
+
+def test_apply_to_selected_with_the_real_model_animates_an_armatures_pose_bones(real):
+    operators, prefs, state = real
+    bones = [("Hips", None), ("Spine", "Hips"), ("Head", "Spine"), ("Tail", "Hips")]
+    hero = select_new("Hero", rig("HeroRig", bones))
+    state.mode, state.prompt = "SELECTED", "walk cycle"
+    state.use_materials = state.use_animation = True  # materials: not asked for, and said so
+    assert bpy.ops.bmt.generate() == {"FINISHED"}
+    drive(operators, timeout_s=600)
+    assert state.error_text == "", state.error_text
+    assert "Hero is an armature: only its animation was asked for." in state.warnings_text
+    fcurves = action_fcurves(hero)
+    targets = {fc.data_path.split('"')[1] for fc in fcurves}
+    assert fcurves and all(fc.data_path.startswith('pose.bones["') for fc in fcurves)
+    assert targets <= {name for name, _ in bones} and targets, targets
+    assert all(len(fc.keyframe_points) >= 2 for fc in fcurves)
+    bpy.context.scene.frame_set(int(hero.animation_data.action.frame_range[1]))  # evaluates the pose
 
 
 def test_apply_to_selected_needs_a_selected_object(enabled):

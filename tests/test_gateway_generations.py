@@ -124,21 +124,24 @@ def test_add_on_names_for_specialists_are_accepted(stub_specialists, client: Tes
     assert body["status"] == "succeeded" and list(body["stages"]) == ["geometry", "material"], body
 
 
-def test_a_specialist_that_is_not_there_is_refused_with_the_reason(
-    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    for name in ("modifier", "animation"):  # the committed checkpoints serve them otherwise
+@pytest.fixture
+def no_modifier_or_animation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the two at checkpoints that are not there (the committed ones are the defaults)."""
+    for name in ("modifier", "animation"):
         monkeypatch.setenv(f"BMT_{name.upper()}_CHECKPOINT", str(tmp_path / f"{name}.pt"))
-    get_settings.cache_clear()
+    return tmp_path
+
+
+def test_a_specialist_that_is_not_there_is_refused_with_the_reason(
+    no_modifier_or_animation, client: TestClient
+):
     before = generation_count()
     response = client.post(
         "/v1/generations", json={"prompt": "a chair", "specialists": ["geometry", "modifier"]}
     )
     assert response.status_code == 422
-    assert (
-        f"not available: no modifier checkpoint at {tmp_path / 'modifier.pt'}"
-        in response.json()["detail"]["modifier"]
-    )
+    missing = no_modifier_or_animation / "modifier.pt"
+    assert f"not available: no modifier checkpoint at {missing}" in response.json()["detail"]["modifier"]
     assert generation_count() == before, "nothing was queued"
     ready = client.get("/readyz").json()
     assert (
@@ -183,6 +186,49 @@ def test_apply_to_selection_returns_the_parts_for_the_users_object(stub_speciali
     assert (
         broken["status"] == "failed" and broken["error"] == "object: a face names a vertex past the 8 given"
     )
+
+
+RIG = {
+    "name": "Rig",
+    "bones": [
+        {"name": "Root", "head": [0, 0, 0], "tail": [0, 0, 1]},
+        {"name": "Arm", "parent": "Root", "head": [0, 0, 1], "tail": [1, 0, 1], "use_connect": True},
+    ],
+}
+
+
+def test_apply_to_an_armature_animates_its_rig_and_refuses_other_parts(stub_specialists, client: TestClient):
+    target = {"name": "Hero", "type": "ARMATURE", "armature": RIG, "transform": {"location": [2, 0, 0]}}
+    body = generate(client, {"prompt": "walk cycle", "specialists": ["animation"], "object": target})
+    assert body["status"] == "succeeded", body  # the stub refuses an ARMATURE request without bones
+    (obj,) = body["scenes"][0]["objects"]
+    assert obj["type"] == "ARMATURE" and [b["name"] for b in obj["armature"]["bones"]] == ["Root", "Arm"]
+    assert obj["transform"]["location"] == [2.0, 0.0, 0.0] and obj["animation"]["action"] == "Turn"
+    assert "mesh" not in obj
+    refusals = [
+        ({**target, "armature": None}, ["animation"], "armature"),
+        ({k: v for k, v in target.items() if k != "armature"}, ["animation"], "Field required"),
+        (target, ["material"], "an armature takes only the animation specialist, not material"),
+        (target, ["animation", "modifiers"], "not modifiers (it has no mesh)"),
+        ({**target, "type": "MESH"}, ["animation"], "mesh"),  # a mesh needs its mesh
+        (
+            {**target, "armature": {**RIG, "bones": [{"name": "B", "head": ["0", 0, 0], "tail": [0, 0, 1]}]}},
+            ["animation"],
+            "bones.0.head.0: Input should be a valid number",
+        ),
+        ({"name": "Cube", "mesh": CUBE, "transform": {"scale": [1, 1]}}, ["material"], "transform"),
+    ]
+    for obj_body, specialists, said in refusals:
+        response = client.post(
+            "/v1/apply", json={"prompt": "walk", "specialists": specialists, "object": obj_body}
+        )
+        assert response.status_code == 422 and said in json.dumps(response.json()), (said, response.text)
+    # A rig whose bone names an unknown parent is beyond the schema: the generation fails saying so.
+    orphan = {**RIG, "bones": [{"name": "Arm", "parent": "Nope", "head": [0, 0, 0], "tail": [0, 0, 1]}]}
+    broken = generate(
+        client, {"prompt": "walk", "specialists": ["animation"], "object": {**target, "armature": orphan}}
+    )
+    assert broken["status"] == "failed" and "unknown bone 'Nope'" in broken["error"], broken
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    WrapValidator,
+)
+from pydantic_core import PydanticCustomError
 from sqlalchemy import update
 
 from services.gateway import operations
@@ -38,6 +49,7 @@ from shared.db import session_scope
 from shared.db.models import Generation, RunStatus
 from shared.inference import Inference, InvalidRequest, ModelUnavailable, SpecialistMissing
 from shared.scene import SCHEMA_VERSION, Limits, SceneValidationError, parse_scene
+from shared.scene.models import Armature, Transform
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -110,19 +122,80 @@ class TargetMesh(BaseModel):
     )
 
 
+def _strict_scene_record(model: type[BaseModel]) -> Callable[[Any], Any]:
+    """Validate a JSON object with the scene format's own ``model``, as strictly as the rest of the
+    body (no "1.5" for a number): in JSON mode, where an array is a tuple."""
+
+    def validate(value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value  # the field's own validation says what is wrong
+        try:
+            return model.model_validate_json(json.dumps(value), strict=True)
+        except (ValidationError, ValueError) as exc:
+            errors = exc.errors() if isinstance(exc, ValidationError) else []
+            where = ".".join(str(part) for part in errors[0]["loc"]) if errors else ""
+            raise ValueError(f"{where}: {errors[0]['msg']}" if errors else str(exc)) from None
+
+    return validate
+
+
 class TargetObject(BaseModel):
-    """The object the parts are for, as scene data: its name and mesh (what the specialists read)."""
+    """The object the parts are for, as scene data: what the specialists read of it."""
 
     model_config = ConfigDict(extra="forbid", strict=True, regex_engine="python-re")
     name: Annotated[str, AfterValidator(no_surrogates)] = Field(
         min_length=1, max_length=63, pattern=r"^[^\x00-\x1f\x7f]+$"
     )
+    transform: Annotated[Transform, BeforeValidator(_strict_scene_record(Transform))] | None = Field(
+        None, description="Where the object stands (scene format); an animation starts from there."
+    )
+
+
+class MeshTarget(TargetObject):
+    """A mesh object: material, modifier and animation read its mesh (and transform)."""
+
+    type: Literal["MESH"] = "MESH"
     mesh: TargetMesh
 
 
-def request_models(settings: Settings) -> tuple[type[BaseModel], type[BaseModel]]:
+class ArmatureTarget(TargetObject):
+    """An armature: only animation applies (it has no mesh), and reads its bones."""
+
+    type: Literal["ARMATURE"]
+    armature: Annotated[Armature, BeforeValidator(_strict_scene_record(Armature))] = Field(
+        description="The rig (scene format): its bones' names, parents and rest pose."
+    )
+
+
+def _animation_only(value: Any, handler: Callable[[Any], Any]) -> Any:
+    """The schema states it (only "animation"); the message says why."""
+    try:
+        return handler(value)
+    except ValidationError:
+        if isinstance(value, str) and _canonical(value) in PARTS:
+            raise PydanticCustomError(
+                "armature_part",
+                "an armature takes only the animation specialist, not {name} (it has no mesh)",
+                {"name": value},
+            ) from None
+        raise
+
+
+ArmaturePartName = Annotated[Literal["animation"], WrapValidator(_animation_only)]
+
+
+def _target_type(body: Any) -> str:
+    """Which request an apply body is, by its object's type (an unknown one is read as a mesh,
+    whose model then names the field)."""
+    target = body.get("object") if isinstance(body, dict) else getattr(body, "object", None)
+    kind = target.get("type") if isinstance(target, dict) else getattr(target, "type", None)
+    return "ARMATURE" if kind == "ARMATURE" else "MESH"
+
+
+def request_models(settings: Settings) -> tuple[type[BaseModel], Any]:
     """The bodies of POST /v1/generations and POST /v1/apply, their limits taken from the settings
-    so the schema states what the server enforces."""
+    so the schema states what the server enforces. An apply body is one of two, by its object's
+    type: a mesh takes any part, an armature only animation."""
     config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, regex_engine="python-re")
 
     def prompt_field(description: str) -> Any:
@@ -151,16 +224,31 @@ def request_models(settings: Settings) -> tuple[type[BaseModel], type[BaseModel]
         variations: Integer = Field(1, ge=1, le=settings.generation_max_variations)
         temperature: float = temperature_field
 
-    class ApplyRequest(BaseModel):
-        """Apply to selection: parts for an object the user has; the result's one scene holds that
-        object with its new parts (and the half mesh where a Mirror modifier completes it)."""
-
+    class ApplyFields(BaseModel):
         model_config = config
         prompt: PromptText = prompt_field("What the parts should be like")
-        specialists: list[PartName] = Field(min_length=1, max_length=6)
-        object: TargetObject
         seed: Seed | None = seed_field
         temperature: float = temperature_field
+
+    class MeshApplyRequest(ApplyFields):
+        """Apply to selection: parts for a mesh the user has; the result's one scene holds that
+        object with its new parts (and the half mesh where a Mirror modifier completes it)."""
+
+        specialists: list[PartName] = Field(min_length=1, max_length=6)
+        object: MeshTarget
+
+    class ArmatureApplyRequest(ApplyFields):
+        """Apply to selection for an armature: an action whose F-curves drive its pose bones."""
+
+        specialists: list[ArmaturePartName] = Field(
+            min_length=1, max_length=6, description="Only animation: an armature has no mesh."
+        )
+        object: ArmatureTarget
+
+    ApplyRequest = Annotated[
+        Annotated[MeshApplyRequest, Tag("MESH")] | Annotated[ArmatureApplyRequest, Tag("ARMATURE")],
+        Discriminator(_target_type),
+    ]
 
     return GenerationRequest, ApplyRequest
 
@@ -176,18 +264,19 @@ class GenerationFailed(RuntimeError):
 
 def part_request(specialist: str, prompt: str, seed: int, temperature: float, obj: dict) -> dict:
     """What one specialist reads about an object (each generator documents its request): the
-    material model its size, the modifier model its mesh, the animation model its type and
-    transform (the motion starts from where the object stands)."""
+    material model its size, the modifier model its mesh, the animation model its type, transform
+    (the motion starts from where the object stands) and, for an armature, its bones."""
     request = {"prompt": prompt, "seed": seed, "temperature": temperature}
-    mesh = obj["mesh"]
     if specialist == "material":
-        vertices = np.asarray(mesh["vertices"], dtype=float).reshape(-1, 3)
+        vertices = np.asarray(obj["mesh"]["vertices"], dtype=float).reshape(-1, 3)
         if len(vertices):
             request["size"] = [float(v) for v in vertices.max(0) - vertices.min(0)]
     elif specialist == "modifier":
-        request["mesh"] = {"vertices": mesh["vertices"], "faces": mesh["faces"]}
+        request["mesh"] = {"vertices": obj["mesh"]["vertices"], "faces": obj["mesh"]["faces"]}
     elif specialist == "animation":
         request.update(object_type=obj["type"], transform=obj.get("transform") or {})
+        if obj.get("armature") is not None:
+            request["armature"] = obj["armature"]
     return request
 
 
@@ -437,28 +526,33 @@ class GenerationRunner:
         """A scene per variation, its one object still without a mesh when geometry is to run."""
         target = getattr(request, "object", None)
         if target is not None:
-            count = len(target.mesh.vertices)
-            if any(index >= count for face in target.mesh.faces for index in face):
-                raise GenerationFailed(f"object: a face names a vertex past the {count} given")
-            mesh = {"name": target.name, **target.mesh.model_dump(mode="json")}
-            scene = self._scene(target.name, target.name, 0, mesh)
+            obj: dict[str, Any] = {"name": target.name, "type": target.type}
+            if target.transform is not None:
+                obj["transform"] = target.transform.model_dump(mode="json")
+            if target.type == "ARMATURE":
+                obj["armature"] = target.armature.model_dump(mode="json")
+            else:
+                count = len(target.mesh.vertices)
+                if any(index >= count for face in target.mesh.faces for index in face):
+                    raise GenerationFailed(f"object: a face names a vertex past the {count} given")
+                obj["mesh"] = {"name": target.name, **target.mesh.model_dump(mode="json")}
+            scene = self._scene(target.name, obj)
             try:
                 parse_scene(scene, self.limits)
             except SceneValidationError as exc:
                 raise GenerationFailed(f"object: {exc}") from None
             return [scene]
         name = object_name(request.prompt)
-        return [self._scene(f"{name} {i + 1}", name, i, None) for i in range(request.variations)]
+        return [
+            self._scene(
+                f"{name} {i + 1}",
+                {"name": name, "type": "MESH", "transform": {"location": [i * SPACING_M, 0, 0]}},
+            )
+            for i in range(request.variations)
+        ]
 
     @staticmethod
-    def _scene(scene_name: str, name: str, index: int, mesh: dict | None) -> dict:
-        obj: dict[str, Any] = {
-            "name": name,
-            "type": "MESH",
-            "transform": {"location": [index * SPACING_M, 0, 0]},
-        }
-        if mesh is not None:
-            obj["mesh"] = mesh
+    def _scene(scene_name: str, obj: dict) -> dict:
         return {
             "schema_version": SCHEMA_VERSION,
             "name": scene_name,
