@@ -337,8 +337,12 @@ def test_event_stream_reports_each_stage_and_ends_with_the_scenes(stub_specialis
             if line.startswith("data: "):
                 events.append(json.loads(line.removeprefix("data: ")))
     assert events[-1]["status"] == "succeeded" and len(events[-1]["scenes"]) == 1
-    stages_seen = {event["stage"] for event in events if event["stage"]}
-    assert stages_seen == set(PARTS), events
+    # A stage may start and end between two looks at the row (the stand-ins answer in
+    # microseconds), so the stream names no stage outside the request and ends with each done.
+    assert {event["stage"] for event in events if event["stage"]} <= set(PARTS), events
+    assert {name: stage["state"] for name, stage in events[-1]["stages"].items()} == dict.fromkeys(
+        PARTS, "done"
+    ), events[-1]
     assert [e["progress"] for e in events] == sorted(e["progress"] for e in events)
 
 
