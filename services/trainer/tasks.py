@@ -9,6 +9,7 @@ recorded result (row id and checkpoint key included) without training again.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -165,23 +166,26 @@ def train_geometry(
     return tracked_training(self, "geometry", preset, dataset, max_steps, max_minutes, run, model)
 
 
+def resumable_run(specialist: str, progress, stored: str = "checkpoint.pt", **fields):
+    """``run`` for tracked_training: trains services.trainer.<specialist> (its TrainConfig with
+    ``fields``) in the run folder, resuming what a first delivery saved there; returns the run
+    record and the file that is stored (``stored``, in the run folder)."""
+
+    def run(run_dir: Path) -> tuple[dict, Path]:
+        module = importlib.import_module(f"services.trainer.{specialist}")
+        resume = (run_dir / "checkpoint.pt").is_file()
+        config = module.TrainConfig(run_dir=str(run_dir), resume=resume, **fields)
+        return module.train(config, progress=progress), run_dir / stored
+
+    return run
+
+
 @app.task(name="train.material", base=TrackedTask, bind=True)
 def train_material(
     self, preset: str = "tiny", dataset: str = "full", max_steps: int = 1500, max_minutes: float = 30.0
 ) -> dict:
-    from services.trainer.material import TrainConfig, train
-
-    def run(run_dir: Path) -> tuple[dict, Path]:
-        config = TrainConfig(
-            preset=preset,
-            dataset=dataset,
-            run_dir=str(run_dir),
-            max_steps=max_steps,
-            max_minutes=max_minutes,
-            resume=(run_dir / "checkpoint.pt").is_file(),
-        )
-        return train(config, progress=self.progress), run_dir / "checkpoint.pt"
-
+    fields = {"preset": preset, "dataset": dataset, "max_steps": max_steps, "max_minutes": max_minutes}
+    run = resumable_run("material", self.progress, **fields)
     return tracked_training(self, "material", preset, dataset, max_steps, max_minutes, run)
 
 
@@ -191,19 +195,8 @@ def train_modifier(
 ) -> dict:
     """The modifier model on a derived modifier dataset (labeler modifiers-derive); its runs are
     counted in epochs, and the weights stored are the best on val."""
-    from services.trainer.modifier import TrainConfig, train
-
-    def run(run_dir: Path) -> tuple[dict, Path]:
-        config = TrainConfig(
-            preset=preset,
-            dataset=dataset,
-            run_dir=str(run_dir),
-            epochs=epochs,
-            max_minutes=max_minutes,
-            resume=(run_dir / "checkpoint.pt").is_file(),
-        )
-        return train(config, progress=self.progress), run_dir / "best.pt"
-
+    fields = {"preset": preset, "dataset": dataset, "epochs": epochs, "max_minutes": max_minutes}
+    run = resumable_run("modifier", self.progress, stored="best.pt", **fields)
     return tracked_training(self, "modifier", preset, dataset, epochs, max_minutes, run)
 
 
@@ -211,17 +204,6 @@ def train_modifier(
 def train_animation(
     self, preset: str = "tiny", dataset: str | None = "full", max_steps: int = 3000, max_minutes: float = 15.0
 ) -> dict:
-    from services.trainer.animation import TrainConfig, train
-
-    def run(run_dir: Path) -> tuple[dict, Path]:
-        config = TrainConfig(
-            preset=preset,
-            dataset=dataset,
-            run_dir=str(run_dir),
-            max_steps=max_steps,
-            max_minutes=max_minutes,
-            resume=(run_dir / "checkpoint.pt").is_file(),
-        )
-        return train(config, progress=self.progress), run_dir / "checkpoint.pt"
-
+    fields = {"preset": preset, "dataset": dataset, "max_steps": max_steps, "max_minutes": max_minutes}
+    run = resumable_run("animation", self.progress, **fields)
     return tracked_training(self, "animation", preset, dataset, max_steps, max_minutes, run)
