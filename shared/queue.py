@@ -197,12 +197,14 @@ class Heartbeat:
                 log.warning("heartbeat of job %s failed", self.job_id, exc_info=True)
 
 
-def mark_lost_jobs(session: Session, lost_after_s: float) -> list[str]:
-    """Marks worker_lost every running job without a heartbeat for ``lost_after_s``; their ids."""
+def mark_lost_jobs(session: Session, lost_after_s: float, job_id: str | None = None) -> list[str]:
+    """Marks worker_lost every running job (or only ``job_id``) without a heartbeat for
+    ``lost_after_s``; their ids."""
     cutoff = utcnow() - timedelta(seconds=lost_after_s)
-    lost = session.scalars(
-        select(Job).where(Job.state == JobState.RUNNING, Job.updated_at < cutoff).with_for_update()
-    ).all()
+    query = select(Job).where(Job.state == JobState.RUNNING, Job.updated_at < cutoff)
+    if job_id is not None:
+        query = query.where(Job.id == job_id)
+    lost = session.scalars(query.with_for_update()).all()
     for job in lost:
         job.state = JobState.WORKER_LOST
         job.error = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event, select
 
 from services.gateway.app import create_app
-from shared.db import ensure_schema, session_scope
+from shared.db import ensure_schema, get_engine, session_scope
 from shared.db.models import Generation, RunStatus
 from shared.scene import Limits, parse_scene
 from shared.settings import get_settings
@@ -326,6 +328,37 @@ def test_cancelled_generation_answers_gone(stub_specialists, client: TestClient)
         row = session.get(Generation, generation_id)
         assert row.status is RunStatus.CANCELLED and row.result_key is None
     assert client.delete("/v1/generations/00000000-0000-0000-0000-000000000000").status_code == 404
+
+
+def test_a_cancel_between_a_stage_reading_and_writing_the_row_stands(stub_specialists, client: TestClient):
+    """The DELETE lands just before the runner writes its first stage (as once under load): the
+    hook delays nothing, it only orders the two writers the way the race did."""
+    cancelled: list[int] = []
+    hooked = threading.Lock()
+
+    def cancel_first(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        writes_running = statement.startswith("UPDATE generations SET status") and "running" in str(
+            parameters
+        )
+        if writes_running and hooked.acquire(blocking=False):  # once; not for the cancel's own UPDATE
+            with session_scope() as session:  # the only one: the POST may not have answered yet
+                only = session.scalars(select(Generation.id)).one()
+            cancelled.append(client.delete(f"/v1/generations/{only}").status_code)
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", cancel_first)
+    try:
+        generation_id = post(client, apply_body("a stool")).json()["id"]
+        deadline = time.monotonic() + 60
+        while not cancelled and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+    finally:
+        event.remove(engine, "before_cursor_execute", cancel_first)
+    assert cancelled == [202]
+    with session_scope() as session:
+        assert session.get(Generation, generation_id).status is RunStatus.CANCELLED
+    assert client.get(f"/v1/generations/{generation_id}").status_code == 410
 
 
 def test_event_stream_reports_each_stage_and_ends_with_the_scenes(stub_specialists, client: TestClient):

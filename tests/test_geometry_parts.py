@@ -4,6 +4,7 @@ the parts trainer (train, resume, export, load, generate) and load_generator's d
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -271,6 +272,18 @@ def test_parts_training_resumes_exports_one_file_and_generates(tmp_path, small_d
     assert generator.generate("a table", face_budget=40, seed=1)["faces"] == out[1]["faces"]
     with pytest.raises(ValueError, match="empty"):
         generator.generate("  ")
+    # A later session without the run folder fine-tunes from the exported file, each model from its own.
+    tuned = train(
+        replace(
+            config,
+            run_dir=str(tmp_path / "tuned"),
+            resume=False,
+            max_steps=2,
+            init_from=str(tmp_path / "model.pt"),
+        )
+    )
+    for name in ("structure", "part"):
+        assert tuned[name]["initialised_from"]["step"] == 6 and tuned[name]["result"]["steps"] == 2
 
 
 def test_parts_resume_without_a_checkpoint_is_refused(tmp_path, small_dataset):

@@ -12,9 +12,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from kombu import pools
 from sqlalchemy import func, select
 
+from services.gateway.app import create_app
 from shared import queue
 from shared.blobs import get_blob_store
 from shared.db import ensure_schema, session_scope
@@ -178,6 +180,26 @@ def test_settings_refuse_a_visibility_timeout_within_the_task_time_limit():
     with pytest.raises(ValueError, match=r"job_lost_after_s \(5.0\) must be above job_heartbeat_s"):
         Settings(job_lost_after_s=5, job_heartbeat_s=10)
     assert Settings(visibility_timeout_s=3601).visibility_timeout_s == 3601
+
+
+def test_the_gateway_says_a_job_is_lost_when_no_worker_is_left_to_notice(distributed: dict, tmp_path: Path):
+    """The workers' sweep cannot run with every worker dead: reading the job says it."""
+    control = tmp_path / "control"
+    control.mkdir()
+    only = start_worker(distributed, "train")
+    job_id = queue.submit("train.test_run_after_release", str(control))
+    try:
+        wait_for(lambda: (control / "started-1").exists(), 60, "the task to start")
+    finally:
+        stop(only, signal.SIGKILL)
+    client = TestClient(create_app())
+    assert client.get(f"/v1/jobs/{job_id}").json()["state"] == "running"  # heartbeats are recent
+    body = wait_for(
+        lambda: (body := client.get(f"/v1/jobs/{job_id}").json())["state"] == "worker_lost" and body,
+        15,
+        "the gateway to report the dead worker",
+    )
+    assert body["error"].startswith("WorkerLost: no heartbeat since")
 
 
 def test_a_dead_workers_job_is_marked_lost_and_its_redelivery_reuses_the_run_row(

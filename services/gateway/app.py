@@ -31,6 +31,7 @@ from shared.blobs import BlobStore, open_blob_store
 from shared.db import get_engine, session_scope
 from shared.db.models import Generation, Job, RunStatus
 from shared.inference import get_inference
+from shared.queue import mark_lost_jobs
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -279,6 +280,8 @@ def create_app() -> FastAPI:
     @app.get("/v1/jobs/{job_id}", dependencies=[Depends(require_api_key)], responses=errors(401, 404, 422))
     def get_job(job_id: JobId) -> JobOut:
         with session_scope() as session:
+            # The sweep runs in the workers: with every worker gone, the reader finds the loss.
+            mark_lost_jobs(session, settings.job_lost_after_s, job_id)
             job = session.get(Job, job_id)
             if job is None:
                 raise HTTPException(status_code=404, detail=f"no job {job_id!r}")
@@ -442,9 +445,9 @@ def create_app() -> FastAPI:
     )
     def cancel_generation(generation_id: GenerationId) -> Accepted:
         """Cancel: a queued or running generation stops at its next stage; later reads answer 410."""
-        generation = runner.cancel(str(generation_id))
-        if generation is None:
+        status = runner.cancel(str(generation_id))
+        if status is None:
             raise HTTPException(404, f"no generation {generation_id}")
-        return Accepted(id=generation.id, status=generation.status.value)
+        return Accepted(id=str(generation_id), status=status.value)
 
     return app

@@ -41,7 +41,7 @@ from pydantic import (
     WrapValidator,
 )
 from pydantic_core import PydanticCustomError
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from services.gateway import operations
 from shared.blobs import BlobStore
@@ -387,15 +387,25 @@ class GenerationRunner:
         self.pool.submit(context.run, self._run, generation_id, request, wanted)
         return generation_id
 
-    def cancel(self, generation_id: str) -> Generation | None:
-        with session_scope() as session:
-            generation = session.get(Generation, generation_id)
-            if generation is not None and generation.status in (RunStatus.QUEUED, RunStatus.RUNNING):
-                generation.status = RunStatus.CANCELLED
-                generation.message = "cancelled"
-                generation.stage = None
+    def cancel(self, generation_id: str) -> RunStatus | None:
+        """Cancel an open generation; its status (None when there is no such generation)."""
+        status = self._write_if_open(
+            generation_id, status=RunStatus.CANCELLED, message="cancelled", stage=None
+        )
         self._notify(generation_id)
-        return generation
+        return status
+
+    @staticmethod
+    def _write_if_open(generation_id: str, **fields: object) -> RunStatus | None:
+        """Write ``fields`` to a queued or running generation in one conditional UPDATE, so that a
+        stage write and a cancel (or a sweep) never overwrite each other; its status after."""
+        with session_scope() as session:
+            session.execute(
+                update(Generation)
+                .where(Generation.id == generation_id, Generation.status.in_(_OPEN))
+                .values(**fields)
+            )
+            return session.scalar(select(Generation.status).where(Generation.id == generation_id))
 
     # ---- change notification (server-sent events on this replica) -----------------------
 
@@ -430,14 +440,7 @@ class GenerationRunner:
     def _update(self, generation_id: str, **fields: object) -> RunStatus | None:
         """Write fields unless the generation was cancelled (or failed by a sweep) meanwhile;
         returns its status."""
-        with session_scope() as session:
-            generation = session.get(Generation, generation_id)
-            if generation is None:
-                return None
-            if generation.status not in TERMINAL:
-                for key, value in fields.items():
-                    setattr(generation, key, value)
-            status = generation.status
+        status = self._write_if_open(generation_id, **fields)
         self._notify(generation_id)
         return status
 

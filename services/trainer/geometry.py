@@ -321,6 +321,8 @@ def train_model(
         initialised_from = state.get("run", {}).get("initialised_from")
     elif config.init_from:
         init = torch.load(config.init_from, map_location="cpu", weights_only=False)
+        if init.get("model_kind") == "parts":  # an exported parts file holds both models: take this one
+            init = {**init[name], "step": init["step"][name], "run": init["run"].get(name, {})}
         model_config = GeometryModelConfig.from_dict(init["model_config"])
         # The starting weights' own data belong to this model's provenance.
         initialised_from = {
