@@ -55,18 +55,23 @@ class ModifierGenerator(StubGenerator):
             raise ValueError(f"request {index}: no mesh to work on")
 
     def result(self, request: dict, batch: int) -> dict:
+        if request.get("keep_mesh"):  # the user's own mesh: a Mirror would double it
+            return {"modifiers": [], "left_out": ["MIRROR"], "batch": batch}
         vertices, faces = request["mesh"]["vertices"], request["mesh"]["faces"]
-        # As the real one does for Mirror: the half on +X, and the modifier that completes it.
-        keep = {i for i, v in enumerate(vertices) if v[0] >= 0}
+        # As the real one does for Mirror: the half on +X of the box's middle, moved so that plane
+        # is at the origin, the modifier that completes it, and where the object goes.
+        plane = (min(v[0] for v in vertices) + max(v[0] for v in vertices)) / 2
+        keep = {i for i, v in enumerate(vertices) if v[0] >= plane}
         half = [f for f in faces if all(i in keep for i in f)] or faces[:1]
         used = sorted({i for f in half for i in f})
         index = {old: new for new, old in enumerate(used)}
         return {
             "modifiers": [{"name": "Mirror", "type": "MIRROR", "params": {"use_axis": [True, False, False]}}],
             "base_mesh": {
-                "vertices": [vertices[i] for i in used],
+                "vertices": [[v[0] - plane, v[1], v[2]] for v in (vertices[i] for i in used)],
                 "faces": [[index[i] for i in f] for f in half],
             },
+            "base_location": [plane, 0.0, 0.0],
             "batch": batch,
         }
 

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 
 from services.gateway.app import create_app
+from services.gateway.generations import add_part
 from shared.db import ensure_schema, get_engine, session_scope
 from shared.db.models import Generation, RunStatus
 from shared.scene import Limits, parse_scene
@@ -112,13 +113,33 @@ def test_one_prompt_makes_one_scene_through_every_specialist(stub_specialists, c
     for index, document in enumerate(body["scenes"]):
         scene = parse_scene(document, Limits())
         (obj,) = scene.objects
-        assert obj.name == "A_Wooden_Chair" and obj.transform.location[0] == pytest.approx(index * 2.5)
+        assert obj.name == "A_Wooden_Chair" and obj.transform.location[0] == pytest.approx(
+            index * 2.5, abs=0.5
+        )  # + the half's origin
         assert obj.material_slots == ["Generated"] and scene.materials[0].pbr.roughness == 0.4
         assert [m.type for m in obj.modifiers] == ["MIRROR"]
         assert all(v[0] >= 0 for v in obj.mesh.vertices), "the half mesh the Mirror modifier completes"
         assert obj.animation.action == "Turn" and scene.actions[0].fcurves[0].data_path == "rotation_euler"
     # The two variations went to each specialist as one call (one batch for Triton).
     assert body["scenes"][0]["objects"][0]["mesh"] != body["scenes"][1]["objects"][0]["mesh"]
+
+
+def test_a_base_mesh_moves_the_object_to_where_its_stack_rebuilds_the_whole():
+    """The modifier model's half sits about its own origin, base_location says where that origin
+    was: base plus Mirror lands where the whole mesh stood."""
+    whole = {"vertices": [[0.2, 0, 0], [1.0, 0, 0], [0.6, 1, 0]], "faces": [[0, 1, 2]]}
+    scene = {
+        "objects": [
+            {"name": "Wedge", "mesh": {"name": "Wedge", **whole}, "transform": {"location": [2.5, 0, 0]}}
+        ]
+    }
+    half = {"vertices": [[0, 0, 0], [0.4, 0, 0], [0, 1, 0]], "faces": [[0, 1, 2]]}
+    mirror = {"name": "Mirror", "type": "MIRROR", "params": {"use_axis": [True, False, False]}}
+    add_part(scene, "modifier", {"modifiers": [mirror], "base_mesh": half, "base_location": [0.6, 0.0, 0.25]})
+    (obj,) = scene["objects"]
+    assert obj["transform"]["location"] == pytest.approx([3.1, 0.0, 0.25])
+    assert obj["mesh"] == {"name": "Wedge", **half} and obj["modifiers"] == [mirror]
+    assert "warnings" not in scene
 
 
 def test_add_on_names_for_specialists_are_accepted(stub_specialists, client: TestClient):
@@ -158,13 +179,19 @@ def test_apply_to_selection_returns_the_parts_for_the_users_object(stub_speciali
         client,
         {
             "prompt": "rusty metal",
-            "specialists": ["material", "animation"],
+            "specialists": ["material", "modifier", "animation"],
             "object": {"name": "Cube", "mesh": cube},
         },
     )
     assert body["status"] == "succeeded", body
     (scene,) = body["scenes"]
     (obj,) = scene["objects"]
+    # The user's mesh comes back as sent: the stack that would rebuild it from a half is named instead.
+    assert obj["mesh"]["vertices"] == cube["vertices"] and not obj.get("modifiers")
+    assert scene["warnings"] == [
+        "Mirror left out: Cube is already symmetric: a Mirror on the whole mesh would double it "
+        "(your mesh is kept as it is)"
+    ]
     assert (
         obj["name"] == "Cube"
         and obj["material_slots"] == ["Generated"]

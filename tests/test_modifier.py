@@ -313,6 +313,11 @@ def test_the_generator_answers_in_the_scene_format_and_carries_the_half(checkpoi
     assert [m["type"] for m in pair["modifiers"]] == ["MIRROR"]
     assert len(pair["base_mesh"]["faces"]) == 5 and pair["base_location"] == pytest.approx([0, 0, 0])
     assert plain["modifiers"] == [] and "base_mesh" not in plain
+    # The user's own mesh (apply to selection) is kept: the Mirror would double it, so it is named.
+    (kept,) = generator.run_many(
+        [{"prompt": "a symmetric low-poly wedge pair", "mesh": mirrored_pair().to_dict(), "keep_mesh": True}]
+    )
+    assert kept["modifiers"] == [] and kept["left_out"] == ["MIRROR"] and "base_mesh" not in kept
     for modifier in pair["modifiers"]:
         Modifier.model_validate(modifier)
     json.dumps([pair, plain])

@@ -262,10 +262,13 @@ class GenerationFailed(RuntimeError):
     """A stage could not produce its part; the message is what the client reads."""
 
 
-def part_request(specialist: str, prompt: str, seed: int, temperature: float, obj: dict) -> dict:
+def part_request(
+    specialist: str, prompt: str, seed: int, temperature: float, obj: dict, users_object: bool = False
+) -> dict:
     """What one specialist reads about an object (each generator documents its request): the
-    material model its size, the modifier model its mesh, the animation model its type, transform
-    (the motion starts from where the object stands) and, for an armature, its bones."""
+    material model its size, the modifier model its mesh (kept as it is when it is the user's
+    own), the animation model its type, transform (the motion starts from where the object
+    stands) and, for an armature, its bones."""
     request = {"prompt": prompt, "seed": seed, "temperature": temperature}
     if specialist == "material":
         vertices = np.asarray(obj["mesh"]["vertices"], dtype=float).reshape(-1, 3)
@@ -273,11 +276,21 @@ def part_request(specialist: str, prompt: str, seed: int, temperature: float, ob
             request["size"] = [float(v) for v in vertices.max(0) - vertices.min(0)]
     elif specialist == "modifier":
         request["mesh"] = {"vertices": obj["mesh"]["vertices"], "faces": obj["mesh"]["faces"]}
+        if users_object:  # its UVs, vertex groups and edits stay: no stack may rebuild it from a half
+            request["keep_mesh"] = True
     elif specialist == "animation":
         request.update(object_type=obj["type"], transform=obj.get("transform") or {})
         if obj.get("armature") is not None:
             request["armature"] = obj["armature"]
     return request
+
+
+# Why a modifier the model found is not added to a user's own mesh (apply to selection).
+LEFT_OUT = {
+    "MIRROR": "is already symmetric: a Mirror on the whole mesh would double it",
+    "ARRAY": "already repeats: an Array on the whole mesh would repeat the repeats",
+    "SOLIDIFY": "already has its thickness: a Solidify would thicken it twice",
+}
 
 
 def add_part(scene: dict, specialist: str, result: dict) -> None:
@@ -302,6 +315,19 @@ def add_part(scene: dict, specialist: str, result: dict) -> None:
         obj["modifiers"] = result["modifiers"]
         if result.get("base_mesh"):  # e.g. Mirror: the half the modifier completes
             obj["mesh"] = {"name": obj["mesh"]["name"], **result["base_mesh"]}
+            # The base sits about its own origin: the object moves there (generated objects are
+            # neither rotated nor scaled), so base plus stack lands where the whole mesh was.
+            location = (obj.get("transform") or {}).get("location", [0.0, 0.0, 0.0])
+            offset = result.get("base_location", [0.0, 0.0, 0.0])
+            obj["transform"] = {
+                **(obj.get("transform") or {}),
+                "location": [float(a) + float(b) for a, b in zip(location, offset, strict=True)],
+            }
+        for kind in result.get("left_out", []):
+            why = LEFT_OUT.get(kind, "has the structure it would build")
+            scene.setdefault("warnings", []).append(
+                f"{kind.title()} left out: {obj['name']} {why} (your mesh is kept as it is)"
+            )
     elif specialist == "animation":
         action = unique("actions", result["action"])
         scene["actions"].append(action)
@@ -577,7 +603,14 @@ class GenerationRunner:
             ]
         else:
             asks = [
-                part_request(stage, request.prompt, seed + i, request.temperature, scene["objects"][0])
+                part_request(
+                    stage,
+                    request.prompt,
+                    seed + i,
+                    request.temperature,
+                    scene["objects"][0],
+                    users_object=getattr(request, "object", None) is not None,
+                )
                 for i, scene in enumerate(scenes)
             ]
         results = self.inference().run_many(stage, asks)

@@ -27,6 +27,8 @@ class ModifierGenerator:
 
         {"prompt": "a symmetric low-poly chair",        # required, non-empty
          "mesh": {"vertices": [[x, y, z], ...], "faces": [[i, j, k, ...], ...]},   # required
+         "keep_mesh": false,                             # optional: the mesh is the user's own and
+                                                         # stays as it is, so no stack rebuilds it
          "seed": 0}                                      # optional; the model is deterministic
 
     Result (JSON-able dict, payload in the scene format of shared/scene/models.py)::
@@ -39,6 +41,9 @@ class ModifierGenerator:
                                                           # base + stack lands on the given mesh
          "dropped": ["ARRAY", ...],                       # predicted, but the mesh does not carry
                                                           # its structure, so left out
+         "left_out": ["MIRROR", ...],                     # with keep_mesh: predicted and found, but
+                                                          # only a base mesh takes them (on the whole
+                                                          # mesh a Mirror would double it)
          "seconds": 0.01}
 
     Mirror, Array and Solidify take their exact parameters from the mesh (the model says whether,
@@ -56,7 +61,7 @@ class ModifierGenerator:
     def run_many(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One result per request; all requests go through the model in one batch."""
         start = time.perf_counter()
-        meshes, prompts = [], []
+        meshes, prompts, keep = [], [], []
         for k, request in enumerate(requests):
             if not isinstance(request, dict):
                 raise ValueError(f"request {k}: expected an object with prompt and mesh")
@@ -71,6 +76,7 @@ class ModifierGenerator:
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"request {k}: {exc}") from exc
             prompts.append(prompt)
+            keep.append(bool(request.get("keep_mesh", False)))
         if not requests:
             return []
         values = np.stack([features(m) for m in meshes])
@@ -78,10 +84,14 @@ class ModifierGenerator:
         with self._lock:
             slots = self.model.predict(values, text)
         results = []
-        for mesh, slot in zip(meshes, slots, strict=True):
+        for mesh, slot, keep_mesh in zip(meshes, slots, keep, strict=True):
             peeled = peel_stack(mesh, from_slots(slot, mesh.diagonal))
             result: dict[str, Any] = {"modifiers": peeled.stack, "dropped": sorted(peeled.rejections)}
-            if any(m["type"] in PEELED for m in peeled.stack):
+            rebuilding = sorted({m["type"] for m in peeled.stack if m["type"] in PEELED})
+            if keep_mesh:  # only the modifiers that work on the whole mesh (Bevel, Subdivision...)
+                result["modifiers"] = [m for m in peeled.stack if m["type"] not in PEELED]
+                result["left_out"] = rebuilding
+            elif rebuilding:
                 result["base_mesh"] = peeled.base.to_dict()
                 result["base_location"] = [round(float(c), 6) for c in peeled.origin]
             results.append(result)
