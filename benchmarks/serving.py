@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
                         f"measured: {clients} clients, {straight:.2f} / {via:.2f} req/s, {batches}",
                         flush=True,
                     )
-                overheads, around = [], []
+                overheads, around, inside, outside = [], [], [], []
                 for k in range(args.overhead_requests):
                     start = time.perf_counter()
                     direct(20_000 + k)
@@ -129,6 +129,10 @@ def main(argv: list[str] | None = None) -> None:
                     # What the client waited beyond the gateway's own Triton call (HTTP, queue,
                     # database, blob store, events): immune to the decoding time's variance.
                     around.append((total_s - state["stages"]["geometry"]["seconds"]) * 1000)
+                    # Split: inside the gateway (queue, database writes, blob store) and outside
+                    # it (HTTP requests and the event stream).
+                    inside.append(state["latency_ms"] - state["stages"]["geometry"]["seconds"] * 1000)
+                    outside.append(total_s * 1000 - state["latency_ms"])
         finally:
             server.stop()
     print(
@@ -143,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, values in (
         ("through the gateway minus a direct Triton call (same request)", overheads),
         ("through the gateway minus the gateway's own Triton call", around),
+        ("  of which inside the gateway (accepted to stored, minus the Triton call)", inside),
+        ("  of which HTTP and the event stream (client's time minus the gateway's latency_ms)", outside),
     ):
         cuts = statistics.quantiles(values, n=100)
         print(

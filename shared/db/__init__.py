@@ -31,6 +31,9 @@ def _engine(url: str) -> Engine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")  # readers don't block the writer
+            # In WAL mode NORMAL stays consistent and survives a crashed process; only a power cut
+            # may lose the last commits. FULL syncs every commit: 3.4 ms each on this disk.
+            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
         return engine
