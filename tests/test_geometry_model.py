@@ -497,6 +497,37 @@ def test_train_geometry_task_records_the_run_and_is_idempotent():
     }
 
 
+def test_a_redelivered_training_job_resumes_its_run_folder_after_a_new_commit(monkeypatch):
+    """A worker updated between two deliveries of one job (a new commit) must not start a second
+    run beside the first one's folder and row."""
+    import services.trainer.geometry as geometry
+    import services.trainer.tasks  # noqa: F401  registers train.geometry
+    from shared.db import ensure_schema, session_scope
+    from shared.db.models import RunStatus, TrainingRun
+    from shared.queue import app
+
+    ensure_schema()
+    folders: list[str] = []
+    real_train = geometry.train
+
+    def dies_the_first_time(config, progress=None):
+        folders.append(config.run_dir)
+        if len(folders) == 1:
+            raise RuntimeError("the worker stopped here")  # after claiming its run, as a kill would
+        return real_train(config, progress)
+
+    monkeypatch.setattr(geometry, "train", dies_the_first_time)
+    task = app.tasks["train.geometry"]
+    kwargs = {"preset": "tiny", "max_steps": 1, "max_minutes": 5}
+    assert task.apply(kwargs=kwargs, task_id="job-across-commits").failed()
+    monkeypatch.setattr(geometry, "code_version", lambda: {"commit": "f" * 40, "dirty": False})
+    result = task.apply(kwargs=kwargs, task_id="job-across-commits").get()
+    assert folders[0] == folders[1] == result["run_dir"]
+    with session_scope() as session:
+        (run,) = session.query(TrainingRun).all()
+        assert run.status is RunStatus.SUCCEEDED and run.id == result["training_run_id"]
+
+
 @pytest.mark.parametrize(
     ("path", "dataset"),
     [

@@ -96,6 +96,17 @@ def finish_run(run_id: int, checkpoint: Path | None, metrics: dict | None) -> di
     return {"training_run_id": run_id, "checkpoint_key": checkpoint_key}
 
 
+def _claimed_by(specialist: str, job_id: str) -> tuple[Path, str | None] | None:
+    """(run folder, commit) of the run an earlier delivery of this job claimed, if any."""
+    with session_scope() as session:
+        run = session.scalars(
+            select(TrainingRun)
+            .where(TrainingRun.specialist == specialist, TrainingRun.config["job"].as_string() == job_id)
+            .order_by(TrainingRun.id)
+        ).first()
+        return (Path(run.config["run_dir"]), run.code_version) if run is not None else None
+
+
 def tracked_training(
     task,
     specialist: str,
@@ -110,10 +121,14 @@ def tracked_training(
     trains (resuming what a first delivery saved there) and returns (run record, checkpoint)."""
     from services.trainer.geometry import code_version
 
-    commit = code_version()["commit"]
-    key = run_key(preset, dataset, max_steps, commit, model)
-    kind = "" if model == "flat" else f"{model}-"
-    run_dir = Path(get_settings().data_dir) / "runs" / f"{specialist}-{kind}{preset}-{key}"
+    claimed = _claimed_by(specialist, task.request.id)
+    if claimed is not None:  # a redelivery resumes where its first delivery trained, whatever
+        run_dir, commit = claimed  # commit the worker runs now
+    else:
+        commit = code_version()["commit"]
+        key = run_key(preset, dataset, max_steps, commit, model)
+        kind = "" if model == "flat" else f"{model}-"
+        run_dir = Path(get_settings().data_dir) / "runs" / f"{specialist}-{kind}{preset}-{key}"
     config = {"max_steps": max_steps, "max_minutes": max_minutes, "job": task.request.id}
     if model != "flat":
         config["model"] = model
