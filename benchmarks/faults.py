@@ -65,9 +65,10 @@ from tools.servers import (
 
 POSTGRES_ADMIN = os.environ.get("BMT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 DRAIN_TIMEOUT_S = 120
-GENERATION_TIMEOUT_S = 240  # a generation not ended by then is lost
+GENERATION_TIMEOUT_S = 300  # a generation not ended by then is lost
 HTTP_TIMEOUT_S = 30  # a request not answered by then is hung
 RESEND_WITHIN_S = 120  # how long refused requests are sent again once the part is back
+INFERENCE_TIMEOUT_S = 240  # a model call's deadline (a 2-core machine shared with trainings decodes slowly)
 BEGAN = time.monotonic()
 
 
@@ -332,7 +333,11 @@ class RestartableTriton:
 
     def __init__(self, folder: Path, checkpoint: Path) -> None:
         self.folder = folder
-        self.models = write_model_repository(folder / "models", {"geometry": checkpoint}, max_batch=16)
+        # Queued requests wait as long as the gateway's deadline: on a loaded machine a failure
+        # is then the fault's, not Triton's queue timeout.
+        self.models = write_model_repository(
+            folder / "models", {"geometry": checkpoint}, max_batch=16, queue_timeout_s=INFERENCE_TIMEOUT_S
+        )
         self.ports = (free_port(), free_port(), free_port())
         self.server: TritonServer | None = None
 
@@ -561,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
                 "BMT_DATA_DIR": str(folder / "var"),
                 "BMT_INFERENCE_URL": triton.url,
                 "BMT_GEOMETRY_CHECKPOINT": str(args.checkpoint),
-                "BMT_INFERENCE_TIMEOUT_S": "120",
+                "BMT_INFERENCE_TIMEOUT_S": str(INFERENCE_TIMEOUT_S),
                 "BMT_LOG_LEVEL": "WARNING",
             }
             if name == "Triton SIGKILL":
