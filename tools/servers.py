@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -23,18 +23,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_s3_server() -> tuple[ThreadedMotoServer, str]:
-    """A real S3-protocol HTTP server on loopback (moto), standing in for MinIO; returns (server, host:port)."""
+def start_s3_server(port: int | None = None) -> tuple[ThreadedMotoServer, str]:
+    """A real S3-protocol HTTP server on loopback (moto), standing in for MinIO; returns (server,
+    host:port). ``port`` starts it again where a stopped one was (moto keeps nothing it held)."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
-    port = free_port()
+    port = port or free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     return server, f"127.0.0.1:{port}"
 
 
-@contextmanager
-def gateway_process(env: dict[str, str], timeout_s: float = 60) -> Iterator[str]:
-    """``python -m services.gateway`` as a child process with extra environment; yields its base URL."""
+def start_gateway(env: dict[str, str], timeout_s: float = 60) -> tuple[subprocess.Popen, str]:
+    """``python -m services.gateway`` as a child process with extra environment, once it answers;
+    returns (process, base URL)."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "services.gateway"],
@@ -44,16 +45,24 @@ def gateway_process(env: dict[str, str], timeout_s: float = 60) -> Iterator[str]
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            httpx.get(f"{url}/healthz", timeout=1)
+            return process, url
+        except httpx.TransportError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                process.wait()
+                raise RuntimeError(f"the gateway did not start (exit code {process.poll()})") from None
+            time.sleep(0.2)
+
+
+@contextmanager
+def gateway_process(env: dict[str, str], timeout_s: float = 60) -> Iterator[str]:
+    """``start_gateway`` for a block; yields its base URL and stops it after."""
+    process, url = start_gateway(env, timeout_s)
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                httpx.get(f"{url}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"the gateway did not start (exit code {process.poll()})") from None
-                time.sleep(0.2)
         yield url
     finally:
         process.terminate()
@@ -104,3 +113,19 @@ def stop_process_group(process: subprocess.Popen, sig: int = signal.SIGTERM) -> 
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)
+
+
+def kill_process_tree(process: subprocess.Popen) -> None:
+    """SIGKILL a process and every process under it, as a machine or container dying would (for
+    a server, such as tritonserver and its model stubs, started without a process group of its own)."""
+    tree, look = [], [process.pid]
+    while look:
+        pid = look.pop()
+        tree.append(pid)
+        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+            with suppress(FileNotFoundError):  # the thread ended meanwhile
+                look += [int(child) for child in children.read_text().split()]
+    for pid in tree:
+        with suppress(ProcessLookupError):  # it ended meanwhile
+            os.kill(pid, signal.SIGKILL)
+    process.wait(timeout=30)
