@@ -25,7 +25,8 @@ def free_port() -> int:
 
 def start_s3_server(port: int | None = None) -> tuple[ThreadedMotoServer, str]:
     """A real S3-protocol HTTP server on loopback (moto), standing in for MinIO; returns (server,
-    host:port). ``port`` starts it again where a stopped one was (moto keeps nothing it held)."""
+    host:port). ``port`` starts it again where a stopped one was (moto keeps its buckets in this
+    process, so what the stopped one held is there again, as MinIO's disk would be)."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
     port = port or free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
