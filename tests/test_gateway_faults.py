@@ -58,7 +58,7 @@ def test_blob_store_down_and_back(geometry_checkpoint: Path, monkeypatch: pytest
 
             s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
             s3.start()
-            open_blob_store(url, 1 << 20)  # the bucket again (moto keeps nothing; MinIO keeps its disk)
+            open_blob_store(url, 1 << 20)  # makes the bucket where missing (moto keeps it in this process)
             post_until(gateway, apply_body("green metal", ["material"]), 202, within_s=1.5)
             assert gateway.get("/readyz").status_code == 200
     finally:
