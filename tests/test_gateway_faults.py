@@ -52,8 +52,11 @@ def test_blob_store_down_and_back(geometry_checkpoint: Path, monkeypatch: pytest
             # The replica that made it still answers from memory; another one says 503, not 500.
             assert gateway.get(f"/v1/generations/{done['id']}").json()["scenes"] == done["scenes"]
             with TestClient(create_app()) as other:
+                other.get("/readyz")  # its first probe has run, as in a replica that has served a while
+                start = time.monotonic()
                 unreadable = other.get(f"/v1/generations/{done['id']}")
                 assert unreadable.status_code == 503 and "blob store" in unreadable.json()["detail"]
+                assert time.monotonic() - start < 1.5, "a store known to be down is said at once"
                 assert unreadable.headers["retry-after"] == "1"
 
             s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

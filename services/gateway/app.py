@@ -364,8 +364,14 @@ def create_app() -> FastAPI:
             key = generation.result_key if generation.status is RunStatus.SUCCEEDED else None
             status = generation.status
         if key:
+
+            def load(k: str) -> dict:
+                if health.status()[0].get("blobs"):  # known down: say so now, not after the retries
+                    raise ConnectionError("the readiness probe finds it down")
+                return json.loads(blobs().get_bytes(k))
+
             try:
-                out.scenes = results.get(key, lambda k: json.loads(blobs().get_bytes(k)))["scenes"]
+                out.scenes = results.get(key, load)["scenes"]
             except Exception as exc:  # the store is down or slow: say so, the result is not lost
                 raise ServiceUnavailable(
                     f"the result is stored but the blob store does not answer ({type(exc).__name__})"
