@@ -88,3 +88,21 @@ def test_synthetic_graphs_round_trip_through_the_tokens_like_the_corpus_material
         assert canonical_graph(graph_to_material(graph)) == graph
         assert [n.key for n in graph] == ["ShaderNodeOutputMaterial", "ShaderNodeBsdfPrincipled"]
         assert example["object_text"].split(",")[0] in {noun for noun, _ in NOUNS}
+
+
+def test_roughness_and_metallic_leave_the_corpus_defaults_only_where_the_words_say_so():
+    """The corpus's materials without a finish word are matte-ish dielectrics (roughness about 0.5,
+    metallic 0 or 0.4): a synthetic material that moved them unprompted would teach the model to
+    make shiny metal of a plain "yellow" prompt."""
+    for item in synthetic_materials(len(KINDS) * 20, seed=6):
+        pbr = summarise(canonical_graph(item))
+        said = words_of(item["captions"][0])
+        if item["kind"] in ("gold", "silver"):
+            assert pbr["metallic"] == 1.0 and 0.15 <= pbr["roughness"] <= 0.45
+        elif item["kind"] == "glass":
+            assert pbr["metallic"] == 0.0 and pbr["roughness"] <= 0.1
+        else:
+            assert pbr["metallic"] == 0.0, item["captions"]
+            expected = "glossy" if pbr["roughness"] < 0.25 else "rough" if pbr["roughness"] > 0.75 else None
+            assert pbr["roughness"] == 0.5 or expected in said, item["captions"]
+            assert not {"glossy", "rough"} & said or expected in said, item["captions"]

@@ -30,7 +30,6 @@ WORDS: dict[str, tuple[str, ...]] = {
 # Words of the material's own name (the second caption, "blue paint material"); never a word above.
 NAME_WORDS: dict[str, tuple[str, ...]] = {
     "colour": ("paint", "plastic", "fabric", "main", "base", "body", "painted"),
-    "metallic": ("metal", "paint", "steel"),
     "gold": ("metal", "trim", "leaf"),
     "silver": ("metal", "chrome", "trim"),
     "wooden": ("planks", "oak", "pine", "timber"),
@@ -118,18 +117,15 @@ def synthetic_material(kind: str, index: int, rng: np.random.Generator) -> dict:
         raise ValueError(f"unknown synthetic material {kind!r}; known: {', '.join(KINDS)}")
     noun, category = NOUNS[int(rng.integers(len(NOUNS)))]
     word = str(rng.choice(WORDS[kind]))
-    metallic, transmission, emission = 0.0, 0.0, 0.0
+    metallic, transmission, emission, roughness = 0.0, 0.0, 0.0, 0.5
     words = [word]
-    if kind in NAMED_COLOURS:
+    if kind in ("gold", "silver"):
+        colour, metallic, roughness = jittered(NAMED_COLOURS[kind], rng), 1.0, rng.uniform(0.2, 0.4)
+    elif kind in NAMED_COLOURS:
         colour = jittered(NAMED_COLOURS[kind], rng)
-        if kind in ("gold", "silver"):
-            metallic, roughness, names = 1.0, rng.uniform(0.1, 0.45), NAME_WORDS[kind]
-        elif kind == "wooden":
-            roughness, names = rng.uniform(0.5, 0.9), NAME_WORDS[kind]
-        elif rng.random() < 0.15:  # metallic paint: the labeller always says so
-            metallic, roughness, names = 1.0, rng.uniform(0.15, 0.5), NAME_WORDS["metallic"]
-        else:
-            roughness, names = rng.uniform(0.2, 0.9), NAME_WORDS["colour"]
+        # Mostly Blender's default 0.5, as in the corpus; glossy or rough only with the word.
+        draw = rng.random()
+        roughness = rng.uniform(0.0, 0.2) if draw < 0.125 else rng.uniform(0.8, 1.0) if draw < 0.25 else 0.5
     else:
         hue = str(rng.choice(list(PALETTE) if kind == "glass" else GLOW_HUES))
         named = rng.random() < 0.5  # "green glass", "glowing blue"; else the word alone
@@ -139,12 +135,12 @@ def synthetic_material(kind: str, index: int, rng: np.random.Generator) -> dict:
         if kind == "glass":
             transmission, roughness = 1.0, rng.uniform(0.0, 0.1)
         else:
-            emission, roughness = float(rng.uniform(1.0, 10.0)), rng.uniform(0.3, 0.8)
-        names = NAME_WORDS[kind]
+            emission = float(rng.uniform(1.0, 10.0))
     finish = _finish(metallic, roughness, emission > 0, transmission > 0)
-    if metallic == 0 or kind in ("gold", "silver"):
-        finish = finish if rng.random() < 0.5 else []  # a person often names the colour alone
+    if kind in ("gold", "silver", "glass", "glowing") and rng.random() < 0.5:
+        finish = []  # these words say the finish themselves
     head = " ".join(dict.fromkeys([*finish, *words]))
+    names = NAME_WORDS[kind if kind in NAME_WORDS else "colour"]
     name = str(rng.choice(names))
     inputs = [
         {"identifier": "Base Color", "type": "RGBA", "default": [*colour, 1.0]},
