@@ -93,12 +93,14 @@ def test_synthetic_graphs_round_trip_through_the_tokens_like_the_corpus_material
 def test_roughness_and_metallic_leave_the_corpus_defaults_only_where_the_words_say_so():
     """The corpus's materials without a finish word are matte-ish dielectrics (roughness about 0.5,
     metallic 0 or 0.4): a synthetic material that moved them unprompted would teach the model to
-    make shiny metal of a plain "yellow" prompt."""
+    make shiny metal of a plain "yellow" prompt, and a silver that was not called metallic taught
+    it to make metal of "white"."""
     for item in synthetic_materials(len(KINDS) * 20, seed=6):
         pbr = summarise(canonical_graph(item))
         said = words_of(item["captions"][0])
         if item["kind"] in ("gold", "silver"):
             assert pbr["metallic"] == 1.0 and 0.15 <= pbr["roughness"] <= 0.45
+            assert "metallic" in said, item["captions"]  # as the labeller says it; else white = silver
         elif item["kind"] == "glass":
             assert pbr["metallic"] == 0.0 and pbr["roughness"] <= 0.1
         else:

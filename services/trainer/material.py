@@ -63,7 +63,7 @@ class TrainConfig:
     schedule_minutes: float | None = None
     resume: bool = False
     model_overrides: dict | None = None
-    synthetic: int = 900  # procedural colour-word materials added to train (a twentieth as many to val)
+    synthetic: int = 450  # procedural colour-word materials added to train (a twentieth as many to val)
 
 
 def item_noun(item: dict) -> str:

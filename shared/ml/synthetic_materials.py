@@ -137,8 +137,8 @@ def synthetic_material(kind: str, index: int, rng: np.random.Generator) -> dict:
         else:
             emission = float(rng.uniform(1.0, 10.0))
     finish = _finish(metallic, roughness, emission > 0, transmission > 0)
-    if kind in ("gold", "silver", "glass", "glowing") and rng.random() < 0.5:
-        finish = []  # these words say the finish themselves
+    if kind in ("glass", "glowing") and rng.random() < 0.5:
+        finish = []  # these words say the finish themselves ("metallic" stays: the labeller says it)
     head = " ".join(dict.fromkeys([*finish, *words]))
     names = NAME_WORDS[kind if kind in NAME_WORDS else "colour"]
     name = str(rng.choice(names))
