@@ -15,6 +15,7 @@ from addon.injector import inject_scene
 from blender_worker.scene_reader import ReadLimits, _Reader
 from shared.ml.material_generator import MaterialGenerator
 from shared.ml.material_tokens import canonical_graph, graph_to_material
+from shared.ml.synthetic_materials import KINDS, synthetic_materials
 from tests.addon_support import PYRAMID_FACES, PYRAMID_VERTICES, reset_blender
 from tests.test_material_tokens import random_walk
 
@@ -53,6 +54,23 @@ def test_a_thousand_grammar_samples_build_without_a_warning_and_read_back():
         if i % 5 == 0:  # the extractor reads back the same graph at the grid
             assert canonical_graph(reader._material(material)) == graph, doc["name"]
     assert len(types) > 30  # the walks reached most of the vocabulary
+
+
+def test_synthetic_colour_word_materials_build_without_a_warning_and_read_back():
+    items = synthetic_materials(2 * len(KINDS), seed=5)  # every kind twice
+    graphs = [canonical_graph(item) for item in items]
+    docs = [
+        graph_to_material(g, f"{item['id']} {item['material']}")
+        for g, item in zip(graphs, items, strict=True)
+    ]
+    result = inject_scene(scene(docs))
+    assert result.warnings == []
+    reader = _Reader(ReadLimits(max_vertices=10**6, max_faces=10**6))
+    for graph, doc in zip(graphs, docs, strict=True):
+        material = bpy.data.materials[result.names["materials"][doc["name"]]]
+        assert all(link.is_valid for link in material.node_tree.links), doc["name"]
+        assert material.node_tree.nodes["Material Output"].inputs["Surface"].is_linked
+        assert canonical_graph(reader._material(material)) == graph, doc["name"]
 
 
 def test_generated_materials_fill_an_objects_slots_as_node_materials():

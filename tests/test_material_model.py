@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from services.trainer.material import TrainConfig, export_model, train
+from shared.ml.datasets import iter_split
 from shared.ml.material_generator import MaterialGenerator
 from shared.ml.material_model import MaterialModel, MaterialModelConfig
 from shared.ml.material_tokens import canonical_graph
@@ -35,6 +36,7 @@ def test_training_resumes_and_exports_a_small_checkpoint(dataset, tmp_path):
         max_steps=3,
         batch_size=4,
         checkpoint_every=2,
+        synthetic=0,
         model_overrides=SMALL,
     )
     first = train(config)
@@ -49,6 +51,26 @@ def test_training_resumes_and_exports_a_small_checkpoint(dataset, tmp_path):
     Material.model_validate(result["material"])
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(TrainConfig(dataset=str(dataset), run_dir=str(tmp_path / "none"), resume=True))
+
+
+def test_training_adds_synthetic_colour_materials_and_records_how_many(dataset, tmp_path):
+    config = TrainConfig(
+        dataset=str(dataset),
+        run_dir=str(tmp_path / "run"),
+        max_steps=1,
+        batch_size=4,
+        synthetic=40,
+        model_overrides=SMALL,
+    )
+    record = train(config)
+    assert record["dataset"]["synthetic_colour_materials"] == {"train": 40, "val": 2}
+    assert record["train_config"]["synthetic"] == 40
+    real = {split: len(list(iter_split(str(dataset), split, "material"))) for split in ("train", "val")}
+    assert record["items"] == {
+        split: real[split] - record["skipped_too_long"][split] + {"train": 40, "val": 2}[split]
+        for split in ("train", "val")
+    }
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["dataset"]["synthetic_colour_materials"]
 
 
 def test_train_material_task_records_the_run_and_is_idempotent(dataset, monkeypatch):

@@ -6,22 +6,7 @@ import colorsys
 from collections import Counter
 from typing import Any
 
-# Named colours in linear RGB (the scene format's base colours are linear, as in Blender).
-_PALETTE = {
-    "black": (0.01, 0.01, 0.01),
-    "white": (0.9, 0.9, 0.9),
-    "grey": (0.2, 0.2, 0.2),
-    "red": (0.7, 0.03, 0.02),
-    "orange": (0.8, 0.25, 0.02),
-    "yellow": (0.85, 0.7, 0.05),
-    "green": (0.1, 0.5, 0.05),
-    "teal": (0.02, 0.4, 0.35),
-    "blue": (0.03, 0.15, 0.7),
-    "purple": (0.3, 0.05, 0.6),
-    "pink": (0.85, 0.25, 0.4),
-    "brown": (0.25, 0.1, 0.03),
-    "beige": (0.6, 0.45, 0.28),
-}
+from shared.colour_names import PALETTE
 
 SIZE_CLASSES = ((0.1, "tiny"), (0.5, "small"), (2.0, "medium"), (10.0, "large"), (float("inf"), "huge"))
 
@@ -40,7 +25,7 @@ def colour_name(rgba: list[float] | tuple[float, ...]) -> str:
         dh = min(abs(h - rh), 1 - abs(h - rh))
         return 4 * dh * dh + (s - rs) ** 2 + (v - rv) ** 2 if rs > 0.12 else 9.0
 
-    return min(_PALETTE, key=lambda n: distance(_PALETTE[n]))
+    return min(PALETTE, key=lambda n: distance(PALETTE[n]))
 
 
 def dominant_colours(obj: dict[str, Any], materials: dict[str, dict[str, Any]], limit: int = 2) -> list[str]:

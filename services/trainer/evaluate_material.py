@@ -16,7 +16,7 @@ to the reference (median; items whose reference colour comes from an image textu
 out, their colour is unknown), roughness and metallic mean absolute error, node-type F1
 (multisets of node types). The colour-word prompts (colour_prompts.json: a word on a noun, "red
 chair") score the produced base colour (emission colour for an emitter) against the colour the
-word names; "glass" and "glowing" score the share that transmits or emits light.
+word names (shared.colour_names); "glass" and "glowing" score the share that transmits or emits light.
 Writes <out>/metrics.json and <out>/grid.png (default var/eval/material).
 """
 
@@ -42,6 +42,7 @@ from services.trainer.material import (
     object_meshes,
     object_sizes,
 )
+from shared.colour_names import NAMED_COLOURS
 from shared.ml.datasets import dataset_version, iter_split
 from shared.ml.material_generator import MaterialGenerator
 from shared.ml.material_tokens import GraphNode, canonical_graph, graph_to_material, node_specs, pbr_graph
@@ -226,7 +227,7 @@ def colour_prompt_scores(generator, retrieve, category_graph) -> dict:
         by_word = defaultdict(list)
         for word, pbr in zip(words, pbrs, strict=True):
             if word in spec["colours"]:
-                by_word[word].append(delta_e(visible_colour(pbr), spec["colours"][word]))
+                by_word[word].append(delta_e(visible_colour(pbr), NAMED_COLOURS[word]))
             elif word == "glass":
                 by_word[word].append(float(pbr["transmission"] >= 0.5 or pbr["alpha"] <= 0.5))
             else:

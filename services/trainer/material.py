@@ -8,8 +8,10 @@ shared.ml.material_model.context_features are the object context. Material items
 the object's size or the slot's index: the size comes from the object's mesh in the geometry
 dataset of the same build when it is there (``--geometry-dataset``; unknown otherwise), and the
 slot is the material's rank by name among its object's materials (the slot order itself is not
-recorded). The run folder holds checkpoint.pt (resumable), best.pt (the lowest val base-colour
-error of greedy samples), run.json.
+recorded). Procedural colour-word materials (shared.ml.synthetic_materials) join the train split,
+a twentieth as many the val split (``synthetic``; their count is in the run record's dataset).
+The run folder holds checkpoint.pt (resumable), best.pt (the lowest val base-colour error of
+greedy samples), run.json.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from shared.ml.material_model import (
     save_checkpoint,
 )
 from shared.ml.material_tokens import canonical_graph, encode, summarise
+from shared.ml.synthetic_materials import synthetic_materials
 from shared.ml.text_embedding import default_cache_dir, embed
 
 _FOR_A = re.compile(r" for an? (.+)$")
@@ -60,6 +63,7 @@ class TrainConfig:
     schedule_minutes: float | None = None
     resume: bool = False
     model_overrides: dict | None = None
+    synthetic: int = 450  # procedural colour-word materials added to train (a twentieth as many to val)
 
 
 def item_noun(item: dict) -> str:
@@ -121,6 +125,22 @@ def object_sizes(ref: str | None) -> dict[tuple[str, str], list[float]]:
 def object_meshes(ref: str | None, keys: set[tuple[str, str]]) -> dict[tuple[str, str], dict]:
     """The meshes of these objects that a geometry dataset holds."""
     return {key: mesh for key, mesh in _geometry_items(ref) if key in keys}
+
+
+def split_items(config: TrainConfig, split: str) -> list[dict]:
+    """The dataset's items of ``split`` and, for train and val, the synthetic colour-word materials."""
+    items = list(iter_split(config.dataset, split, "material"))
+    if config.synthetic:
+        count = config.synthetic if split == "train" else max(1, config.synthetic // 20)
+        items += synthetic_materials(count, seed=config.seed + (split == "val") * 1000)
+    return items
+
+
+def data_version(config: TrainConfig) -> dict:
+    out = dataset_version(config.dataset, "material")
+    if config.synthetic:
+        out["synthetic_colour_materials"] = {"train": config.synthetic, "val": max(1, config.synthetic // 20)}
+    return out
 
 
 def material_examples(items: list[dict], sizes: dict) -> list[dict]:
@@ -244,12 +264,9 @@ def train(config: TrainConfig, progress=None) -> dict:
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         model_config = MaterialModelConfig.from_dict(state["model_config"])
     sizes = object_sizes(geometry_ref(config.dataset, config.geometry_dataset))
-    train_batches = Batches(
-        material_examples(list(iter_split(config.dataset, "train", "material")), sizes),
-        model_config.max_tokens,
-    )
-    val_batches = Batches(
-        material_examples(list(iter_split(config.dataset, "val", "material")), sizes), model_config.max_tokens
+    train_batches, val_batches = (
+        Batches(material_examples(split_items(config, split), sizes), model_config.max_tokens)
+        for split in ("train", "val")
     )
     model = MaterialModel(model_config)
     optimizer = torch.optim.AdamW(
@@ -269,7 +286,7 @@ def train(config: TrainConfig, progress=None) -> dict:
         "train_config": asdict(config),
         "model_config": model_config.to_dict(),
         "parameters": model.num_parameters(),
-        "dataset": dataset_version(config.dataset, "material"),
+        "dataset": data_version(config),
         "code": code_version(),
         "device": "cpu",
         "items": {"train": len(train_batches.examples), "val": len(val_batches.examples)},
@@ -389,6 +406,12 @@ def add_parser(subparsers) -> None:
         help="decay the learning rate over this many minutes instead of --max-steps",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--synthetic",
+        type=int,
+        default=TrainConfig.synthetic,
+        help="procedural colour-word materials added to train (a twentieth as many to val; 0: none)",
+    )
     parser.add_argument("--export", help="after training, write the best weights in fp16 here")
     parser.set_defaults(handler=_run)
 
@@ -407,6 +430,7 @@ def _run(args) -> None:
         schedule_minutes=args.schedule_minutes,
         seed=args.seed,
         resume=args.resume,
+        synthetic=args.synthetic,
     )
     record = train(config)
     print(json.dumps(record["result"], indent=2))
