@@ -60,6 +60,7 @@ from tools.servers import (
     start_celery_worker,
     start_gateway,
     start_s3_server,
+    stop_gateway,
     stop_process_group,
 )
 
@@ -365,11 +366,6 @@ class RestartableTriton:
     def stop(self) -> None:
         if self.server is not None:
             self.server.stop()
-
-
-def stop_gateway(process: subprocess.Popen) -> None:
-    process.terminate()
-    process.wait(timeout=30)
 
 
 def triton_sigkill(triton: RestartableTriton, env: dict, generations: int, faces: int) -> dict:

@@ -66,8 +66,13 @@ def gateway_process(env: dict[str, str], timeout_s: float = 60) -> Iterator[str]
     try:
         yield url
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_gateway(process, timeout_s=10)
+
+
+def stop_gateway(process: subprocess.Popen, timeout_s: float = 30) -> None:
+    """SIGTERM, as an orchestrator stops it: running generations get their grace, the rest fail."""
+    process.terminate()
+    process.wait(timeout=timeout_s)
 
 
 def start_celery_worker(

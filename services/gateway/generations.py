@@ -317,10 +317,11 @@ def add_part(scene: dict, specialist: str, result: dict) -> None:
             obj["mesh"] = {"name": obj["mesh"]["name"], **result["base_mesh"]}
             # The base sits about its own origin: the object moves there (generated objects are
             # neither rotated nor scaled), so base plus stack lands where the whole mesh was.
-            location = (obj.get("transform") or {}).get("location", [0.0, 0.0, 0.0])
+            transform = obj.get("transform") or {}
+            location = transform.get("location", [0.0, 0.0, 0.0])
             offset = result.get("base_location", [0.0, 0.0, 0.0])
             obj["transform"] = {
-                **(obj.get("transform") or {}),
+                **transform,
                 "location": [float(a) + float(b) for a, b in zip(location, offset, strict=True)],
             }
         for kind in result.get("left_out", []):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from services.trainer.geometry import _lr, code_version
+from services.trainer.geometry import _lr, code_version, synthetic_counts
 from shared import names
 from shared.ml.animation_model import (
     AnimationModel,
@@ -182,7 +182,7 @@ class Batches:
 def data_version(config: TrainConfig) -> dict:
     out = dataset_version(config.dataset, "animation") if config.dataset else {"ref": None}
     if config.synthetic:
-        out["synthetic_object_motions"] = {"train": config.synthetic, "val": max(1, config.synthetic // 20)}
+        out["synthetic_object_motions"] = synthetic_counts(config.synthetic)
     return out
 
 
@@ -204,8 +204,9 @@ def train(config: TrainConfig, progress=None) -> dict:
     for split in ("train", "val"):
         found, skipped[split] = examples_of(load_items(config.dataset, split), model_config.max_tokens)
         if config.synthetic:
-            count = config.synthetic if split == "train" else max(1, config.synthetic // 20)
-            found += synthetic_examples(count, seed=config.seed + (split == "val") * 1000)
+            found += synthetic_examples(
+                synthetic_counts(config.synthetic)[split], seed=config.seed + (split == "val") * 1000
+            )
         splits[split] = found
     cache_dir = default_cache_dir()
     train_batches, val_batches = Batches(splits["train"], cache_dir), Batches(splits["val"], cache_dir)

@@ -93,6 +93,12 @@ def data_version(dataset: str | None) -> dict:
     return dataset_version(dataset)
 
 
+def synthetic_counts(train: int) -> dict[str, int]:
+    """Procedural examples a trainer adds per split: ``train`` to train, a twentieth as many (at
+    least one) to val."""
+    return {"train": train, "val": max(1, train // 20)}
+
+
 def code_version() -> dict:
     def git(*args: str) -> str:
         try:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from services.trainer.geometry import _lr, code_version
+from services.trainer.geometry import _lr, code_version, synthetic_counts
 from shared.ml.datasets import DatasetError, dataset_version, iter_split
 from shared.ml.geometry_model import to_tensor
 from shared.ml.material_generator import object_text
@@ -131,15 +131,16 @@ def split_items(config: TrainConfig, split: str) -> list[dict]:
     """The dataset's items of ``split`` and, for train and val, the synthetic colour-word materials."""
     items = list(iter_split(config.dataset, split, "material"))
     if config.synthetic:
-        count = config.synthetic if split == "train" else max(1, config.synthetic // 20)
-        items += synthetic_materials(count, seed=config.seed + (split == "val") * 1000)
+        items += synthetic_materials(
+            synthetic_counts(config.synthetic)[split], seed=config.seed + (split == "val") * 1000
+        )
     return items
 
 
 def data_version(config: TrainConfig) -> dict:
     out = dataset_version(config.dataset, "material")
     if config.synthetic:
-        out["synthetic_colour_materials"] = {"train": config.synthetic, "val": max(1, config.synthetic // 20)}
+        out["synthetic_colour_materials"] = synthetic_counts(config.synthetic)
     return out
 
 
