@@ -130,19 +130,19 @@ class TritonSpecialist:
             if self._client is client:
                 self._client = None
 
-    def is_ready(self, timeout_s: float = 1.0) -> bool:
-        """Whether Triton answers and has this model loaded; raises ModelUnavailable when Triton
-        does not answer at all."""
+    def ready_models(self, timeout_s: float = 1.0) -> set[str]:
+        """The models this Triton has loaded and ready, in one call (the readiness probe asks every
+        0.25 s, and a Triton that has just started answers slowly); raises ModelUnavailable when
+        Triton does not answer."""
         from tritonclient.utils import InferenceServerException
 
         client = self.client()
         try:
-            if not client.is_server_live(client_timeout=timeout_s):
-                raise ModelUnavailable(f"Triton at {self.url} is not live")
-            return bool(client.is_model_ready(self.name, client_timeout=timeout_s))
+            index = client.get_model_repository_index(client_timeout=timeout_s)
         except InferenceServerException as exc:
             self.forget_client(client)
             raise ModelUnavailable(f"Triton at {self.url}: {exc.message()}") from exc
+        return {model.name for model in index.models if model.state == "READY"}
 
     def run_many(self, requests: list[dict], timeout_s: float) -> list[dict]:
         import tritonclient.grpc as grpcclient
@@ -181,13 +181,16 @@ class Inference:
         """For each specialist: None where it can be used, otherwise why not. Raises
         ModelUnavailable when Triton itself does not answer (a fault, not a missing model)."""
         reasons: dict[str, str | None] = {}
+        served: set[str] | None = None  # one Triton serves every remote specialist: asked once
         for name, specialist in self.specialists.items():
             if isinstance(specialist, InProcessSpecialist):
                 present = specialist.checkpoint.is_file()
                 reasons[name] = None if present else f"no {name} checkpoint at {specialist.checkpoint}"
             else:
-                ready = specialist.is_ready()
-                reasons[name] = None if ready else f"Triton at {specialist.url} does not serve {name}"
+                served = specialist.ready_models() if served is None else served
+                reasons[name] = (
+                    None if name in served else f"Triton at {specialist.url} does not serve {name}"
+                )
         return reasons
 
     def run_many(self, name: str, requests: list[dict], timeout_s: float | None = None) -> list[dict]:
