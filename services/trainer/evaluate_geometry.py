@@ -376,7 +376,10 @@ def draw_mesh(ax, mesh: QuantizedMesh, title: str, color: str = "#8fb3d9") -> No
         colors = np.clip(np.array(to_rgb(color))[None] * shade[:, None], 0, 1)
         thin = 0.15 if len(polys) > 400 else 0.35
         ax.add_collection3d(
-            Poly3DCollection(polys, facecolors=colors, edgecolors=(0.1, 0.15, 0.25, 0.6), linewidths=thin)
+            Poly3DCollection(polys, facecolors=colors, edgecolors=(0.1, 0.15, 0.25, 0.6), linewidths=thin),
+            # The limits are the unit cube, set below: matplotlib's own autoscaling once computed NaN
+            # limits for a generated mesh and stopped an evaluation at its last picture.
+            autolim=False,
         )
     for setter in (ax.set_xlim, ax.set_ylim, ax.set_zlim):
         setter(-0.5, 0.5)
