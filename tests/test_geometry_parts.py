@@ -284,6 +284,24 @@ def test_parts_training_resumes_exports_one_file_and_generates(tmp_path, small_d
     )
     for name in ("structure", "part"):
         assert tuned[name]["initialised_from"]["step"] == 6 and tuned[name]["result"]["steps"] == 2
+    # Only the part model fine-tuned: the export takes the structure model from the file it started from.
+    only_part = replace(
+        config, run_dir=str(tmp_path / "part-only"), resume=False, max_steps=2, stages=("part",)
+    )
+    train(replace(only_part, init_from=str(tmp_path / "model.pt")))
+    exported = export_model(tmp_path / "part-only", tmp_path / "part-only.pt")
+    assert exported["step"] == {"structure": 6, "part": 2}
+    both = torch.load(tmp_path / "part-only.pt", weights_only=False)
+    start = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert all(
+        torch.equal(both["structure"]["state_dict"][k], v)
+        for k, v in start["structure"]["state_dict"].items()
+    )
+    assert both["run"]["structure"] == start["run"]["structure"] and both["run"]["result"]["part_steps"] == 2
+    start["step"]["part"] = 5  # the starting file was replaced since: its structure model may not be the one
+    torch.save(start, tmp_path / "model.pt")
+    with pytest.raises(ValueError, match="no longer the checkpoint"):
+        export_model(tmp_path / "part-only", tmp_path / "again.pt")
 
 
 def test_parts_resume_without_a_checkpoint_is_refused(tmp_path, small_dataset):

@@ -494,7 +494,7 @@ def export_model(run_dir: str | Path, out: str | Path, best: bool = False) -> di
     best: the weights of the lowest validation loss (best.pt) instead of the last ones."""
     from shared.ml.geometry_model import load_model
 
-    if (Path(run_dir) / "structure").is_dir():  # a parts run (geometry_parts)
+    if any((Path(run_dir) / half).is_dir() for half in ("structure", "part")):  # a parts run
         from services.trainer.geometry_parts import export_parts
 
         return export_parts(run_dir, out, best)

@@ -27,6 +27,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from services.trainer.geometry import (
     LengthBucketedSource,
@@ -35,10 +36,10 @@ from services.trainer.geometry import (
     train_model,
 )
 from shared.ml.datasets import dataset_version
-from shared.ml.geometry_model import GeometryModelConfig, load_model
+from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, load_model, model_from_state
 from shared.ml.layout_tokens import LayoutVocabulary, descriptor, occupancy, part_condition
 from shared.ml.part_decomposition import RULE_VERSION, DecompositionConfig, decompose, quantize_box
-from shared.ml.parts_model import MAX_PARTS, preset_configs, save_parts_checkpoint
+from shared.ml.parts_model import MAX_PARTS, MODEL_KIND, preset_configs, save_parts_checkpoint
 from shared.ml.text_embedding import default_cache_dir, embed
 
 
@@ -199,14 +200,16 @@ def train_parts(config: TrainConfig, progress=None) -> dict:
     return parts_record(run_dir)
 
 
-def parts_record(run_dir: Path) -> dict:
+def parts_record(run_dir: Path, inherited: dict[str, dict] | None = None) -> dict:
     """The run record of a parts run, from its two models' records (either may have been trained
-    by another session), also written to <run_dir>/run.json."""
+    by another session, or ``inherited`` from the checkpoint a one-model run started from), also
+    written to <run_dir>/run.json."""
     records = {
         name: json.loads((run_dir / name / "run.json").read_text())
         for name in ("structure", "part")
         if (run_dir / name / "run.json").is_file()
     }
+    records = {**(inherited or {}), **records}
     first = next(iter(records.values()))
     record = {
         "specialist": "geometry",
@@ -225,15 +228,39 @@ def parts_record(run_dir: Path) -> dict:
     return record
 
 
+def _untrained_half(run_dir: Path, trained: str, missing: str) -> tuple[GeometryModel, int, dict]:
+    """The model a one-model run (``--stages part`` with ``--init-from`` a parts checkpoint) did
+    not train: the one in the checkpoint it started from, checked to be the file it started from."""
+    source = json.loads((run_dir / trained / "run.json").read_text()).get("initialised_from") or {}
+    if not source.get("checkpoint"):
+        raise FileNotFoundError(
+            f"{run_dir}/{missing}: not trained here, and the run started from no checkpoint"
+        )
+    ckpt = torch.load(source["checkpoint"], map_location="cpu", weights_only=False)
+    if ckpt.get("model_kind") != MODEL_KIND or ckpt["step"][trained] != source["step"]:
+        raise ValueError(
+            f"{source['checkpoint']} is no longer the checkpoint {run_dir}/{trained} started from "
+            f"(step {source['step']}): export the run with that file's {missing} model some other way"
+        )
+    return model_from_state(ckpt[missing]), ckpt["step"][missing], ckpt["run"][missing]
+
+
 def export_parts(run_dir: str | Path, out: str | Path, best: bool = False) -> dict:
-    """One fp16 checkpoint holding both models (model_kind "parts") with the run record."""
+    """One fp16 checkpoint holding both models (model_kind "parts") with the run record. A model
+    the run did not train comes from the parts checkpoint the run was initialised from."""
     run_dir = Path(run_dir)
     name = "best.pt" if best else "checkpoint.pt"
-    structure, structure_ckpt = load_model(run_dir / "structure" / name)
-    part, part_ckpt = load_model(run_dir / "part" / name)
-    decomposition = DecompositionConfig.from_dict(structure_ckpt["run"]["decomposition"])
-    run = parts_record(run_dir)
-    steps = {"structure": structure_ckpt["step"], "part": part_ckpt["step"]}
+    models, steps, inherited = {}, {}, {}
+    for half, other in (("structure", "part"), ("part", "structure")):
+        if (run_dir / half / name).is_file():
+            models[half], ckpt = load_model(run_dir / half / name)
+            steps[half] = ckpt["step"]
+        else:
+            models[half], steps[half], inherited[half] = _untrained_half(run_dir, other, half)
+    run = parts_record(run_dir, inherited)
+    decomposition = DecompositionConfig.from_dict(run["decomposition"])
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    save_parts_checkpoint(out, structure, part, decomposition, {"step": steps, "run": run}, half=True)
+    save_parts_checkpoint(
+        out, models["structure"], models["part"], decomposition, {"step": steps, "run": run}, half=True
+    )
     return {"out": str(out), "step": steps, "bytes": Path(out).stat().st_size}
