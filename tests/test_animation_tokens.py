@@ -14,6 +14,7 @@ from shared.ml.animation_tokens import (
     BOS,
     EOS,
     KEYS,
+    MOTION_TOKENS,
     AnimationTokenError,
     Motion,
     MotionGrammar,
@@ -196,6 +197,20 @@ def test_motion_tokens_decode_to_the_binned_motion_and_the_grammar_allows_only_t
         assert grammar.allowed_mask()[t] and not grammar.allowed_mask()[EOS]
         grammar.feed(t)
     assert np.flatnonzero(grammar.allowed_mask()).tolist() == [EOS]
+
+
+@pytest.mark.parametrize("loop", [None, True, False])
+def test_position_masks_are_what_the_grammar_allows_at_each_step(documents, loop):
+    """Decoding looks each step's mask up in position_masks instead of asking the grammar."""
+    layout = MotionLayout(_rig(documents, "GoblinArmature"))
+    grammar = MotionGrammar(layout, loop)
+    masks = grammar.position_masks()
+    assert masks.shape == (layout.sequence_length() - 1, len(MOTION_TOKENS))
+    values = np.random.default_rng(0).normal(0, 0.3, (KEYS, len(layout.channels)))
+    for step, t in enumerate(layout.encode(Motion(bool(loop), 30.0, values))[1:]):
+        assert np.array_equal(masks[step], grammar.allowed_mask())
+        grammar.feed(t)
+    assert grammar.done
 
 
 @pytest.mark.parametrize("kind", MOTIONS)

@@ -32,7 +32,7 @@ from shared.ml.animation_tokens import (
     MotionGrammar,
     MotionLayout,
 )
-from shared.ml.geometry_model import Block, KVCache, Linear, sample_token
+from shared.ml.geometry_model import Block, BlockRun, KVCache, Linear, prepared_blocks, sample_token
 from shared.ml.text_embedding import EMBEDDING_DIM
 
 PRESETS = {
@@ -138,11 +138,15 @@ class AnimationModel(nn.Module):
         picked = picked * (groups >= 0).unsqueeze(-1)
         return self.tok_emb(tokens) + self.role_emb(roles) + self.key_emb(keys) + picked
 
-    def _run(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def _run(
+        self, x: torch.Tensor, cache: KVCache | None = None, blocks: Sequence[BlockRun] | None = None
+    ) -> torch.Tensor:
+        """Final hidden states of embedded inputs; ``blocks``: the blocks' prepared runs, which a
+        decode takes once for all its steps."""
         start = cache.length if cache is not None else 0
-        x = self.drop(x + self.pos_emb(torch.arange(start, start + x.shape[1], device=x.device)))
-        for i, block in enumerate(self.blocks):
-            x = block(x, cache, i)
+        x = self.drop(x + self.pos_emb.weight[start : start + x.shape[1]])
+        for i, run in enumerate(blocks or prepared_blocks(self.blocks)):
+            x = run(x, cache, i)
         if cache is not None:
             cache.advance(x.shape[1])
         return self.ln_f(x)
@@ -202,6 +206,8 @@ class AnimationModel(nn.Module):
         grammars = [
             MotionGrammar(t.layout, loop) for t, loop in zip(targets, loops or [None] * n, strict=True)
         ]
+        # A target fixes its sequence: each step's mask and conditioning are looked up, not built.
+        masks = [torch.from_numpy(g.position_masks()).to(device) for g in grammars]
         tokens = [[BOS] for _ in targets]
         x = torch.cat(
             [
@@ -211,14 +217,14 @@ class AnimationModel(nn.Module):
             1,
         )
         cache = KVCache(c, n, c.prefix_tokens + longest, device, x.dtype)  # type: ignore[arg-type]
-        hidden = self._run(x, cache)
+        blocks, head = prepared_blocks(self.blocks), self.head.product()
+        hidden = self._run(x, cache, blocks)
         rows = list(range(n))
-        while rows:
-            masks = torch.from_numpy(np.stack([grammars[i].allowed_mask() for i in rows])).to(device)
-            logits = self.head(hidden[:, -1]).float()
+        for at in range(1, longest):  # tokens so far; every row still going has as many
+            logits = head(hidden[:, -1])
             going = []
             for b, i in enumerate(rows):
-                token = sample_token(logits[b], masks[b], temperatures[i], top_p, generators[i])
+                token = sample_token(logits[b], masks[i][at - 1], temperatures[i], top_p, generators[i])
                 grammars[i].feed(token)
                 tokens[i].append(token)
                 if token != EOS:
@@ -229,9 +235,8 @@ class AnimationModel(nn.Module):
                 if not rows:
                     break
             step = torch.tensor([tokens[i][-1] for i in rows], device=device)
-            at = [len(tokens[i]) - 1 for i in rows]
-            x = self.tok_emb(step) + torch.stack([cond[i][p] for i, p in zip(rows, at, strict=True)])
-            hidden = self._run(x[:, None], cache)
+            x = self.tok_emb(step) + torch.stack([cond[i][at] for i in rows])
+            hidden = self._run(x[:, None], cache, blocks)
         return [(t, g.motion()) for t, g in zip(tokens, grammars, strict=True)]
 
 

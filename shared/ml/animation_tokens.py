@@ -838,26 +838,32 @@ def keyframes(frames: np.ndarray, values: np.ndarray, loop: bool) -> list[dict[s
 class MotionGrammar:
     """Decoder of motion tokens for one layout: ``allowed_mask`` says what may come next (a
     header, then exactly channels x KEYS value bins, then EOS), ``feed`` takes a token. ``loop``
-    True or False fixes the header's LOOP or ONCE (a prompt that asks for a cycle gets one)."""
+    True or False fixes the header's LOOP or ONCE (a prompt that asks for a cycle gets one).
+    What may come at a position never depends on the tokens before it: ``position_masks`` gives
+    every position's mask at once, for a decoder to look up by step."""
 
     def __init__(self, layout: MotionLayout, loop: bool | None = None):
         self.layout = layout
         self.tokens: list[int] = []
         self.length = layout.sequence_length() - 1  # after BOS
         self.done = False
-        masks = np.zeros((3, len(MOTION_TOKENS)), dtype=bool)
+        masks = np.zeros((4, len(MOTION_TOKENS)), dtype=bool)
         masks[0, [_LOOP, _ONCE] if loop is None else [_LOOP if loop else _ONCE]] = True
         masks[1, _DURATION0 : _DURATION0 + len(DURATION_BINS)] = True
         masks[2, _BIN0 : _BIN0 + VALUE_BINS] = True
-        self._masks, self._eos = masks, np.eye(len(MOTION_TOKENS), dtype=bool)[EOS]
+        masks[3, EOS] = True
+        kinds = np.minimum(np.arange(self.length), 2)  # which mask after each count of tokens
+        kinds[-1] = 3
+        self._masks, self._kinds = masks, kinds
+
+    def position_masks(self) -> np.ndarray:
+        """(positions after BOS, vocabulary) bool: row k is ``allowed_mask`` after k tokens."""
+        return self._masks[self._kinds]
 
     def allowed_mask(self) -> np.ndarray:
-        at = len(self.tokens)
         if self.done:
             return np.zeros(len(MOTION_TOKENS), dtype=bool)
-        if at == self.length - 1:
-            return self._eos
-        return self._masks[min(at, 2)]
+        return self._masks[self._kinds[len(self.tokens)]]
 
     def feed(self, token: int) -> None:
         if not self.allowed_mask()[token]:

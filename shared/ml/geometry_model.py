@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -111,14 +111,30 @@ class Linear(nn.Linear):
     half_precision = False
     _half: tuple | None = None  # (key of the weights it was made from, fp16 weights, rounded fp32 ones)
 
-    def forward(self, x: torch.Tensor, outputs: slice = slice(None)) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, outputs: slice | None = None) -> torch.Tensor:
         """The layer's output features ``outputs`` (all by default) for inputs x."""
-        if not (self.half_precision and x.device.type == "cpu" and not torch.is_grad_enabled()):
-            return F.linear(x, self.weight[outputs], None if self.bias is None else self.bias[outputs])
+        return self.product(outputs)(x)
+
+    def product(self, outputs: slice | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """x -> the layer's output features ``outputs`` (all by default), with the weights and
+        mode (fp16 or not) as they are now: a decode takes its layers' products once for all its
+        tokens (Block.prepared)."""
+        weight: torch.Tensor = self.weight
+        bias: torch.Tensor | None = self.bias
+        if not (self.half_precision and weight.device.type == "cpu" and not torch.is_grad_enabled()):
+            if outputs is not None:
+                weight, bias = weight[outputs], None if bias is None else bias[outputs]
+            return lambda x: F.linear(x, weight, bias)
         half, rounded = self._half_weights()
-        if x.numel() <= 2 * x.shape[-1]:
-            return F.linear(x.half(), *(p[outputs] for p in half)).float()
-        return F.linear(x.half().float(), *(p[outputs] for p in rounded)).half().float()
+        if outputs is not None:
+            half, rounded = [p[outputs] for p in half], [p[outputs] for p in rounded]
+
+        def product(x: torch.Tensor) -> torch.Tensor:
+            if x.numel() <= 2 * x.shape[-1]:  # one or two rows
+                return F.linear(x.half(), *half).float()
+            return F.linear(x.half().float(), *rounded).half().float()
+
+        return product
 
     def _half_weights(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         params = [p for p in (self.weight, self.bias) if p is not None]
@@ -133,6 +149,8 @@ class Linear(nn.Linear):
 
 
 class SelfAttention(nn.Module):
+    """The attention's weights and settings; Block computes with them."""
+
     def __init__(self, c: GeometryModelConfig):
         super().__init__()
         self.n_heads = c.n_heads
@@ -140,16 +158,8 @@ class SelfAttention(nn.Module):
         self.proj = Linear(c.d_model, c.d_model)
         self.dropout = c.dropout
 
-    def forward(self, x, cache: KVCache | None = None, layer: int = 0):
-        b, t, d = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
-        if cache is not None:
-            k, v = cache.extend(layer, k, v)
-        # A query after a prefill may see every cached key; a prefill (t > 1) is plain causal.
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=t > 1, dropout_p=self.dropout if self.training else 0.0
-        )
-        return self.proj(y.transpose(1, 2).reshape(b, t, d))
+
+BlockRun = Callable[[torch.Tensor, KVCache | None, int], torch.Tensor]
 
 
 class Block(nn.Module):
@@ -165,8 +175,41 @@ class Block(nn.Module):
         )
 
     def forward(self, x, cache: KVCache | None = None, layer: int = 0):
-        x = x + self.attn(self.ln1(x), cache, layer)
-        return x + self.mlp(self.ln2(x))
+        return self.prepared()(x, cache, layer)
+
+    def prepared(self) -> BlockRun:
+        """(x, cache, layer) -> the block's output, with its weights and mode as they are now.
+        Decoding takes each block's once and runs it every token: at d_model 128 a token's torch
+        ops cost less than the Python around them, and fetching the weights through the
+        submodules every token (nn.Module attribute lookups and calls, Linear's fp16 checks) was
+        a fifth of a step's instructions (callgrind, the animation model)."""
+        ln1, ln2, attn = self.ln1, self.ln2, self.attn
+        norm1 = (ln1.normalized_shape, ln1.weight, ln1.bias, ln1.eps)
+        norm2 = (ln2.normalized_shape, ln2.weight, ln2.bias, ln2.eps)
+        qkv, proj, heads = attn.qkv.product(), attn.proj.product(), attn.n_heads
+        # mlp is (Linear, GELU, Linear, Dropout) for the state dict's names; the GELU is F.gelu's
+        # default, the Dropout's rate the attention's.
+        fc, out = cast(Linear, self.mlp[0]).product(), cast(Linear, self.mlp[2]).product()
+        dropout = attn.dropout if self.training else 0.0
+
+        def run(x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
+            b, t, d = x.shape
+            h = F.layer_norm(x, *norm1)
+            q, k, v = qkv(h).view(b, t, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
+            if cache is not None:
+                k, v = cache.extend(layer, k, v)
+            # A query after a prefill may see every cached key; a prefill (t > 1) is plain causal.
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1, dropout_p=dropout)
+            x = x + proj(y.transpose(1, 2).reshape(b, t, d))
+            y = out(F.gelu(fc(F.layer_norm(x, *norm2))))
+            return x + (F.dropout(y, dropout) if dropout else y)
+
+        return run
+
+
+def prepared_blocks(blocks: Iterable[nn.Module]) -> list[BlockRun]:
+    """Each Block's prepared run (Block.prepared), in order."""
+    return [cast(Block, block).prepared() for block in blocks]
 
 
 class GeometryModel(nn.Module):
@@ -207,12 +250,15 @@ class GeometryModel(nn.Module):
     def _prefix(self, text: torch.Tensor) -> torch.Tensor:
         return self.text_proj(text).view(text.shape[0], self.config.prefix_tokens, self.config.d_model)
 
-    def _run(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Final hidden states (B, t, d_model) of embedded inputs that follow the cached positions."""
+    def _run(
+        self, x: torch.Tensor, cache: KVCache | None = None, blocks: Sequence[BlockRun] | None = None
+    ) -> torch.Tensor:
+        """Final hidden states (B, t, d_model) of embedded inputs that follow the cached positions;
+        ``blocks``: the blocks' prepared runs, which a decode takes once for all its steps."""
         start = cache.length if cache is not None else 0
         x = self.drop(x + self.pos_emb(torch.arange(start, start + x.shape[1], device=x.device)))
-        for i, block in enumerate(self.blocks):
-            x = block(x, cache, i)
+        for i, run in enumerate(blocks or prepared_blocks(self.blocks)):
+            x = run(x, cache, i)
         if cache is not None:
             cache.advance(x.shape[1])
         return self.ln_f(x)
@@ -301,7 +347,8 @@ class GeometryModel(nn.Module):
         cache = None
         if use_cache:
             cache = KVCache(c, len(grammars), c.prefix_tokens + c.max_tokens, device, x.dtype)
-        hidden = self._run(x, cache)
+        blocks = prepared_blocks(self.blocks)
+        hidden = self._run(x, cache, blocks)
         rows = list(range(len(grammars)))  # the samples still being written, in batch order
         while rows:
             if deadline_s is not None and time.monotonic() - started > deadline_s:
@@ -333,10 +380,10 @@ class GeometryModel(nn.Module):
                     break
             if cache is not None:
                 step = torch.tensor([[tokens[i][-1]] for i in rows], device=device)
-                hidden = self._run(self.tok_emb(step), cache)
+                hidden = self._run(self.tok_emb(step), cache, blocks)
             else:
                 seq = torch.tensor([tokens[i] for i in rows], device=device)
-                hidden = self._run(torch.cat([prefix, self.tok_emb(seq)], 1))
+                hidden = self._run(torch.cat([prefix, self.tok_emb(seq)], 1), blocks=blocks)
         return tokens
 
 

@@ -19,7 +19,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from shared.ml.geometry_model import Block, KVCache, Linear, load_weights, sample_token
+from shared.ml.geometry_model import (
+    Block,
+    BlockRun,
+    KVCache,
+    Linear,
+    load_weights,
+    prepared_blocks,
+    sample_token,
+)
 from shared.ml.geometry_model import save_checkpoint as save_checkpoint  # any model with a config
 from shared.ml.material_tokens import BOS, EOS, PAD, Graph, MaterialGrammar, vocabulary
 from shared.ml.text_embedding import EMBEDDING_DIM
@@ -123,11 +131,15 @@ class MaterialModel(nn.Module):
             1,
         )
 
-    def _run(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def _run(
+        self, x: torch.Tensor, cache: KVCache | None = None, blocks: Sequence[BlockRun] | None = None
+    ) -> torch.Tensor:
+        """Final hidden states of embedded inputs; ``blocks``: the blocks' prepared runs, which a
+        decode takes once for all its steps."""
         start = cache.length if cache is not None else 0
         x = self.drop(x + self.pos_emb(torch.arange(start, start + x.shape[1], device=x.device)))
-        for i, block in enumerate(self.blocks):
-            x = block(x, cache, i)
+        for i, run in enumerate(blocks or prepared_blocks(self.blocks)):
+            x = run(x, cache, i)
         if cache is not None:
             cache.advance(x.shape[1])
         return self.ln_f(x)
@@ -174,12 +186,13 @@ class MaterialModel(nn.Module):
             1,
         )
         cache = KVCache(c, rows_n, c.prefix_length + c.max_tokens, device, x.dtype)  # type: ignore[arg-type]
-        hidden = self._run(x, cache)
+        blocks, head = prepared_blocks(self.blocks), self.head.product()
+        hidden = self._run(x, cache, blocks)
         rows = list(range(rows_n))
         while rows:
             allowed = np.stack([grammars[i].allowed_mask() for i in rows])
             masks = torch.from_numpy(allowed).to(device)
-            logits = self.head(hidden[:, -1]).float()
+            logits = head(hidden[:, -1]).float()
             going = []
             for b, i in enumerate(rows):
                 token = sample_token(logits[b], masks[b], temperature, top_p, generators[i])
@@ -193,7 +206,7 @@ class MaterialModel(nn.Module):
                 if not rows:
                     break
             step = torch.tensor([[tokens[i][-1]] for i in rows], device=device)
-            hidden = self._run(self.tok_emb(step), cache)
+            hidden = self._run(self.tok_emb(step), cache, blocks)
         return [(t, g.graph) for t, g in zip(tokens, grammars, strict=True)]
 
 
