@@ -89,9 +89,11 @@ eval-geometry: $(STAMP)
 	$(PY) -m services.trainer.evaluate_geometry $(foreach c,$(GEOMETRY_CHECKPOINT),--checkpoint $(c)) \
 		--dataset $(or $(GEOMETRY_DATASET),full) $(if $(EVAL_LIMIT),--prompts $(EVAL_LIMIT))
 
-# The shape classifier eval-geometry judges with: both inputs measured on val, the best one kept.
+# The shape classifier eval-geometry judges with, as committed (models/geometry/classifier/README.md):
+# depth views and a multi-view CNN (the card measures the other inputs with --input features/points).
 geometry-classifier: $(STAMP)
-	$(PY) -m services.trainer geometry-classifier --dataset $(or $(GEOMETRY_DATASET),full) --threads 1
+	$(PY) -m services.trainer geometry-classifier --dataset $(or $(GEOMETRY_DATASET),full) --threads 1 \
+		--input views --epochs 30 --lr 0.005
 
 # Material (issue 15). MATERIAL_DATASET: a material dataset name (full, after make dataset-full),
 # manifest sha256 or folder. EVAL_LIMIT=N scores the first N test items.

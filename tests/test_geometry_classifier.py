@@ -12,9 +12,12 @@ from services.trainer.geometry_classifier import (
     ShapeClassifier,
     augment,
     mesh_on_grid,
+    render_views,
     save_classifier,
     shape_features,
+    surface_clouds,
     train_classifier,
+    view_frames,
 )
 from shared.ml.geometry_generator import GeometryGenerator, load_generator
 from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, save_checkpoint
@@ -30,11 +33,14 @@ def distinct_items(count: int, seed: int, split: str) -> list[dict]:
     return items[:count]
 
 
-@pytest.mark.parametrize("kind", ["features", "points"])
-def test_classifier_tells_clearly_different_shapes_apart(kind, tmp_path):
+# Depth views need denser clouds (every visible pixel hit) and more steps: the CNN starts slower.
+@pytest.mark.parametrize(
+    "kind, points, epochs", [("features", 128, 8), ("points", 128, 8), ("views", 1024, 16)]
+)
+def test_classifier_tells_clearly_different_shapes_apart(kind, points, epochs, tmp_path):
     train, val = distinct_items(36, 1, "train"), distinct_items(15, 2, "val")
     config = ClassifierConfig(
-        input=kind, epochs=8, batch_size=8, points=128, pool_points=256, width=32, lr=5e-3
+        input=kind, epochs=epochs, batch_size=8, points=points, pool_points=2 * points, width=32, lr=5e-3
     )
     classifier, record = train_classifier(train, val, config, log=lambda line: None)
     assert classifier.categories == sorted(DISTINCT)
@@ -63,6 +69,34 @@ def test_augmented_clouds_stay_in_the_unit_cube_and_features_ignore_turns_about_
     assert np.allclose(a, b, atol=1e-6)
 
 
+def test_depth_views_of_a_box_show_its_faces_at_their_depths():
+    """A 1 x 0.5 x 0.25 box seen from the front (looking along -X) and from the top: each view is
+    the face's rectangle at that face's nearness, background elsewhere."""
+    from shared.ml.synthetic_meshes import box
+
+    mesh = mesh_on_grid(*box((1.0, 0.5, 0.25)))
+    cloud = surface_clouds([mesh], 20000)
+    size, radius = 32, np.sqrt(3) / 2
+    front, top = render_views(cloud, size, view_frames(((0.0, 0.0), (0.0, 90.0))))[0].numpy()
+    pixel = 2 * radius / size
+    centres = (np.arange(size) + 0.5) * pixel - radius  # pixel centres, left to right
+    right, up = np.meshgrid(centres, centres[::-1])  # rows top to bottom
+
+    def expect(image, half_width, half_height, depth):
+        beyond = np.maximum(np.abs(right) - half_width, np.abs(up) - half_height)  # < 0 inside
+        assert (beyond < -pixel).sum() > 10
+        assert np.allclose(image[beyond < -pixel], 1 - 0.8 * (depth / radius + 1) / 2, atol=1e-3)
+        assert (image[beyond > pixel] == 0).all()
+
+    half = mesh.unit_vertices().max(0)  # 0.5, 0.25, 0.125 up to the 7-bit grid
+    expect(front, half[1], half[2], -half[0])  # right is +Y, up is +Z; the face at X = half[0]
+    expect(top, half[1], half[0], -half[2])  # right is +Y, up is -X; the face at Z = half[2]
+    # Not mirrored: seen from +X, a point at +Y, +Z lies right of the centre and above it.
+    corner = render_views(np.array([[[0.0, 0.4, 0.4]]]), size, view_frames(((0.0, 0.0),)))[0, 0].numpy()
+    [(row, column)] = np.argwhere(corner)
+    assert row < size / 2 <= column
+
+
 def test_trainer_cli_measures_each_input_and_keeps_the_best(tmp_path, capsys):
     write_dataset(
         tmp_path / "ds",
@@ -70,9 +104,10 @@ def test_trainer_cli_measures_each_input_and_keeps_the_best(tmp_path, capsys):
     )
     trainer_main(
         ["geometry-classifier", "--dataset", str(tmp_path / "ds"), "--input", "features", "--input", "points",
-         "--epochs", "1", "--out", str(tmp_path / "c.pt")]
+         "--epochs", "1", "--lr", "0.004", "--balanced", "--out", str(tmp_path / "c.pt")]
     )  # fmt: skip
     saved = torch.load(tmp_path / "c.pt", weights_only=False)
+    assert saved["config"]["lr"] == 0.004 and saved["config"]["balanced"]
     assert set(saved["compared"]) == {"features", "points"}
     assert saved["input"] == max(saved["compared"], key=lambda k: saved["compared"][k]["val_accuracy"])
     assert saved["dataset"]["name"] == "test-geometry" and "test" not in " ".join(saved["splits_seen"])
