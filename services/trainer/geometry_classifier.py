@@ -170,19 +170,17 @@ class PointNet(nn.Module):
         return self.head(self.points(clouds.transpose(1, 2)).amax(2))
 
 
+def dense(features_in: int, features: int, dropout: float) -> list[nn.Module]:
+    """Linear, batch norm, ReLU, dropout: the hidden layer of the classifiers' MLPs (a list, so the
+    layers keep their indices inside nn.Sequential and saved weights load as before)."""
+    return [nn.Linear(features_in, features), nn.BatchNorm1d(features), nn.ReLU(), nn.Dropout(dropout)]
+
+
 class FeatureMLP(nn.Module):
     def __init__(self, classes: int, width: int = 128, dropout: float = 0.3):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(FEATURE_COUNT, width),
-            nn.BatchNorm1d(width),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(width, width),
-            nn.BatchNorm1d(width),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(width, classes),
+            *dense(FEATURE_COUNT, width, dropout), *dense(width, width, dropout), nn.Linear(width, classes)
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -208,13 +206,7 @@ class MultiViewCNN(nn.Module):
         self.view = nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten()).to(
             memory_format=torch.channels_last
         )
-        self.head = nn.Sequential(
-            nn.Linear(width, width),
-            nn.BatchNorm1d(width),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(width, classes),
-        )
+        self.head = nn.Sequential(*dense(width, width, dropout), nn.Linear(width, classes))
 
     def forward(self, views: torch.Tensor) -> torch.Tensor:  # (B, V, S, S) -> (B, classes)
         batch, count, size = views.shape[:3]
