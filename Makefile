@@ -128,12 +128,15 @@ BENCHES += bench-animation
 bench-animation: $(STAMP)
 	$(PY) -m benchmarks.animation --checkpoint $(ANIMATION_CHECKPOINT)
 
-# What models/geometry/gpu-runs.sh needs on a machine with PyTorch alone: the dataset as a folder and
-# the caption embeddings, packed into .gpu/bundle.tgz (carry it, unpack it into .gpu there).
+# What tools/gpu-runs.sh needs on a machine with PyTorch alone: the geometry and animation datasets as
+# folders, every caption's and prompt's embedding and the parts decomposition, in .gpu/bundle.tgz.
 gpu-bundle: $(STAMP)
 	rm -rf .gpu && $(PY) -m services.labeler export $(or $(GEOMETRY_DATASET),full) --out .gpu/full
+	$(PY) -m services.labeler export full --specialist animation --out .gpu/animation
 	BMT_DATA_DIR=.gpu/var $(PY) -m services.trainer embed-captions --dataset .gpu/full
-	tar czf .gpu.tgz -C .gpu full var && mv .gpu.tgz .gpu/bundle.tgz
+	BMT_DATA_DIR=.gpu/var $(PY) -m services.trainer animation-embed-prompts --dataset .gpu/animation
+	BMT_DATA_DIR=.gpu/var $(PY) -m services.trainer decompose --dataset .gpu/full --workers 2
+	tar czf .gpu.tgz -C .gpu full animation var && mv .gpu.tgz .gpu/bundle.tgz
 
 # The Blender add-on as an installable extension zip: dist/<id>-<version>.zip.
 .PHONY: addon

@@ -3,6 +3,7 @@ run, on a small dataset made of animated corpus files by the real extractor."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -10,13 +11,19 @@ import numpy as np
 import pytest
 import torch
 
-from services.trainer.animation import TrainConfig, export_model, train
+from services.trainer.animation import (
+    TrainConfig,
+    cache_prompt_embeddings,
+    export_model,
+    train,
+    training_examples,
+)
 from services.trainer.animation_metrics import invalid_curves
 from services.trainer.evaluate_animation import evaluate_animation, retarget
 from shared.ml.animation_generator import AnimationGenerator
 from shared.ml.animation_model import AnimationModel, AnimationModelConfig, Target, batch_inputs, load_model
 from shared.ml.animation_tokens import EOS, MotionGrammar, MotionLayout
-from shared.ml.text_embedding import EMBEDDING_DIM
+from shared.ml.text_embedding import EMBEDDING_DIM, default_cache_dir
 from shared.scene.models import Action
 from tests.extract_support import CORPUS, extract, load_document
 from tests.geometry_helpers import write_dataset
@@ -258,6 +265,15 @@ def test_training_resumes_exports_and_runs_as_a_task_and_the_evaluation_scores_i
     assert (tmp_path / "eval" / "strips.png").stat().st_size > 10_000
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["items"] == 1 and saved["unseen_rigs"]["items"] == 1  # the fox's rig is in no training item
+
+
+def test_every_training_prompt_is_embedded_ahead_for_a_machine_without_the_encoder(dataset):
+    config = TrainConfig(dataset=str(dataset))
+    splits, _ = training_examples(config, AnimationModelConfig.preset(config.preset).max_tokens)
+    prompts = {p for examples in splits.values() for e in examples for p in e.prompts}
+    assert cache_prompt_embeddings(str(dataset)) == len(prompts) > config.synthetic  # the procedural ones too
+    for prompt in prompts:
+        assert (default_cache_dir() / f"{hashlib.sha256(prompt.encode()).hexdigest()}.npy").is_file()
 
 
 def test_train_animation_task_records_the_run_and_is_idempotent(dataset, monkeypatch):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from services.trainer.__main__ import main as trainer_cli
 from services.trainer.geometry import TrainConfig, export_model, train
 from services.trainer.geometry_parts import decompositions, scaled_layout
 from shared.ml.geometry_generator import GeometryGenerator, MeshRequest, load_generator
@@ -288,7 +289,8 @@ def test_parts_training_resumes_exports_one_file_and_generates(tmp_path, small_d
     only_part = replace(
         config, run_dir=str(tmp_path / "part-only"), resume=False, max_steps=2, stages=("part",)
     )
-    train(replace(only_part, init_from=str(tmp_path / "model.pt")))
+    tuned = train(replace(only_part, init_from=str(tmp_path / "model.pt"), dropout=0.3))
+    assert tuned["part"]["model_config"]["dropout"] == 0.3  # the file's was 0.0: a fine-tune may set its own
     exported = export_model(tmp_path / "part-only", tmp_path / "part-only.pt")
     assert exported["step"] == {"structure": 6, "part": 2}
     both = torch.load(tmp_path / "part-only.pt", weights_only=False)
@@ -318,6 +320,12 @@ def test_decompositions_are_cached_by_dataset_split_and_rule(tmp_path, small_dat
     assert [len(o["parts"]) for o in first] == [len(o["parts"]) for o in again]
     decompositions(small_dataset, "val", DecompositionConfig(target_parts=2))
     assert len(list((tmp_path / "var" / "cache" / "parts").glob("val-*.pkl"))) == 2
+    # `decompose` fills the cache a training run on another machine reads (tools/gpu-runs.sh).
+    trainer_cli(["decompose", "--dataset", small_dataset, "--preset", "small", "--workers", "1"])
+    assert len(list((tmp_path / "var" / "cache" / "parts").glob("train-*.pkl"))) == 1
+    rule = preset_configs("small")[2]
+    cached = decompositions(small_dataset, "train", rule)
+    assert len(cached) == 24 and rule == preset_configs("tiny")[2]  # small keeps tiny's decomposition
 
 
 def test_load_generator_dispatches_on_model_kind(tmp_path):

@@ -3,6 +3,7 @@
 python -m services.trainer geometry [--model flat|parts] --preset tiny [--dataset MANIFEST] [--resume]
 python -m services.trainer export --run-dir runs/geometry-tiny --out models/geometry/tiny/model.pt
 python -m services.trainer embed-captions --dataset full    fill the text-embedding cache
+python -m services.trainer decompose --dataset full        fill the parts-decomposition cache
 python -m services.trainer geometry-classifier --dataset full  the evaluation's shape classifier
 python -m services.trainer material --preset tiny --dataset full [--resume] [--export models/material/tiny/model.pt]
 python -m services.trainer modifier --preset tiny [--dataset full] [--export models/modifier/tiny/model.pt]
@@ -35,7 +36,9 @@ def main(argv: list[str] | None = None) -> None:
         choices=["structure", "part"],
         help="--model parts: which of its two models to train",
     )
-    geo.add_argument("--preset", default="tiny", choices=["tiny", "base"])
+    geo.add_argument(
+        "--preset", default="tiny", choices=["tiny", "small", "base"], help="small: --model parts only"
+    )
     geo.add_argument(
         "--dataset", help="manifest sha256, manifest file or folder; default: synthetic primitives"
     )
@@ -61,6 +64,11 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         help="decay the learning rate over this many minutes of training instead of --max-steps",
     )
+    geo.add_argument(
+        "--dropout",
+        type=float,
+        help="the trained model's dropout, also with --init-from; default: its preset's",
+    )
     geo.add_argument("--seed", type=int, default=0)
     geo.add_argument(
         "--rotation", choices=["right", "any"], default="right", help="Z turns: 90-degree steps or any"
@@ -73,6 +81,14 @@ def main(argv: list[str] | None = None) -> None:
         "embed-captions", help="cache the embedding of every caption (for a machine without the encoder)"
     )
     captions.add_argument("--dataset", help="besides the synthetic items' captions")
+    decompose = sub.add_parser(
+        "decompose", help="cache a dataset's parts decomposition (train, val) for --model parts elsewhere"
+    )
+    decompose.add_argument(
+        "--dataset", required=True, help="geometry dataset: name, manifest sha256 or folder"
+    )
+    decompose.add_argument("--preset", default="tiny", help="the parts preset whose rule to apply")
+    decompose.add_argument("--workers", type=int, default=2, help="processes sharing the work")
     geometry_classifier.add_parser(sub)
     material.add_parser(sub)
     modifier.add_parser(sub)
@@ -83,6 +99,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.specialist == "export":
         print(export_model(args.run_dir, args.out, args.best))
+        return
+    if args.specialist == "decompose":
+        from services.trainer.geometry_parts import cache_decompositions
+
+        print(cache_decompositions(args.dataset, args.preset, args.workers))
         return
     if args.specialist == "embed-captions":
         print(f"{cache_caption_embeddings(args.dataset)} captions cached")
@@ -106,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         resume=args.resume,
         init_from=args.init_from,
         rotation=args.rotation,
+        dropout=args.dropout,
     )
     record = train(config)
     print(json.dumps(record["result"], indent=2))

@@ -179,6 +179,32 @@ class Batches:
         return text, tokens, roles, groups, keys, features, targets
 
 
+def training_examples(
+    config: TrainConfig, max_tokens: int
+) -> tuple[dict[str, list[Example]], dict[str, int]]:
+    """Per split (train, val): the dataset's examples that fit max_tokens plus the procedural
+    object motions; and per split how many actions were skipped."""
+    splits, skipped = {}, {}
+    for split in ("train", "val"):
+        found, skipped[split] = examples_of(load_items(config.dataset, split), max_tokens)
+        if config.synthetic:
+            found += synthetic_examples(
+                synthetic_counts(config.synthetic)[split], seed=config.seed + (split == "val") * 1000
+            )
+        splits[split] = found
+    return splits, skipped
+
+
+def cache_prompt_embeddings(dataset: str | None) -> int:
+    """Embeds every prompt training would see (dataset and procedural, both splits) into the on-disk
+    cache, for a machine without the encoder (a lent GPU box); returns the number of prompts."""
+    config = TrainConfig(dataset=dataset)
+    splits, _ = training_examples(config, AnimationModelConfig.preset(config.preset).max_tokens)
+    prompts = sorted({p for examples in splits.values() for e in examples for p in e.prompts})
+    embed(prompts, default_cache_dir())
+    return len(prompts)
+
+
 def data_version(config: TrainConfig) -> dict:
     out = dataset_version(config.dataset, "animation") if config.dataset else {"ref": None}
     if config.synthetic:
@@ -199,15 +225,7 @@ def train(config: TrainConfig, progress=None) -> dict:
             raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint_path}")
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         model_config = AnimationModelConfig.from_dict(state["model_config"])
-    splits: dict[str, list[Example]] = {}
-    skipped = {}
-    for split in ("train", "val"):
-        found, skipped[split] = examples_of(load_items(config.dataset, split), model_config.max_tokens)
-        if config.synthetic:
-            found += synthetic_examples(
-                synthetic_counts(config.synthetic)[split], seed=config.seed + (split == "val") * 1000
-            )
-        splits[split] = found
+    splits, skipped = training_examples(config, model_config.max_tokens)
     cache_dir = default_cache_dir()
     train_batches, val_batches = Batches(splits["train"], cache_dir), Batches(splits["val"], cache_dir)
     model = AnimationModel(model_config).to(device)
@@ -358,6 +376,16 @@ def add_parser(subparsers) -> None:
         "--synthetic", type=int, default=TrainConfig.synthetic, help="procedural object motions (0: none)"
     )
     parser.set_defaults(handler=_run)
+    captions = subparsers.add_parser(
+        "animation-embed-prompts",
+        help="cache every training prompt's embedding (for a machine without the encoder)",
+    )
+    captions.add_argument(
+        "--dataset", default="full", help="animation dataset: name, manifest sha256 or folder"
+    )
+    captions.set_defaults(
+        handler=lambda args: print(f"{cache_prompt_embeddings(args.dataset)} prompts cached")
+    )
     export = subparsers.add_parser("animation-export", help="a run's weights as a small fp16 model file")
     export.add_argument("--run-dir", default="runs/animation-tiny")
     export.add_argument("--out", default="models/animation/tiny/model.pt")

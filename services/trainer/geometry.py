@@ -20,7 +20,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,7 @@ class TrainConfig:
     jitter: float = 0.002
     rotation: str = "right"
     model_overrides: dict = field(default_factory=dict)  # e.g. a smaller model for tests
+    dropout: float | None = None  # the trained model's dropout, also when fine-tuning (None: its config's)
 
 
 def load_items(dataset: str | None, split: str) -> list[dict]:
@@ -336,6 +337,9 @@ def train_model(
             "step": init.get("step"),
             "dataset": init.get("run", {}).get("dataset"),
         }
+    # Dropout changes no weight, so a fine-tune may set its own.
+    if config.dropout is not None and not config.resume:
+        model_config = replace(model_config, dropout=config.dropout)
     train_source, val_source = sources(model_config)
     model = GeometryModel(model_config).to(device)
     optimizer = torch.optim.AdamW(
