@@ -6,7 +6,7 @@
 # prompt's embedding into .gpu/bundle.tgz; carry .gpu and .whl, and run there from the repository root:
 #   MINUTES=6 bash tools/gpu-runs.sh
 # Side by side on the one GPU, each for $MINUTES with its learning rate decayed over them:
-#   parts-ft     parts-tiny's part model fine-tuned (its structure model comes from that file)
+#   parts-ft     the committed parts model's part model fine-tuned (its structure model from that file)
 #   parts-small  the `small` parts preset from scratch: structure and part model, two processes
 #   animation    the tiny animation preset from scratch
 # Each run keeps the weights of its lowest val loss; they come back exported (fp16) in
@@ -36,7 +36,7 @@ parts() {  # log name, run folder, then trainer arguments
   timeout "$limit" python3 -m services.trainer geometry --model parts --dataset .gpu/full --run-dir "$RUNS/$run" \
     "${common[@]}" "$@" > "$LOGS/$log.log" 2>&1
 }
-parts parts-ft parts-ft --preset tiny --stages part --init-from models/geometry/parts-tiny/model.pt \
+parts parts-ft parts-ft --preset small --stages part --init-from models/geometry/parts-small/model.pt \
   --lr 5e-4 --warmup-steps 50 --batch-tokens 32768 --workers 3 --checkpoint-every 100 &
 parts parts-small-structure parts-small --preset small --stages structure --lr 1e-3 --warmup-steps 100 \
   --batch-tokens 8192 --workers 2 --checkpoint-every 50 &
