@@ -58,9 +58,18 @@ class Specialist(Protocol):
     def run_many(self, requests: list[dict], timeout_s: float) -> list[dict]: ...
 
 
+def generator_path(name: str) -> str:
+    """ "module:attribute" of what builds a specialist's generator from its checkpoint: the module's
+    ``load_generator`` where its checkpoints come in several kinds (geometry: flat or parts, told
+    apart by the file), else its NAMEGenerator class."""
+    module_name = f"shared.ml.{name}_generator"
+    module = importlib.import_module(module_name)
+    return f"{module_name}:{'load_generator' if hasattr(module, 'load_generator') else name.capitalize() + 'Generator'}"
+
+
 def generator_class(name: str) -> Callable[..., Any]:
-    module = importlib.import_module(f"shared.ml.{name}_generator")
-    return getattr(module, f"{name.capitalize()}Generator")
+    module, _, attribute = generator_path(name).partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 class InProcessSpecialist:

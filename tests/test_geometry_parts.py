@@ -13,6 +13,7 @@ import torch
 from services.trainer.__main__ import main as trainer_cli
 from services.trainer.geometry import TrainConfig, export_model, train
 from services.trainer.geometry_parts import decompositions, scaled_layout
+from shared.inference import InProcessSpecialist, InvalidRequest, generator_path
 from shared.ml.geometry_generator import GeometryGenerator, MeshRequest, load_generator
 from shared.ml.geometry_model import GeometryModel
 from shared.ml.layout_tokens import (
@@ -33,7 +34,7 @@ from shared.ml.part_decomposition import (
     unit_frame,
 )
 from shared.ml.parts_generator import PartsGenerator
-from shared.ml.parts_model import PartsModel, assemble, part_budgets, preset_configs
+from shared.ml.parts_model import PartsModel, assemble, part_budgets, preset_configs, save_parts_checkpoint
 from shared.ml.synthetic_meshes import synthetic_items
 from tests.geometry_helpers import write_dataset
 
@@ -336,6 +337,22 @@ def test_load_generator_dispatches_on_model_kind(tmp_path):
     torch.save({"model_kind": "voxels"}, tmp_path / "odd.pt")
     with pytest.raises(ValueError, match="unknown model_kind"):
         load_generator(tmp_path / "odd.pt")
+
+
+def test_a_parts_checkpoint_is_served_through_the_specialists_interface(tmp_path):
+    """The gateway's in-process backend and Triton's model (shared.inference.generator_path) build a
+    geometry generator by the file's model_kind, so an operator serves a parts checkpoint by naming
+    it (BMT_GEOMETRY_CHECKPOINT), with the same requests and results as the flat model."""
+    model = small_parts_model()
+    save_parts_checkpoint(tmp_path / "parts.pt", model.structure, model.part, model.decomposition, half=True)
+    assert generator_path("geometry") == "shared.ml.geometry_generator:load_generator"
+    assert generator_path("material") == "shared.ml.material_generator:MaterialGenerator"
+    specialist = InProcessSpecialist("geometry", tmp_path / "parts.pt")
+    out = specialist.run_many([{"prompt": "a table", "face_budget": 30, "seed": 3}], timeout_s=120)
+    assert isinstance(specialist.generator(), PartsGenerator)
+    assert out[0]["faces"] and out[0]["parts"] >= 1 and len(out[0]["faces"]) <= 30
+    with pytest.raises(InvalidRequest, match="geometry request 0"):
+        specialist.run_many([{"prompt": "a table", "colour": "red"}], timeout_s=120)
 
 
 def test_train_geometry_task_trains_and_exports_a_parts_model():

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from shared.inference import generator_path
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MODEL_TEMPLATE = Path(__file__).resolve().parent / "triton_models" / "specialist" / "model.py"
 
@@ -44,10 +46,6 @@ def _pytriton_dir() -> Path:
     return Path(pytriton.__file__).resolve().parent / "tritonserver"
 
 
-def default_generator(name: str) -> str:
-    return f"shared.ml.{name}_generator:{name.capitalize()}Generator"
-
-
 def write_model_repository(
     root: Path,
     checkpoints: dict[str, Path],
@@ -65,7 +63,7 @@ def write_model_repository(
     got 1.9x the meshes per second of ``max_batch=1`` on a 2-core CPU, whose one-row decoding
     runs on fp16 weights). A request still queued after ``queue_timeout_s`` is refused, so one
     that never finishes cannot hold the queue behind it forever. ``generators`` may name another
-    generator class than shared.ml.NAME_generator.NAMEGenerator as "module:Class" (tests)."""
+    generator than ``shared.inference.generator_path``'s as "module:Class" (tests)."""
     written = []
     for name, checkpoint in checkpoints.items():
         if not Path(checkpoint).is_file():
@@ -76,7 +74,7 @@ def write_model_repository(
         (model_dir / "config.pbtxt").write_text(
             SPECIALIST_CONFIG.format(
                 name=name,
-                generator=(generators or {}).get(name, default_generator(name)),
+                generator=(generators or {}).get(name) or generator_path(name),
                 instances=instances,
                 max_batch=max_batch,
                 queue_delay_us=queue_delay_us,

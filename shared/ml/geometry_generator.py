@@ -40,6 +40,19 @@ class MeshRequest:
             raise ValueError("face_budget must be at least 1")
 
 
+def mesh_requests(requests: list[dict]) -> list[MeshRequest]:
+    """The specialists' common request format (shared.inference) for geometry: each request a dict
+    with ``prompt`` and optionally ``face_budget``, ``seed``, ``temperature``, ``top_p``. A request
+    with other keys or bad values raises ValueError naming it."""
+    parsed = []
+    for index, request in enumerate(requests):
+        try:
+            parsed.append(MeshRequest(**request))
+        except (TypeError, AttributeError) as exc:  # an unknown key, a value of the wrong type
+            raise ValueError(f"geometry request {index}: {exc}") from None
+    return parsed
+
+
 class MeshGenerator(Protocol):
     """What every geometry generator offers, whatever its model kind."""
 
@@ -47,6 +60,8 @@ class MeshGenerator(Protocol):
     meta: dict
 
     def generate_many(self, requests: list[MeshRequest]) -> list[dict]: ...
+
+    def run_many(self, requests: list[dict]) -> list[dict]: ...
 
 
 class GeometryGenerator:
@@ -71,17 +86,9 @@ class GeometryGenerator:
         return self.generate_many([MeshRequest(prompt, face_budget, seed, temperature, top_p)])[0]
 
     def run_many(self, requests: list[dict]) -> list[dict]:
-        """The specialists' common interface (shared.inference): each request a dict with
-        ``prompt`` and optionally ``face_budget``, ``seed``, ``temperature``, ``top_p``; each
-        result the mesh dict of ``generate``. A request with other keys or bad values raises
-        ValueError naming it."""
-        parsed = []
-        for index, request in enumerate(requests):
-            try:
-                parsed.append(MeshRequest(**request))
-            except (TypeError, AttributeError) as exc:  # an unknown key, a value of the wrong type
-                raise ValueError(f"geometry request {index}: {exc}") from None
-        return self.generate_many(parsed)
+        """The specialists' common interface (shared.inference): see ``mesh_requests``; each
+        result the mesh dict of ``generate``."""
+        return self.generate_many(mesh_requests(requests))
 
     def generate_many(self, requests: list[MeshRequest]) -> list[dict]:
         """A mesh dict per request. Requests with the same face budget and sampling settings are

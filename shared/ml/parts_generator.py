@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from shared.ml.geometry_generator import OUTPUT_SIZE_M, MeshRequest
+from shared.ml.geometry_generator import OUTPUT_SIZE_M, MeshRequest, mesh_requests
 from shared.ml.parts_model import load_parts_model
 from shared.ml.text_embedding import embed
 
@@ -35,6 +35,10 @@ class PartsGenerator:
         top_p: float = 0.95,
     ) -> dict:
         return self.generate_many([MeshRequest(prompt, face_budget, seed, temperature, top_p)])[0]
+
+    def run_many(self, requests: list[dict]) -> list[dict]:
+        """The specialists' common interface (shared.inference), as GeometryGenerator's."""
+        return self.generate_many(mesh_requests(requests))
 
     def generate_many(self, requests: list[MeshRequest]) -> list[dict]:
         """Requests with the same sampling settings decode side by side (their layouts, then all
