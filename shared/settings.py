@@ -72,7 +72,8 @@ class Settings(BaseSettings):
     scene_max_keyframes: int = Field(1_000_000, description="Cap on keyframes summed over a scene.")
     geometry_checkpoint: Path = Field(
         Path("models/geometry/tiny/model.pt"),
-        description="Geometry model checkpoint served in-process or by Triton.",
+        description="Geometry model checkpoint served in-process or by Triton: flat or parts, told apart "
+        "by the file (models/geometry/parts-small/model.pt is the structure-first model; see its card).",
     )
     material_checkpoint: Path = Field(
         Path("models/material/tiny/model.pt"),
