@@ -34,11 +34,12 @@ MAX_START_FAILURES = 3
 # kernels fuse the multiply-adds its AVX2 kernels round twice, so an AVX-512 machine stored other
 # vertex floats and built another geometry dataset. Children use OpenBLAS's Haswell (AVX2 + FMA)
 # kernels wherever the CPU runs them, on one thread (a threaded sum splits by core count), and numpy
-# without its AVX-512 loops (other approximations of exp, log, sin, power...).
+# without its AVX-512 loops (other approximations of exp, log, sin, power...; numpy 2 names them
+# X86_V4, AVX512_ICL, AVX512_SPR, numpy 1.26 AVX512F...: each ignores the other's names).
 PINNED_NUMERICS = {
     "OPENBLAS_NUM_THREADS": "1",
     "NPY_DISABLE_CPU_FEATURES": "AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX "
-    "AVX512_CNL AVX512_ICL AVX512_SPR",
+    "AVX512_CNL AVX512_ICL AVX512_SPR X86_V4",
 }
 PINNED_BLAS_CORE = {"OPENBLAS_CORETYPE": "Haswell"}
 
