@@ -29,6 +29,39 @@ STARTUP_TIMEOUT_S = 120
 LOG_TAIL_CHARS = 4000
 MAX_START_FAILURES = 3
 
+# What a child computes must not depend on the machine (issue 19): Blender's glTF importer skins
+# vertices into the bind pose with np.matmul, an OpenBLAS sgemv per vertex, and OpenBLAS's AVX-512
+# kernels fuse the multiply-adds its AVX2 kernels round twice, so an AVX-512 machine stored other
+# vertex floats and built another geometry dataset. Children use OpenBLAS's Haswell (AVX2 + FMA)
+# kernels wherever the CPU runs them, on one thread (a threaded sum splits by core count), and numpy
+# without its AVX-512 loops (other approximations of exp, log, sin, power...; numpy 2 names them
+# X86_V4, AVX512_ICL, AVX512_SPR, numpy 1.26 AVX512F...: each ignores the other's names).
+PINNED_NUMERICS = {
+    "OPENBLAS_NUM_THREADS": "1",
+    "NPY_DISABLE_CPU_FEATURES": "AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX "
+    "AVX512_CNL AVX512_ICL AVX512_SPR X86_V4",
+}
+PINNED_BLAS_CORE = {"OPENBLAS_CORETYPE": "Haswell"}
+
+
+def child_environment() -> dict[str, str]:
+    """This process's environment with the numerics pinned."""
+    env = {**os.environ, **PINNED_NUMERICS}
+    if _cpu_flags() >= {"avx2", "fma"}:
+        env.update(PINNED_BLAS_CORE)
+    return env
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: the kernels stay the machine's
+        return set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
 
 class WorkerStartError(RuntimeError):
     """A child could not start (for example the memory limit is below what bpy needs)."""
@@ -70,6 +103,7 @@ class ChildProcess:
                 stderr=subprocess.STDOUT,
                 pass_fds=(write_fd,),
                 cwd=Path(__file__).resolve().parents[1],
+                env=child_environment(),
             )
         os.close(write_fd)
         self.responses = os.fdopen(read_fd, "rb")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from blender_worker.pool import child_environment
 from shared.scene import Limits, parse_scene
 from tests.extract_support import CORPUS, REPO, extract, load_document
 
@@ -162,6 +163,57 @@ def test_glb_import_keeps_rig_materials_and_actions(batch: dict[str, dict[str, A
     assert objects["Fish_Armature"]["armature"]["bones"]
     assert "Anglerfish_Main" in by_name(document["materials"])
     assert "Fish_Armature|Attack" in by_name(document["actions"])
+
+
+# In bpy, in the extraction children's environment: imports a skinned glTF, checking each skinning
+# product of the glTF importer (np.matmul, an OpenBLAS sgemv per vertex) against the same product
+# in one fixed order of IEEE operations (products rounded, then summed left to right), and counting
+# the vertices that OpenBLAS's AVX-512 kernel would have made other: it computes
+# fma(m2, v2, fma(m0, v0, m1 v1)), the order that rebuilt the AVX-512 machine's version exactly.
+_SKINNING = """
+import json, sys
+import bpy
+import numpy as np
+import io_scene_gltf2.blender.imp.mesh as gltf_mesh
+import threadpoolctl
+importer_product, counts = gltf_mesh.mul_mats_vecs, []
+def differing(a, b):
+    return int((~((a == b) | (np.isnan(a) & np.isnan(b)))).any(axis=1).sum())  # NaN matrices in some files
+def checked(mats, vecs):
+    out = importer_product(mats, vecs)
+    fixed = (mats[:, :, 0] * vecs[:, None, 0] + mats[:, :, 1] * vecs[:, None, 1]) + mats[:, :, 2] * vecs[:, None, 2]
+    m, v = mats.astype(np.float64), vecs.astype(np.float64)  # products exact, one rounding per step
+    fused = (m[:, :, 0] * v[:, None, 0] + (m[:, :, 1] * v[:, None, 1]).astype(np.float32)).astype(np.float32)
+    fused = (fused + m[:, :, 2] * v[:, None, 2]).astype(np.float32)
+    counts.append((len(out), differing(out, fixed), differing(fused, fixed)))
+    return out
+gltf_mesh.mul_mats_vecs = checked
+bpy.ops.import_scene.gltf(filepath=sys.argv[1])
+blas = [i["architecture"] for i in threadpoolctl.threadpool_info() if i["internal_api"] == "openblas"]
+vertices, differ, fused_differ = (sum(c[k] for c in counts) for k in range(3))
+print(json.dumps({"vertices": vertices, "differ": differ, "fused_differ": fused_differ, "blas": blas}))
+"""
+
+
+def test_skinned_vertices_are_the_same_on_every_cpu() -> None:
+    """Issue 19: an AVX-512 machine built another geometry dataset version, because OpenBLAS's
+    AVX-512 kernels fuse the multiply-adds of the importer's skinning into the bind pose and the
+    skinned vertices came out other in their last bits. The children name the kernels instead of
+    taking the machine's, so the products are the twice-rounded ones whatever the CPU."""
+    environment = child_environment()
+    done = subprocess.run(
+        [sys.executable, "-c", _SKINNING, str(GLB)],
+        env=environment,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["vertices"] > 1000 and result["fused_differ"] > 0, result  # fused would be caught
+    assert result["differ"] == 0, result
+    if "OPENBLAS_CORETYPE" in environment:  # a CPU with AVX2 and FMA
+        assert result["blas"] == [environment["OPENBLAS_CORETYPE"]], result
 
 
 def test_ascii_fbx_converted_with_names_intact(batch: dict[str, dict[str, Any]]) -> None:

@@ -4,6 +4,10 @@ constructed meshes, where the right answer is known exactly."""
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -14,6 +18,7 @@ from services.labeler.dataset import assign_splits, tar_bytes
 from services.labeler.dedup import Candidate, cluster
 from services.labeler.geometry import MeshArrays
 from shared.settings import get_settings
+from tests.conftest import REPO
 
 CUBE_VERTICES = [[x, y, z] for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (-1.0, 1.0)]
 CUBE_FACES = [[0, 1, 3, 2], [4, 6, 7, 5], [0, 4, 5, 1], [2, 3, 7, 6], [0, 2, 6, 4], [1, 5, 7, 3]]
@@ -182,3 +187,36 @@ def test_shards_are_deterministic_posix_tars() -> None:
         assert [i.name for i in infos] == ["a.json", "b.json"]
         assert all(i.mtime == 0 and i.uid == 0 and i.gid == 0 and i.uname == "" for i in infos)
         assert tar.extractfile("b.json").read() == b'{"id": "b"}'
+
+
+# The diagonals of random boxes, one hex float a line, in a process whose OpenBLAS kernels the
+# environment chooses.
+_DIAGONALS = """
+import numpy as np
+from services.labeler.geometry import MeshArrays
+rng = np.random.default_rng(5)
+for scale in rng.choice([1e-3, 1.0, 1e3], size=2000):
+    print(MeshArrays(rng.random((8, 3)) * scale, [], []).diagonal().hex())
+"""
+
+
+def test_diagonals_do_not_depend_on_the_blas_kernels() -> None:
+    """Issue 19: OpenBLAS's AVX-512 (SkylakeX) kernels compute a dot product with fused
+    multiply-adds, so np.linalg.norm gave about one diagonal in ten another last bit than on an
+    AVX2 machine, and the diagonal scales the quality thresholds and the D2 histogram. (Their
+    small-vector path needs FMA only, so an AVX2 machine runs it too.)"""
+    printed = {}
+    for core in ("Haswell", "SkylakeX"):
+        done = subprocess.run(
+            [sys.executable, "-c", _DIAGONALS],
+            env={**os.environ, "OPENBLAS_CORETYPE": core},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode == -signal.SIGILL:
+            pytest.skip(f"this CPU cannot run OpenBLAS's {core} kernels")
+        assert done.returncode == 0, done.stderr
+        printed[core] = done.stdout.split()
+    assert len(printed["Haswell"]) == 2000
+    assert printed["Haswell"] == printed["SkylakeX"]
