@@ -179,7 +179,9 @@ class RequestContext:
             operations.request_id.reset(token)
 
 
-def require_api_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
+async def require_api_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
+    # async: it only compares strings, so FastAPI runs it on the event loop, not in a worker thread
+    # (a thread hop per request, the sync endpoint's own hop aside).
     expected = get_settings().api_key
     # Compared as bytes: a header can carry any byte, and compare_digest refuses non-ASCII str.
     given = (x_api_key or "").encode("utf-8", "surrogateescape")
@@ -325,15 +327,18 @@ def create_app() -> FastAPI:
             )
         return Accepted(id=runner.submit(request), status="queued")
 
-    def create_generation(request: Any, http: Request) -> Accepted:
+    # The endpoints on the hot path are async and send only their blocking part (the database) to
+    # a worker thread: FastAPI runs a sync endpoint in one thread hop and then checks the model it
+    # returned in a second one.
+    async def create_generation(request: Any, http: Request) -> Accepted:
         """Start a generation: geometry, then the parts asked for, one scene per variation. Follow it
         with GET /v1/generations/{id} or its events stream."""
-        return accept(request, http)
+        return await run_in_threadpool(accept, request, http)
 
-    def apply_to_selection(request: Any, http: Request) -> Accepted:
+    async def apply_to_selection(request: Any, http: Request) -> Accepted:
         """Apply to selection: material, modifiers and/or animation for the object sent. Follow it
         like a generation; its one scene holds the object with the parts to add."""
-        return accept(request, http)
+        return await run_in_threadpool(accept, request, http)
 
     # The bodies' models are built from the settings, so they are named here, not in the signatures.
     create_generation.__annotations__["request"] = GenerationRequest
@@ -383,9 +388,9 @@ def create_app() -> FastAPI:
         dependencies=[Depends(require_api_key)],
         responses=errors(401, 404, 410, 422, 503),
     )
-    def get_generation(generation_id: GenerationId) -> GenerationOut:
+    async def get_generation(generation_id: GenerationId) -> GenerationOut:
         """Status, stage and progress; the scenes once it succeeded. A cancelled one answers 410."""
-        out, status = read_generation(str(generation_id))
+        out, status = await run_in_threadpool(read_generation, str(generation_id))
         if status is RunStatus.CANCELLED:
             raise HTTPException(410, f"generation {generation_id} was cancelled")
         return out

@@ -427,11 +427,15 @@ class GenerationRunner:
         """Write ``fields`` to a queued or running generation in one conditional UPDATE, so that a
         stage write and a cancel (or a sweep) never overwrite each other; its status after."""
         with session_scope() as session:
-            session.execute(
+            written = session.scalar(
                 update(Generation)
                 .where(Generation.id == generation_id, Generation.status.in_(_OPEN))
                 .values(**fields)
+                .returning(Generation.status)
             )
+            if written is not None:
+                return written
+            # Not open (ended, or cancelled meanwhile) or no such row: what it is now.
             return session.scalar(select(Generation.status).where(Generation.id == generation_id))
 
     # ---- change notification (server-sent events on this replica) -----------------------
