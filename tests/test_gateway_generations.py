@@ -406,6 +406,33 @@ def test_event_stream_reports_each_stage_and_ends_with_the_scenes(stub_specialis
     assert [e["progress"] for e in events] == sorted(e["progress"] for e in events)
 
 
+def test_the_event_stream_reads_the_row_once_and_gets_each_later_state_with_its_write(
+    stub_specialists, client: TestClient
+):
+    """The states this replica writes reach its stream with the write (UPDATE ... RETURNING), so
+    nothing is read between the runner's last write and the final event."""
+    reads: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        if statement.startswith("SELECT") and "FROM generations" in statement:
+            reads.append(statement)
+
+    generation_id = post(client, apply_body("a stool")).json()["id"]
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with client.stream("GET", f"/v1/generations/{generation_id}/events") as response:
+            events = [
+                json.loads(line.removeprefix("data: "))
+                for line in response.iter_lines()
+                if line.startswith("data: ")
+            ]
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert events[-1]["status"] == "succeeded" and len(events[-1]["scenes"]) == 1
+    assert len(reads) == 1, reads
+
+
 def test_a_model_past_its_deadline_fails_that_generation_only(
     stub_specialists, client: TestClient, monkeypatch: pytest.MonkeyPatch
 ):

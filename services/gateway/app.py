@@ -9,7 +9,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Annotated, Any
@@ -20,13 +20,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from sqlalchemy import text
+from sqlalchemy import select, text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway import operations
-from services.gateway.generations import GenerationRunner, ResultCache, request_models, sweep_abandoned
+from services.gateway.generations import (
+    TERMINAL,
+    VISIBLE,
+    GenerationRunner,
+    ResultCache,
+    request_models,
+    sweep_abandoned,
+)
 from shared.blobs import BlobStore, open_blob_store
 from shared.db import get_engine, session_scope
 from shared.db.models import Generation, Job, RunStatus
@@ -179,7 +186,9 @@ class RequestContext:
             operations.request_id.reset(token)
 
 
-def require_api_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
+async def require_api_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
+    # async: it only compares strings, so FastAPI runs it on the event loop, not in a worker thread
+    # (a thread hop per request, the sync endpoint's own hop aside).
     expected = get_settings().api_key
     # Compared as bytes: a header can carry any byte, and compare_digest refuses non-ASCII str.
     given = (x_api_key or "").encode("utf-8", "surrogateescape")
@@ -325,15 +334,18 @@ def create_app() -> FastAPI:
             )
         return Accepted(id=runner.submit(request), status="queued")
 
-    def create_generation(request: Any, http: Request) -> Accepted:
+    # The endpoints on the hot path are async and send only their blocking part (the database) to
+    # a worker thread: FastAPI runs a sync endpoint in one thread hop and then checks the model it
+    # returned in a second one.
+    async def create_generation(request: Any, http: Request) -> Accepted:
         """Start a generation: geometry, then the parts asked for, one scene per variation. Follow it
         with GET /v1/generations/{id} or its events stream."""
-        return accept(request, http)
+        return await run_in_threadpool(accept, request, http)
 
-    def apply_to_selection(request: Any, http: Request) -> Accepted:
+    async def apply_to_selection(request: Any, http: Request) -> Accepted:
         """Apply to selection: material, modifiers and/or animation for the object sent. Follow it
         like a generation; its one scene holds the object with the parts to add."""
-        return accept(request, http)
+        return await run_in_threadpool(accept, request, http)
 
     # The bodies' models are built from the settings, so they are named here, not in the signatures.
     create_generation.__annotations__["request"] = GenerationRequest
@@ -346,23 +358,27 @@ def create_app() -> FastAPI:
             responses=errors(400, 401, 413, 422, 429, 503),
         )(endpoint)
 
-    def read_generation(generation_id: str) -> tuple[GenerationOut, RunStatus]:
+    def visible(row: Mapping[str, Any]) -> GenerationOut:
+        """A generation's state from its VISIBLE columns, without the scenes."""
+        return GenerationOut(
+            id=row["id"],
+            status=row["status"].value,
+            progress=row["progress"],
+            stage=row["stage"],
+            stages=row["stages"] or {},
+            message=row["message"],
+            error=row["error"],
+            latency_ms=row["latency_ms"],
+        )
+
+    def read_generation(generation_id: str) -> tuple[GenerationOut, Mapping[str, Any]]:
+        """The state, scenes included, and the row it was made of."""
         with session_scope() as session:
-            generation = session.get(Generation, generation_id)
-            if generation is None:
-                raise HTTPException(404, f"no generation {generation_id!r}")
-            out = GenerationOut(
-                id=generation.id,
-                status=generation.status.value,
-                progress=generation.progress,
-                stage=generation.stage,
-                stages=generation.stages or {},
-                message=generation.message,
-                error=generation.error,
-                latency_ms=generation.latency_ms,
-            )
-            key = generation.result_key if generation.status is RunStatus.SUCCEEDED else None
-            status = generation.status
+            row = session.execute(select(*VISIBLE).where(Generation.id == generation_id)).mappings().first()
+        if row is None:
+            raise HTTPException(404, f"no generation {generation_id!r}")
+        out = visible(row)
+        key = row["result_key"] if row["status"] is RunStatus.SUCCEEDED else None
         if key:
 
             def load(k: str) -> dict:
@@ -376,17 +392,17 @@ def create_app() -> FastAPI:
                 raise ServiceUnavailable(
                     f"the result is stored but the blob store does not answer ({type(exc).__name__})"
                 ) from exc
-        return out, status
+        return out, row
 
     @app.get(
         "/v1/generations/{generation_id}",
         dependencies=[Depends(require_api_key)],
         responses=errors(401, 404, 410, 422, 503),
     )
-    def get_generation(generation_id: GenerationId) -> GenerationOut:
+    async def get_generation(generation_id: GenerationId) -> GenerationOut:
         """Status, stage and progress; the scenes once it succeeded. A cancelled one answers 410."""
-        out, status = read_generation(str(generation_id))
-        if status is RunStatus.CANCELLED:
+        out, row = await run_in_threadpool(read_generation, str(generation_id))
+        if row["status"] is RunStatus.CANCELLED:
             raise HTTPException(410, f"generation {generation_id} was cancelled")
         return out
 
@@ -408,23 +424,45 @@ def create_app() -> FastAPI:
         gid = str(generation_id)
         loop = asyncio.get_running_loop()
         changed = asyncio.Event()
+        told: dict[str, Mapping[str, Any] | None] = {}  # "row": the newest change told of, if any
 
-        def wake() -> None:
-            loop.call_soon_threadsafe(changed.set)
+        def on_change(row: Mapping[str, Any] | None) -> None:
+            # A row that ends the generation stays: a stage write that raced a cancel may tell of
+            # itself after the cancel did.
+            newest = told.get("row")
+            if newest is None or newest["status"] not in TERMINAL:
+                told["row"] = row
+            changed.set()
+
+        def wake(row: Mapping[str, Any] | None) -> None:
+            loop.call_soon_threadsafe(on_change, row)
+
+        def as_written(row: Mapping[str, Any] | None) -> GenerationOut | None:
+            """The state a write of this replica left, when it needs nothing read: no database
+            read and no thread hop between the runner's last write and the final event."""
+            if row is None:
+                return None
+            out = visible(row)
+            if row["status"] is RunStatus.SUCCEEDED:
+                result = results.peek(row["result_key"])
+                if result is None:  # no longer in memory: read through the blob store
+                    return None
+                out.scenes = result["scenes"]
+            return out
 
         # Listening before the first read: a change between the two wakes the stream at once
         # (after it, the stream slept until its 0.25 s look: the p99 of bench-serving's overhead).
         stop = runner.listen(gid, wake)
         try:
-            first, status = await run_in_threadpool(read_generation, gid)
-            if status is RunStatus.CANCELLED:
+            first, first_row = await run_in_threadpool(read_generation, gid)
+            if first_row["status"] is RunStatus.CANCELLED:
                 raise HTTPException(410, f"generation {generation_id} was cancelled")
         except BaseException:
             stop()
             raise
 
         async def stream() -> AsyncIterator[str]:
-            out = first
+            out, shown_at = first, first_row["updated_at"]
             last = ""
             try:
                 while True:
@@ -441,7 +479,13 @@ def create_app() -> FastAPI:
                     except TimeoutError:
                         yield ": waiting\n\n"
                     changed.clear()  # before reading: a change from now on wakes the next wait
-                    out, _ = await run_in_threadpool(read_generation, gid)
+                    row = told.pop("row", None)
+                    if row is not None and row["status"] not in TERMINAL and row["updated_at"] < shown_at:
+                        continue  # older than the state shown (it raced the first read): a newer follows
+                    written = as_written(row)
+                    if written is None:
+                        written, row = await run_in_threadpool(read_generation, gid)
+                    out, shown_at = written, row["updated_at"]
             finally:
                 stop()
 

@@ -40,10 +40,17 @@ def _engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+@lru_cache(maxsize=8)
+def _sessions(engine: Engine) -> sessionmaker[Session]:
+    # Once per engine: a sessionmaker defines a new Session subclass each time it is made, garbage
+    # that only the cyclic collector frees (a gateway request opened two or three of them).
+    return sessionmaker(engine, expire_on_commit=False)
+
+
 @contextmanager
 def session_scope(url: str | None = None) -> Iterator[Session]:
     """A session that commits when the block succeeds and rolls back when it raises."""
-    session = sessionmaker(get_engine(url), expire_on_commit=False)()
+    session = _sessions(get_engine(url))()
     try:
         yield session
         session.commit()
