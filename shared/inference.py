@@ -64,7 +64,8 @@ def generator_path(name: str) -> str:
     apart by the file), else its NAMEGenerator class."""
     module_name = f"shared.ml.{name}_generator"
     module = importlib.import_module(module_name)
-    return f"{module_name}:{'load_generator' if hasattr(module, 'load_generator') else name.capitalize() + 'Generator'}"
+    builder = "load_generator" if hasattr(module, "load_generator") else f"{name.capitalize()}Generator"
+    return f"{module_name}:{builder}"
 
 
 def generator_class(name: str) -> Callable[..., Any]:
