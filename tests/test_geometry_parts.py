@@ -34,7 +34,14 @@ from shared.ml.part_decomposition import (
     unit_frame,
 )
 from shared.ml.parts_generator import PartsGenerator
-from shared.ml.parts_model import PartsModel, assemble, part_budgets, preset_configs, save_parts_checkpoint
+from shared.ml.parts_model import (
+    PartsModel,
+    assemble,
+    load_parts_model,
+    part_budgets,
+    preset_configs,
+    save_parts_checkpoint,
+)
 from shared.ml.synthetic_meshes import synthetic_items
 from tests.geometry_helpers import write_dataset
 
@@ -224,6 +231,34 @@ def test_assemble_stretches_each_part_onto_its_box():
     assert len(obj.faces) == 2 * len(mesh.faces)
     assert np.isclose(np.ptp(obj.vertices[:, 0]), 1.0)  # the longest side of the union is 1
     assert obj.manifold_edge_share() == 1.0  # two closed boxes
+
+
+def test_closing_parts_keeps_the_face_budget_and_closes_what_it_may(tmp_path):
+    """Closing is the checkpoint's choice (``close_parts``); the same seeds give the same layout
+    and parts, closed where each part's face limit allows a hull or a box."""
+    model = small_parts_model()
+    save_parts_checkpoint(
+        tmp_path / "open.pt", model.structure, model.part, model.decomposition, close_parts=False
+    )
+    save_parts_checkpoint(tmp_path / "closed.pt", model.structure, model.part, model.decomposition)
+    as_written, closed = (load_parts_model(tmp_path / name)[0] for name in ("open.pt", "closed.pt"))
+    assert not as_written.close_parts and closed.close_parts  # closing is the default for new files
+    texts, budgets = torch.randn(3, 384), [40, 80, 160]
+    objects = {
+        name: m.generate_batch(
+            texts,
+            face_budget=budgets,
+            temperature=1.2,
+            generator=[torch.Generator().manual_seed(s) for s in range(3)],
+        )
+        for name, m in (("open", as_written), ("closed", closed))
+    }
+    for before, after, budget in zip(objects["open"], objects["closed"], budgets, strict=True):
+        assert [b.centre.tolist() for b in before.layout] == [b.centre.tolist() for b in after.layout]
+        assert len(after.faces) <= budget
+        assert after.manifold_edge_share() >= before.manifold_edge_share()
+    few_parts = objects["closed"][2]  # 11 parts sharing 160 faces: most may be closed
+    assert few_parts.manifold_edge_share() > 0.5 > objects["open"][2].manifold_edge_share()
 
 
 @pytest.fixture

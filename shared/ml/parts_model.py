@@ -32,6 +32,7 @@ from shared.ml.layout_tokens import (
     part_condition,
 )
 from shared.ml.mesh_tokenizer import MeshGrammar, QuantizedMesh
+from shared.ml.part_closing import close_part
 from shared.ml.part_decomposition import DecompositionConfig
 
 MODEL_KIND = "parts"
@@ -102,12 +103,20 @@ def place_part(mesh: QuantizedMesh, box: LayoutBox) -> np.ndarray:
     return box.centre + stretched * box.size
 
 
-def assemble(layout: list[LayoutBox], parts: list[QuantizedMesh], tokens: int) -> AssembledMesh:
+def assemble(
+    layout: list[LayoutBox], parts: list[QuantizedMesh], tokens: int, close_within: list[int] | None = None
+) -> AssembledMesh:
+    """The parts placed on their boxes as one object. With ``close_within`` (a face limit per part),
+    an open part is closed (shared.ml.part_closing) where its limit allows."""
     vertices, faces, offset = [], [], 0
-    for box, mesh in zip(layout, parts, strict=True):
-        vertices.append(place_part(mesh, box))
-        faces += [tuple(offset + v for v in f) for f in mesh.faces]
-        offset += len(mesh.vertices)
+    limits = close_within or [None] * len(parts)
+    for box, mesh, limit in zip(layout, parts, limits, strict=True):
+        placed, part_faces = place_part(mesh, box), list(mesh.faces)
+        if limit is not None:
+            placed, part_faces = close_part(placed, part_faces, limit)
+        vertices.append(placed)
+        faces += [tuple(offset + v for v in f) for f in part_faces]
+        offset += len(placed)
     v = np.concatenate(vertices) if vertices else np.zeros((0, 3))
     if len(v):
         lo, hi = v.min(0), v.max(0)
@@ -130,8 +139,15 @@ def part_budgets(layout: list[LayoutBox], face_budget: int) -> list[tuple[int, i
 class PartsModel:
     """The structure model and the part model, sampled together."""
 
-    def __init__(self, structure: GeometryModel, part: GeometryModel, decomposition: DecompositionConfig):
+    def __init__(
+        self,
+        structure: GeometryModel,
+        part: GeometryModel,
+        decomposition: DecompositionConfig,
+        close_parts: bool = True,
+    ):
         self.structure, self.part, self.decomposition = structure, part, decomposition
+        self.close_parts = close_parts
         self.vocab = LayoutVocabulary(decomposition.tokenizer.bits, MAX_PARTS)
 
     @torch.inference_mode()
@@ -151,7 +167,7 @@ class PartsModel:
         generators = list(generator) if generator is not None else [None] * rows
         layouts = [LayoutGrammar(self.vocab, max_parts=min(MAX_PARTS, b)) for b in budgets]
         layout_tokens = self.structure.decode_batch(texts, layouts, temperature, top_p, generators)
-        conditions, grammars, part_generators, owners = [], [], [], []
+        conditions, grammars, part_generators, owners, limits = [], [], [], [], []
         for b, grammar in enumerate(layouts):
             boxes = grammar.boxes()
             grid = occupancy(boxes)
@@ -168,6 +184,7 @@ class PartsModel:
                 )
                 part_generators.append(torch.Generator(texts.device).manual_seed(int(seeds[i])))
                 owners.append(b)
+                limits.append(high)
         part_tokens = self.part.decode_batch(
             torch.from_numpy(np.stack(conditions)), grammars, temperature, top_p, part_generators
         )
@@ -175,7 +192,9 @@ class PartsModel:
         for b, grammar in enumerate(layouts):
             mine = [k for k, owner in enumerate(owners) if owner == b]
             tokens = len(layout_tokens[b]) + sum(len(part_tokens[k]) for k in mine)
-            out.append(assemble(grammar.boxes(), [grammars[k].mesh() for k in mine], tokens))
+            parts = [grammars[k].mesh() for k in mine]
+            close_within = [limits[k] for k in mine] if self.close_parts else None
+            out.append(assemble(grammar.boxes(), parts, tokens, close_within))
         return out
 
 
@@ -186,10 +205,12 @@ def save_parts_checkpoint(
     decomposition: DecompositionConfig,
     extra: dict | None = None,
     half: bool = False,
+    close_parts: bool = True,
 ) -> None:
     torch.save(
         {
             "model_kind": MODEL_KIND,
+            "close_parts": close_parts,
             "structure": model_state(structure, half),
             "part": model_state(part, half),
             "decomposition": decomposition.to_dict(),
@@ -208,5 +229,6 @@ def load_parts_model(path, device: str = "cpu", half_precision: bool = True) -> 
         model_from_state(ckpt["structure"], device, half_precision),
         model_from_state(ckpt["part"], device, half_precision),
         DecompositionConfig.from_dict(ckpt["decomposition"]),
+        close_parts=bool(ckpt.get("close_parts", True)),
     )
     return model, ckpt

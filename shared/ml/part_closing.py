@@ -1,0 +1,74 @@
+"""Closing a generated part: the part model writes surfaces that often stop short of enclosing a
+volume (shards); an open part is replaced by the convex hull of its vertices, which is closed and
+consistently oriented by construction, or by its bounding box where the hull would take more faces
+than the part may have. A closed part is kept as written (it may be concave), and so is an open one
+whose limit is below a box's six faces."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from scipy.spatial import ConvexHull
+
+# Thinner than this (in the layout's unit cube) along an axis, a part is thickened to it before its
+# hull is taken: a flat shard becomes a slab two steps of the 7-bit grid thick, so the hull does
+# not collapse when the mesh is put back on the grid.
+MIN_THICKNESS = 2 / 128
+
+
+def is_closed(faces: list[tuple[int, ...]]) -> bool:
+    """Every edge shared by exactly two faces."""
+    edges = Counter(frozenset((f[i], f[(i + 1) % len(f)])) for f in faces for i in range(len(f)))
+    return bool(edges) and all(n == 2 for n in edges.values())
+
+
+def thickened(points: np.ndarray) -> np.ndarray:
+    """The points, copied apart along every axis on which they are thinner than MIN_THICKNESS."""
+    for axis in range(3):
+        extent = float(np.ptp(points[:, axis]))
+        if extent < MIN_THICKNESS:
+            shift = np.zeros(3)
+            shift[axis] = (MIN_THICKNESS - extent) / 2
+            points = np.concatenate([points - shift, points + shift])
+    return points
+
+
+def convex_hull(points: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """(vertices, triangles wound counter-clockwise seen from outside) of the points' hull."""
+    points = thickened(np.asarray(points, dtype=np.float64))
+    hull = ConvexHull(points)
+    used = np.unique(hull.simplices)
+    index = np.full(len(points), -1)
+    index[used] = np.arange(len(used))
+    triangles = []
+    for (a, b, c), plane in zip(hull.simplices, hull.equations, strict=True):
+        normal = np.cross(points[b] - points[a], points[c] - points[a])
+        if normal @ plane[:3] < 0:  # qhull does not orient its simplices; its planes face outwards
+            b, c = c, b
+        triangles.append((int(index[a]), int(index[b]), int(index[c])))
+    return points[used], triangles
+
+
+# A box's quads, wound counter-clockwise seen from outside; corner i is at (x, y, z) = bits of i.
+BOX_FACES = [(0, 2, 3, 1), (4, 5, 7, 6), (0, 1, 5, 4), (2, 6, 7, 3), (0, 4, 6, 2), (1, 3, 7, 5)]
+
+
+def bounding_box(points: np.ndarray) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+    points = thickened(np.asarray(points, dtype=np.float64))
+    lo, hi = points.min(0), points.max(0)
+    corners = np.array([[(hi if i >> axis & 1 else lo)[axis] for axis in range(3)] for i in range(8)])
+    return corners, list(BOX_FACES)
+
+
+def close_part(
+    vertices: np.ndarray, faces: list[tuple[int, ...]], max_faces: int
+) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+    """The part as written when it is closed, else its convex hull, else its bounding box, each only
+    within ``max_faces``."""
+    if is_closed(faces) or max_faces < len(BOX_FACES):
+        return vertices, faces
+    hull_vertices, triangles = convex_hull(vertices)
+    if len(triangles) <= max_faces:
+        return hull_vertices, list(triangles)
+    return bounding_box(vertices)

@@ -1,0 +1,62 @@
+"""Closing generated parts (shared.ml.part_closing): open parts become closed, outward-facing
+solids within their face limit; closed parts and tight limits keep the part as written."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shared.ml.part_closing import BOX_FACES, MIN_THICKNESS, close_part, is_closed
+
+
+def signed_volume(vertices: np.ndarray, faces) -> float:
+    """Positive for a closed mesh whose faces wind counter-clockwise seen from outside."""
+    total = 0.0
+    for f in faces:
+        for i in range(1, len(f) - 1):
+            a, b, c = vertices[f[0]], vertices[f[i]], vertices[f[i + 1]]
+            total += float(np.dot(a, np.cross(b, c))) / 6
+    return total
+
+
+def test_an_open_shard_becomes_its_closed_outward_facing_hull():
+    rng = np.random.default_rng(0)
+    vertices = rng.uniform(-0.3, 0.3, (12, 3))
+    faces = [(0, 1, 2), (2, 3, 4), (5, 6, 7)]  # loose triangles, every edge on one face
+    assert not is_closed(faces)
+    closed_vertices, closed_faces = close_part(vertices, faces, max_faces=100)
+    assert is_closed(closed_faces) and all(len(f) == 3 for f in closed_faces)
+    assert signed_volume(closed_vertices, closed_faces) > 0
+    # every outward normal points away from the centroid: no face is wound inwards
+    centre = closed_vertices.mean(0)
+    for a, b, c in closed_faces:
+        normal = np.cross(closed_vertices[b] - closed_vertices[a], closed_vertices[c] - closed_vertices[a])
+        assert normal @ (closed_vertices[a] - centre) > 0
+
+
+def test_a_flat_part_is_thickened_into_a_slab_not_a_zero_volume_hull():
+    vertices = np.array([[0, 0, 0], [0.4, 0, 0], [0.4, 0.3, 0], [0, 0.3, 0]], dtype=float)
+    closed_vertices, closed_faces = close_part(vertices, [(0, 1, 2, 3)], max_faces=100)
+    assert is_closed(closed_faces)
+    assert np.isclose(np.ptp(closed_vertices[:, 2]), MIN_THICKNESS)
+    assert signed_volume(closed_vertices, closed_faces) > 0.4 * 0.3 * MIN_THICKNESS * 0.99
+
+
+def test_a_closed_part_is_kept_as_written():
+    corners = np.array([[i & 1, i >> 1 & 1, i >> 2 & 1] for i in range(8)], dtype=float)
+    vertices, faces = close_part(corners, list(BOX_FACES), max_faces=100)
+    assert faces == list(BOX_FACES) and vertices is corners
+    assert np.isclose(signed_volume(corners, BOX_FACES), 1.0)  # the box's faces face outwards
+
+
+def test_the_face_limit_decides_between_hull_box_and_the_part_as_written():
+    rng = np.random.default_rng(1)
+    sphere = rng.normal(size=(60, 3))
+    sphere /= np.linalg.norm(sphere, axis=1, keepdims=True)  # every point on the hull
+    faces = [(i, i + 1, i + 2) for i in range(0, 57, 3)]
+    hull_vertices, hull_faces = close_part(sphere, faces, max_faces=1000)
+    assert len(hull_vertices) == 60 and len(hull_faces) == 2 * 60 - 4
+    box_vertices, box_faces = close_part(sphere, faces, max_faces=20)
+    assert box_faces == list(BOX_FACES) and is_closed(box_faces)
+    assert np.allclose(box_vertices.min(0), sphere.min(0)) and np.allclose(box_vertices.max(0), sphere.max(0))
+    kept_vertices, kept_faces = close_part(sphere, faces, max_faces=5)
+    assert kept_faces == faces and kept_vertices is sphere
