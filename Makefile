@@ -67,20 +67,22 @@ dataset-full: $(STAMP) extract-tools
 # Geometry (issue 7). GEOMETRY_MESHES: a folder of extracted scene documents or a geometry dataset
 # manifest. GEOMETRY_DATASET: a dataset name (full, after make dataset-full), manifest sha256 or
 # folder; empty uses synthetic primitives (eval-geometry: the dataset named full). GEOMETRY_CHECKPOINT:
-# the model to benchmark, or the models to evaluate side by side (several, space-separated).
+# the models to evaluate side by side (space-separated; the first is the primary one: the served
+# parts model, then the flat one); bench-generate, bench-serving and bench-uv time the last named (a flat
+# decoder, as their README numbers).
 GEOMETRY_MESHES ?=
 GEOMETRY_DATASET ?=
-GEOMETRY_CHECKPOINT ?= models/geometry/tiny/model.pt
+GEOMETRY_CHECKPOINT ?= models/geometry/parts-small/model.pt models/geometry/tiny/model.pt
 
 bench-tokenizer: $(STAMP)
 	$(PY) -m benchmarks.tokenizer $(GEOMETRY_MESHES)
 
 bench-generate: $(STAMP)
-	$(PY) -m benchmarks.generate --checkpoint $(firstword $(GEOMETRY_CHECKPOINT)) $(if $(GEOMETRY_DATASET),--dataset $(GEOMETRY_DATASET))
+	$(PY) -m benchmarks.generate --checkpoint $(lastword $(GEOMETRY_CHECKPOINT)) $(if $(GEOMETRY_DATASET),--dataset $(GEOMETRY_DATASET))
 
 # Triton under concurrent requests: dynamic batching against --max-batch 1.
 bench-serving: $(STAMP)
-	$(PY) -m benchmarks.serving --checkpoint $(firstword $(GEOMETRY_CHECKPOINT))
+	$(PY) -m benchmarks.serving --checkpoint $(lastword $(GEOMETRY_CHECKPOINT))
 
 # Test split: every generator, retrieval and the real meshes judged by the committed shape classifier
 # (models/geometry/classifier), set metrics, the prompt sheet; var/eval/geometry/metrics.json and PNGs.
@@ -154,7 +156,7 @@ bench-addon: $(STAMP)
 XATLAS_DIR ?= var/xatlas
 bench-uv: $(STAMP)
 	test -d $(XATLAS_DIR)/xatlas || $(PY) -m pip install -q --target $(XATLAS_DIR) --no-deps xatlas==0.0.11
-	PYTHONPATH=$(XATLAS_DIR) $(PY) -m benchmarks.uv_unwrap --checkpoint $(GEOMETRY_CHECKPOINT)
+	PYTHONPATH=$(XATLAS_DIR) $(PY) -m benchmarks.uv_unwrap --checkpoint $(lastword $(GEOMETRY_CHECKPOINT))
 
 # --- scraper (services/scraper) ---
 .PHONY: scrape-all bench-scrape

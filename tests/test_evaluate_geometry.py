@@ -203,7 +203,7 @@ def test_eval_limit_reaches_the_evaluation(monkeypatch):
     monkeypatch.delenv("EVAL_LIMIT")
     evaluate_module.main([])
     assert [kw["max_prompts"] for _, kw in calls] == [7, None]
-    assert [a[0] for a, _ in calls] == [["a.pt", "b.pt"], [evaluate_module.DEFAULT_CHECKPOINT]]
+    assert [a[0] for a, _ in calls] == [["a.pt", "b.pt"], evaluate_module.DEFAULT_CHECKPOINTS]
 
 
 def test_top_k_distinct_returns_each_item_once_best_first():

@@ -61,7 +61,8 @@ from shared.ml.geometry_generator import MeshGenerator, MeshRequest, load_genera
 from shared.ml.mesh_tokenizer import QuantizedMesh, TokenizerError, quantize_mesh  # noqa: E402
 from shared.ml.text_embedding import default_cache_dir, embed  # noqa: E402
 
-DEFAULT_CHECKPOINT = "models/geometry/tiny/model.pt"
+# The served parts model (primary: metrics.json's top-level figures are its) and the flat one beside it.
+DEFAULT_CHECKPOINTS = ["models/geometry/parts-small/model.pt", "models/geometry/tiny/model.pt"]
 RETRIEVAL = "retrieval"
 _EMPTY = quantize_mesh(np.zeros((0, 3)), [])
 
@@ -465,7 +466,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--checkpoint",
         action="append",
-        help=f"a generator to evaluate (repeatable; the first is the primary one); default {DEFAULT_CHECKPOINT}",
+        help=f"a generator to evaluate (repeatable; the first is the primary one); default {DEFAULT_CHECKPOINTS}",
     )
     parser.add_argument(
         "--dataset", help="manifest sha256, file or folder, or name; default: synthetic primitives"
@@ -500,7 +501,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     result = evaluate_geometry(
-        args.checkpoint or [DEFAULT_CHECKPOINT],
+        args.checkpoint or DEFAULT_CHECKPOINTS,
         args.dataset,
         args.out,
         classifier=args.classifier,
