@@ -5,17 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.ml.part_closing import BOX_FACES, MIN_THICKNESS, close_part, is_closed
-
-
-def signed_volume(vertices: np.ndarray, faces) -> float:
-    """Positive for a closed mesh whose faces wind counter-clockwise seen from outside."""
-    total = 0.0
-    for f in faces:
-        for i in range(1, len(f) - 1):
-            a, b, c = vertices[f[0]], vertices[f[i]], vertices[f[i + 1]]
-            total += float(np.dot(a, np.cross(b, c))) / 6
-    return total
+from shared.ml.part_closing import BOX_FACES, MIN_THICKNESS, close_part, is_closed, signed_volume
 
 
 def test_an_open_shard_becomes_its_closed_outward_facing_hull():
@@ -46,6 +36,14 @@ def test_a_closed_part_is_kept_as_written():
     vertices, faces = close_part(corners, list(BOX_FACES), max_faces=100)
     assert faces == list(BOX_FACES) and vertices is corners
     assert np.isclose(signed_volume(corners, BOX_FACES), 1.0)  # the box's faces face outwards
+
+
+def test_a_closed_part_written_inside_out_is_turned_outwards():
+    corners = np.array([[i & 1, i >> 1 & 1, i >> 2 & 1] for i in range(8)], dtype=float)
+    inside_out = [tuple(reversed(f)) for f in BOX_FACES]
+    assert np.isclose(signed_volume(corners, inside_out), -1.0)
+    vertices, faces = close_part(corners, inside_out, max_faces=3)  # no face added, so any limit
+    assert faces == list(BOX_FACES) and vertices is corners
 
 
 def test_the_face_limit_decides_between_hull_box_and_the_part_as_written():

@@ -1,8 +1,8 @@
 """Closing a generated part: the part model writes surfaces that often stop short of enclosing a
 volume (shards); an open part is replaced by the convex hull of its vertices, which is closed and
 consistently oriented by construction, or by its bounding box where the hull would take more faces
-than the part may have. A closed part is kept as written (it may be concave), and so is an open one
-whose limit is below a box's six faces."""
+than the part may have. A closed part keeps its faces (it may be concave), turned outside out when
+they face inwards; an open one whose limit is below a box's six faces is kept as written."""
 
 from __future__ import annotations
 
@@ -21,6 +21,16 @@ def is_closed(faces: list[tuple[int, ...]]) -> bool:
     """Every edge shared by exactly two faces."""
     edges = Counter(frozenset((f[i], f[(i + 1) % len(f)])) for f in faces for i in range(len(f)))
     return bool(edges) and all(n == 2 for n in edges.values())
+
+
+def signed_volume(vertices: np.ndarray, faces: list[tuple[int, ...]]) -> float:
+    """Positive when a closed mesh's faces wind counter-clockwise seen from outside."""
+    total = 0.0
+    for f in faces:
+        a = vertices[f[0]]
+        for b, c in zip(f[1:-1], f[2:], strict=True):
+            total += float(np.dot(a, np.cross(vertices[b], vertices[c])))
+    return total / 6
 
 
 def thickened(points: np.ndarray) -> np.ndarray:
@@ -64,9 +74,11 @@ def bounding_box(points: np.ndarray) -> tuple[np.ndarray, list[tuple[int, ...]]]
 def close_part(
     vertices: np.ndarray, faces: list[tuple[int, ...]], max_faces: int
 ) -> tuple[np.ndarray, list[tuple[int, ...]]]:
-    """The part as written when it is closed, else its convex hull, else its bounding box, each only
-    within ``max_faces``."""
-    if is_closed(faces) or max_faces < len(BOX_FACES):
+    """The part as written when it is closed (turned outside out where it faces inwards), else its
+    convex hull, else its bounding box, each only within ``max_faces``."""
+    if is_closed(faces):
+        return vertices, faces if signed_volume(vertices, faces) >= 0 else [tuple(reversed(f)) for f in faces]
+    if max_faces < len(BOX_FACES):
         return vertices, faces
     hull_vertices, triangles = convex_hull(vertices)
     if len(triangles) <= max_faces:
