@@ -31,6 +31,21 @@ def test_a_flat_part_is_thickened_into_a_slab_not_a_zero_volume_hull():
     assert signed_volume(closed_vertices, closed_faces) > 0.4 * 0.3 * MIN_THICKNESS * 0.99
 
 
+def test_a_tilted_flat_part_a_line_and_a_point_close_too():
+    """Flat at a tilt, qhull refused these (QH6154 'initial simplex is flat') until parts were
+    thickened along their principal directions, not only the axes."""
+    rng = np.random.default_rng(2)
+    u, v = rng.uniform(-0.2, 0.2, (2, 9))
+    plane = np.stack([u, v, 0.3 * u - 0.7 * v], axis=1)  # coplanar, no axis thin
+    line = np.outer(np.linspace(-0.2, 0.2, 4), [0.3, -0.5, 0.8])
+    point = np.full((3, 3), 0.1)
+    for vertices in (plane, line, point):
+        closed_vertices, closed_faces = close_part(vertices, [(0, 1, 2)], max_faces=100)
+        assert is_closed(closed_faces) and signed_volume(closed_vertices, closed_faces) > 0
+        centred = closed_vertices - closed_vertices.mean(0)
+        assert np.linalg.svd(centred, compute_uv=False).min() > 0  # a solid, not a flat hull
+
+
 def test_a_closed_part_is_kept_as_written():
     corners = np.array([[i & 1, i >> 1 & 1, i >> 2 & 1] for i in range(8)], dtype=float)
     vertices, faces = close_part(corners, list(BOX_FACES), max_faces=100)

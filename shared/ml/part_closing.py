@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 from scipy.spatial import ConvexHull
 
-# Thinner than this (in the layout's unit cube) along an axis, a part is thickened to it before its
+# Thinner than this (in the layout's unit cube) in any direction, a part is thickened to it before its
 # hull is taken: a flat shard becomes a slab two steps of the 7-bit grid thick, so the hull does
 # not collapse when the mesh is put back on the grid.
 MIN_THICKNESS = 2 / 128
@@ -34,12 +34,14 @@ def signed_volume(vertices: np.ndarray, faces: list[tuple[int, ...]]) -> float:
 
 
 def thickened(points: np.ndarray) -> np.ndarray:
-    """The points, copied apart along every axis on which they are thinner than MIN_THICKNESS."""
-    for axis in range(3):
-        extent = float(np.ptp(points[:, axis]))
+    """The points, copied apart along each of their principal directions in which they are thinner
+    than MIN_THICKNESS (a flat shard at any tilt, a line, a point)."""
+    centred = points - points.mean(0)
+    _, _, directions = np.linalg.svd(centred, full_matrices=True)
+    for direction in directions:
+        extent = float(np.ptp(points @ direction))
         if extent < MIN_THICKNESS:
-            shift = np.zeros(3)
-            shift[axis] = (MIN_THICKNESS - extent) / 2
+            shift = direction * (MIN_THICKNESS - extent) / 2
             points = np.concatenate([points - shift, points + shift])
     return points
 
