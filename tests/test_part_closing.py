@@ -73,3 +73,18 @@ def test_the_face_limit_decides_between_hull_box_and_the_part_as_written():
     assert np.allclose(box_vertices.min(0), sphere.min(0)) and np.allclose(box_vertices.max(0), sphere.max(0))
     kept_vertices, kept_faces = close_part(sphere, faces, max_faces=5)
     assert kept_faces == faces and kept_vertices is sphere
+
+
+def test_any_small_point_set_closes():
+    """Parts of every rank (a point, a line, a flat, a solid) at random tilts and scales, as the
+    part model writes them: each closes into an outward solid or is kept, none raises."""
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        count, rank = int(rng.integers(3, 13)), int(rng.integers(0, 4))
+        basis = np.linalg.qr(rng.normal(size=(3, 3)))[0][:rank]
+        vertices = rng.uniform(-0.5, 0.5, 3) + rng.uniform(-1, 1, (count, rank)) @ basis * rng.uniform(
+            1e-3, 0.5
+        )
+        faces = [tuple(int(i) for i in rng.choice(count, 3, replace=False)) for _ in range(count // 3)]
+        closed_vertices, closed_faces = close_part(vertices, faces, max_faces=int(rng.integers(6, 40)))
+        assert is_closed(closed_faces) and signed_volume(closed_vertices, closed_faces) > 0

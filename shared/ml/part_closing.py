@@ -76,10 +76,11 @@ def bounding_box(points: np.ndarray) -> tuple[np.ndarray, list[tuple[int, ...]]]
 def close_part(
     vertices: np.ndarray, faces: list[tuple[int, ...]], max_faces: int
 ) -> tuple[np.ndarray, list[tuple[int, ...]]]:
-    """The part as written when it is closed (turned outside out where it faces inwards), else its
-    convex hull, else its bounding box, each only within ``max_faces``."""
-    if is_closed(faces):
-        return vertices, faces if signed_volume(vertices, faces) >= 0 else [tuple(reversed(f)) for f in faces]
+    """The part as written when it encloses a volume (turned outside out where it faces inwards),
+    else its convex hull, else its bounding box, each only within ``max_faces``."""
+    volume = signed_volume(vertices, faces)
+    if is_closed(faces) and abs(volume) >= MIN_THICKNESS**3:  # smaller: flat, e.g. faces back to back
+        return vertices, faces if volume > 0 else [tuple(reversed(f)) for f in faces]
     if max_faces < len(BOX_FACES):
         return vertices, faces
     hull_vertices, triangles = convex_hull(vertices)
