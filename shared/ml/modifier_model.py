@@ -26,14 +26,21 @@ from shared.ml.text_embedding import EMBEDDING_DIM
 class ModifierModelConfig:
     features: int = len(FEATURE_NAMES)
     text: int = EMBEDDING_DIM
-    text_width: int = 32  # the prompt is squeezed first, so 384 text inputs do not drown 31 mesh ones
+    text_width: int = 32  # the prompt is squeezed first, so 384 text inputs do not drown the mesh ones
     hidden: int = 128
     layers: int = 2
     dropout: float = 0.2
+    # A linear path from the standardised features straight to the presence logits, beside the
+    # MLP (wide and deep): the detectors' own findings (a Mirror, Array or Solidify rule that
+    # peels the mesh) are single features the deep path learns slowly from few positives.
+    wide: bool = False
 
     @classmethod
     def preset(cls, name: str, **overrides) -> ModifierModelConfig:
-        presets = {"tiny": {}, "base": {"text_width": 64, "hidden": 512, "layers": 3, "dropout": 0.3}}
+        presets = {
+            "tiny": {"wide": True},
+            "base": {"text_width": 64, "hidden": 512, "layers": 3, "dropout": 0.3, "wide": True},
+        }
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; expected one of {sorted(presets)}")
         return cls(**{**presets[name], **overrides})
@@ -58,13 +65,19 @@ class ModifierModel(nn.Module):
         self.trunk = nn.Sequential(*layers)
         self.presence = nn.Linear(width, len(TYPES))
         self.heads = nn.ModuleDict({name: nn.Linear(width, size) for name, size in HEADS.items()})
+        self.wide = nn.Linear(config.features, len(TYPES), bias=False) if config.wide else None
+        if self.wide is not None:
+            nn.init.zeros_(self.wide.weight)
 
     def forward(
         self, features: torch.Tensor, text: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = (features - self.feature_mean) / self.feature_scale
         h = self.trunk(torch.cat([x, self.text(text)], dim=-1))
-        return self.presence(h), {name: head(h) for name, head in self.heads.items()}
+        presence = self.presence(h)
+        if self.wide is not None:
+            presence = presence + self.wide(x)
+        return presence, {name: head(h) for name, head in self.heads.items()}
 
     @torch.no_grad()
     def predict(self, features: np.ndarray, text: np.ndarray, threshold: float = 0.5) -> list[Slots]:
