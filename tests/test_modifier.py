@@ -325,7 +325,8 @@ def derived(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("modifier")
     report = derive(str(geometry_folder(root)), None, root / "out", progress=False, construct=1)
     assert report["meshes"] == 12 and report["verified_pairs"] == 9
-    assert sum(report["constructed"].values()) == 1  # the one training mesh without a stack: the pyramid
+    assert sum(report["constructed"]["train"].values()) == 1  # the one training mesh without a stack: the pyramid
+    assert "test" not in report["constructed"]  # 1 // 4 held-out pairs per type
     assert report["per_type"]["MIRROR"]["verified"] == 3 and report["per_type"]["ARRAY"]["verified"] == 3
     assert (root / "out" / "derive_examples.png").stat().st_size > 0
     return root / "out" / "derived"

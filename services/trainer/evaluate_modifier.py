@@ -154,6 +154,21 @@ def evaluate_modifier(
         "nearest": type_scores(truth, nearest_neighbour_types(train_all, derived)),
         "rule": type_scores(truth, rule_types(derived)),
     }
+    # Held-out constructed pairs (modifiers-derive --construct: a stack applied in Blender to a
+    # mesh of a test pack): the only questions with Bevel and Subdivision, scored on their own.
+    constructed = make_examples(
+        [i for i in _items(folder, "test") if i.get("derived_by") == ["constructed"]][:limit]
+    )
+    constructed_truth = [constructed.true_types(i) for i in range(len(constructed))]
+    constructed_scores = (
+        {
+            "model": type_scores(constructed_truth, model_types(model, constructed)),
+            "nearest": type_scores(constructed_truth, nearest_neighbour_types(train_all, constructed)),
+            "rule": type_scores(constructed_truth, rule_types(constructed)),
+        }
+        if len(constructed)
+        else {}
+    )
     real_truth = [real_test.true_types(i) for i in range(len(real_test))]
     real_train = train_all.subset(train_real_rows)
     real_majority, real_majority_predictions = majority_types(real_train, len(real_test))
@@ -212,7 +227,10 @@ def evaluate_modifier(
         "nearest_exact_match": derived_scores["nearest"]["exact_match"],
         "rule_exact_match": derived_scores["rule"]["exact_match"],
         "derived": derived_scores,
+        "derived_per_type_f1": {k: v["f1"] for k, v in derived_scores["model"]["per_type"].items()},
+        "derived_support": {k: v["support"] for k, v in derived_scores["model"]["per_type"].items()},
         "derived_head_accuracy": head_accuracy(model, derived),
+        "constructed_heldout": constructed_scores,
         "real_exact_match": real_cv["model"]["exact_match"],
         "real_majority_exact_match": real_cv["majority"]["exact_match"],
         "real_nearest_exact_match": real_cv["nearest"]["exact_match"],
@@ -336,6 +354,8 @@ def main(argv: list[str] | None = None) -> None:
     for key in keys:
         print(f"{key:<32} {metrics[key]}")
     print(f"per type (derived): {metrics['derived']['model']['per_type']}")
+    if metrics["constructed_heldout"]:
+        print(f"per type (constructed, held out): {metrics['constructed_heldout']['model']['per_type']}")
     print(f"metrics: {args.out}/metrics.json  picture: {metrics['png']}")
 
 
