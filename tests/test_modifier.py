@@ -237,7 +237,7 @@ def test_blender_rebuilds_the_three_synthetic_meshes_and_refuses_a_wrong_stack()
         kept, reason, measures = verify(shifted[name], results[name])
         assert kept, (name, reason, measures)
     kept, reason, _ = verify(shifted["pair"], results["wrong"])
-    assert not kept and reason == "shape"
+    assert not kept and reason == "vertices"  # the rebuilt vertices are not the original's
     assert not results["broken"]["ok"] and "out of range" in results["broken"]["error"]
     assert verify(shifted["pair"], results["broken"])[:2] == (False, "blender_error")
 
@@ -323,10 +323,11 @@ def derived(tmp_path_factory) -> Path:
     from services.labeler.modifier_derive import derive
 
     root = tmp_path_factory.mktemp("modifier")
-    report = derive(str(geometry_folder(root)), None, root / "out", progress=False, construct=1)
+    report = derive(str(geometry_folder(root)), None, root / "out", progress=False, construct=4)
     assert report["meshes"] == 12 and report["verified_pairs"] == 9
-    assert sum(report["constructed"]["train"].values()) == 1  # the one training mesh without a stack: the pyramid
-    assert "test" not in report["constructed"]  # 1 // 4 held-out pairs per type
+    # one mesh per split has no stack (the pyramid): one constructed pair each, the held-out ones
+    # a question set of the evaluation
+    assert {s: sum(c.values()) for s, c in report["constructed"].items()} == {"train": 1, "val": 1, "test": 1}
     assert report["per_type"]["MIRROR"]["verified"] == 3 and report["per_type"]["ARRAY"]["verified"] == 3
     assert (root / "out" / "derive_examples.png").stat().st_size > 0
     return root / "out" / "derived"
@@ -391,6 +392,9 @@ def test_the_generator_answers_in_the_scene_format_and_carries_the_half(checkpoi
         [{"prompt": "a symmetric low-poly wedge pair", "mesh": mirrored_pair().to_dict(), "keep_mesh": True}]
     )
     assert kept["modifiers"] == [] and kept["left_out"] == ["MIRROR"] and "base_mesh" not in kept
+    # asked for modifiers, the rock gets its most probable type (none passes the threshold alone)
+    (wanted,) = generator.run_many([{"prompt": "a rock", "mesh": pyramid().to_dict(), "at_least_one": True}])
+    assert len(wanted["modifiers"]) + len(wanted["dropped"]) == 1
     for modifier in pair["modifiers"]:
         Modifier.model_validate(modifier)
     json.dumps([pair, plain])
@@ -430,6 +434,8 @@ def test_evaluation_writes_metrics_with_baselines_and_a_picture(derived, checkpo
     ):
         assert key in saved
     assert saved["items"] == 4 and saved["apply_ok_share"] == 1.0
+    assert saved["constructed_heldout"]["model"]["items"] == 1  # scored apart, not in items
+    assert saved["derived_support"]["MIRROR"] == 1 and saved["derived_support"]["ARRAY"] == 1
     assert saved["rule_exact_match"] == 1.0  # the rule derived these pairs
     assert (tmp_path / "predictions.png").stat().st_size > 0 and metrics["png"]
 

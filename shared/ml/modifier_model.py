@@ -80,15 +80,26 @@ class ModifierModel(nn.Module):
         return presence, {name: head(h) for name, head in self.heads.items()}
 
     @torch.no_grad()
-    def predict(self, features: np.ndarray, text: np.ndarray, threshold: float = 0.5) -> list[Slots]:
+    def predict(
+        self,
+        features: np.ndarray,
+        text: np.ndarray,
+        threshold: float = 0.5,
+        at_least_one: np.ndarray | list[bool] | None = None,
+    ) -> list[Slots]:
         """Slots per row: a type is present when its probability passes ``threshold``; each head
-        takes its most probable class."""
+        takes its most probable class. Rows marked in ``at_least_one`` (a stack is wanted: the user
+        asked for modifiers) get their most probable type where none passes the threshold."""
         device = self.feature_mean.device
         presence, heads = self(
             torch.as_tensor(features, dtype=torch.float32, device=device),
             torch.as_tensor(text, dtype=torch.float32, device=device),
         )
-        present = (torch.sigmoid(presence) >= threshold).cpu().numpy()
+        probability = torch.sigmoid(presence).cpu().numpy()
+        present = probability >= threshold
+        if at_least_one is not None:
+            empty = np.asarray(at_least_one, dtype=bool) & ~present.any(1)
+            present[empty, probability[empty].argmax(1)] = True
         classes = {name: logits.argmax(-1).cpu().numpy() for name, logits in heads.items()}
         return [
             Slots(

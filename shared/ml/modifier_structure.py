@@ -79,6 +79,8 @@ class MeshArrays:
             if len(key) >= 3 and key not in seen:
                 seen.add(key)
                 faces.append(corners)
+        if not faces:  # a mesh smaller than the tolerance everywhere: welding would leave nothing
+            return self
         return MeshArrays(self.vertices[first], faces)
 
     def subset(self, face_ids: list[int] | np.ndarray) -> MeshArrays:
@@ -277,6 +279,8 @@ def peel_array(mesh: MeshArrays) -> tuple[MeshArrays, dict[str, Any]] | str:
         return "step_not_axis_aligned"
     first = int(order[0])
     face_ids = [i for i, f in enumerate(mesh.faces) if labels[f[0]] == first]
+    if not face_ids:
+        return "loose_vertices"  # the parts are single vertices no face uses
     element = mesh.subset(face_ids)
     extent = float(np.ptp(element.vertices[:, axis]))
     displace = [0.0, 0.0, 0.0]
@@ -441,6 +445,8 @@ def peel_solidify(mesh: MeshArrays, rimless: bool = False) -> tuple[MeshArrays, 
         return "uneven_thickness"
     sheet_faces = np.flatnonzero(consistent)
     patches = _face_components(mesh.faces, sheet_faces)
+    if rimless and 2 * len(set(patches.tolist())) > len(sheet_faces):
+        return "loose_faces"  # sheets are surfaces; facing pairs of loose faces are not a Solidify
     # Two patches are twins when their faces are; colour the patches two ways along twin links.
     patch_of = dict(zip(sheet_faces.tolist(), patches.tolist(), strict=True))
     links: dict[int, set[int]] = {}
