@@ -463,7 +463,9 @@ def write_dataset(items: list[dict[str, Any]], folder: Path, source: str) -> dic
     return manifest
 
 
-def render_examples(verified: list[dict[str, Any]], path: Path, per_type: int, rejected: bool = False) -> None:
+def render_examples(
+    verified: list[dict[str, Any]], path: Path, per_type: int, rejected: bool = False
+) -> None:
     """Rows of verified pairs (or rejected candidates), a few per stack and rule: base, stack,
     Blender's result, original."""
     import matplotlib
@@ -473,7 +475,9 @@ def render_examples(verified: list[dict[str, Any]], path: Path, per_type: int, r
 
     by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for item in verified:
-        key = " > ".join(f"{t} ({r})" for t, r in zip(_types(item["modifiers"]), item["derived_by"], strict=True))
+        key = " > ".join(
+            f"{t} ({r})" for t, r in zip(_types(item["modifiers"]), item["derived_by"], strict=True)
+        )
         if len(by_type[key]) < per_type:
             by_type[key].append(item)
     # every stack and rule once before any twice

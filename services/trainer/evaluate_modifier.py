@@ -101,6 +101,7 @@ def real_cross_validation(
         held = np.flatnonzero(folds == fold)
         kept = real.subset(np.flatnonzero(folds != fold))
         train = concat(derived_train, kept)
+        torch.manual_seed(config.seed + fold)  # initial weights too: two runs of the evaluation agree
         model = ModifierModel(model_config)
         fit(model, train, config)
         query = real.subset(held)

@@ -12,6 +12,7 @@ a whole batch of meshes.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ class ModifierModelConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> ModifierModelConfig:
-        presets = {
+        presets: dict[str, dict[str, Any]] = {
             "tiny": {"wide": True},
             "base": {"text_width": 64, "hidden": 512, "layers": 3, "dropout": 0.3, "wide": True},
         }
