@@ -56,6 +56,32 @@ def solidified_plane(n: int = 4, thickness: float = 0.05) -> MeshArrays:
     return MeshArrays(np.vstack([top, top - [0, 0, thickness]]), shell)
 
 
+def triangulated_grid(n: int = 3, bump: float = 0.0) -> MeshArrays:
+    """A height field symmetric about x = 0 whose quads are all cut along the same diagonal, so its
+    halves are each other's reflection in points but not in faces (an exporter's triangulation)."""
+    xs, ys = np.linspace(-1, 1, 2 * n + 1), np.linspace(0, 1, n + 1)
+    v = np.array([[x, y, bump * np.cos(np.pi * x) * np.sin(2 * np.pi * y)] for y in ys for x in xs])
+    w, faces = len(xs), []
+    for j in range(n):
+        for i in range(2 * n):
+            a, b, c, d = j * w + i, j * w + i + 1, (j + 1) * w + i + 1, (j + 1) * w + i
+            faces += [[a, b, c], [a, c, d]]
+    return MeshArrays(v, faces)
+
+
+def paired_array(count: int = 3) -> MeshArrays:
+    """An Array whose element is two different parts (a crate and a post) on a diagonal step."""
+    crates = [box((1, 1, 1), (2.0 * k, 1.5 * k, 0)) for k in range(count)]
+    posts = [box((0.5, 0.5, 2), (2.0 * k, 1.5 * k + 1.2, 0)) for k in range(count)]
+    return MeshArrays(*merge(*crates, *posts))
+
+
+def two_sheets(n: int = 4, thickness: float = 0.05) -> MeshArrays:
+    """A solidified plane without its rim: two parallel open sheets (Solidify, Fill Rim off)."""
+    shell = solidified_plane(n, thickness)
+    return MeshArrays(shell.vertices, shell.faces[: 2 * (n - 1) ** 2])
+
+
 def pyramid() -> MeshArrays:
     v = np.array([[0, 0, 0], [1, 0, 0], [0.3, 1.2, 0], [0.2, 0.4, 1.0]], float)
     return MeshArrays(v, [[0, 2, 1], [0, 1, 3], [1, 2, 3], [2, 0, 3]])
@@ -91,6 +117,25 @@ def test_a_mesh_without_that_structure_gets_no_stack_and_the_reasons():
     assert found.stack == []
     assert set(found.rejections) == {"MIRROR", "ARRAY", "SOLIDIFY"}
     assert found.rejections["ARRAY"] == "one_part"
+
+
+def test_relaxed_rules_find_a_retriangulated_mirror_a_loose_one_and_a_multi_part_array():
+    grid = triangulated_grid()
+    found = peel(grid)
+    assert [m["type"] for m in found.stack] == ["MIRROR"] and found.rules == ["mirror_retriangulated"]
+    assert len(found.base.faces) == len(grid.faces) // 2
+    loose = mirrored_pair()
+    loose.vertices[0] += [0, 0, 5e-4 * loose.diagonal]  # off its reflection by more than 1e-4
+    assert peel(loose).rules == ["mirror_loose"]
+    found = peel(paired_array(3))
+    (array,) = found.stack
+    assert found.rules == ["array_translation"] and found.rejections["MIRROR"]
+    assert array["params"]["count"] == 3 and len(found.base.faces) == 12
+    assert array["params"]["constant_offset_displace"] == pytest.approx([2.0, 1.5, 0.0])
+    assert peel(cube_array(3)).rules == ["array"]  # the strict rule first
+    found = peel(two_sheets())
+    assert found.rules == ["solidify_rimless"] and found.stack[0]["params"]["use_rim"] is False
+    assert found.stack[0]["params"]["thickness"] == pytest.approx(0.05) and len(found.base.faces) == 9
 
 
 def test_welding_joins_split_vertices_so_parts_and_shells_show():
@@ -192,9 +237,36 @@ def test_blender_rebuilds_the_three_synthetic_meshes_and_refuses_a_wrong_stack()
         kept, reason, measures = verify(shifted[name], results[name])
         assert kept, (name, reason, measures)
     kept, reason, _ = verify(shifted["pair"], results["wrong"])
-    assert not kept and reason == "shape"
+    assert not kept and reason == "vertices"  # the rebuilt vertices are not the original's
     assert not results["broken"]["ok"] and "out of range" in results["broken"]["error"]
     assert verify(shifted["pair"], results["broken"])[:2] == (False, "blender_error")
+
+
+def test_blender_keeps_a_relaxed_pair_only_when_its_surface_is_the_original():
+    from blender_worker.modifier_apply import apply_batch
+    from blender_worker.settings import ExtractSettings
+    from services.labeler.modifier_derive import verify
+
+    # flat quads cut the other way are the same surface; strongly bent ones are not
+    originals = {
+        "flat": triangulated_grid(bump=0.0),
+        "bent": triangulated_grid(bump=0.5),
+        "paired": paired_array(),
+        "sheets": two_sheets(),
+    }
+    jobs, shifted = [], {}
+    for name, mesh in originals.items():
+        found = peel(mesh)
+        shifted[name] = MeshArrays(mesh.vertices - found.origin, mesh.faces)
+        jobs.append({"id": name, "mesh": found.base.to_dict(), "modifiers": found.stack})
+    results = {r["id"]: r for r in apply_batch(jobs, ExtractSettings(workers=1))}
+    kept, reason, measures = verify(shifted["flat"], results["flat"])
+    assert kept and measures["shape_max"] < 1e-6, measures
+    kept, reason, measures = verify(shifted["bent"], results["bent"])
+    assert not kept and reason == "shape" and measures["vertex_max"] < 1e-5  # same points, other surface
+    for name in ("paired", "sheets"):
+        kept, reason, measures = verify(shifted[name], results[name])
+        assert kept and measures["face_difference"] == 0, (name, reason, measures)
 
 
 def test_a_batch_past_its_time_limit_is_retried_item_by_item_and_reported():
@@ -251,9 +323,11 @@ def derived(tmp_path_factory) -> Path:
     from services.labeler.modifier_derive import derive
 
     root = tmp_path_factory.mktemp("modifier")
-    report = derive(str(geometry_folder(root)), None, root / "out", progress=False, construct=1)
+    report = derive(str(geometry_folder(root)), None, root / "out", progress=False, construct=4)
     assert report["meshes"] == 12 and report["verified_pairs"] == 9
-    assert sum(report["constructed"].values()) == 1  # the one training mesh without a stack: the pyramid
+    # one mesh per split has no stack (the pyramid): one constructed pair each, the held-out ones
+    # a question set of the evaluation
+    assert {s: sum(c.values()) for s, c in report["constructed"].items()} == {"train": 1, "val": 1, "test": 1}
     assert report["per_type"]["MIRROR"]["verified"] == 3 and report["per_type"]["ARRAY"]["verified"] == 3
     assert (root / "out" / "derive_examples.png").stat().st_size > 0
     return root / "out" / "derived"
@@ -318,6 +392,9 @@ def test_the_generator_answers_in_the_scene_format_and_carries_the_half(checkpoi
         [{"prompt": "a symmetric low-poly wedge pair", "mesh": mirrored_pair().to_dict(), "keep_mesh": True}]
     )
     assert kept["modifiers"] == [] and kept["left_out"] == ["MIRROR"] and "base_mesh" not in kept
+    # asked for modifiers, the rock gets its most probable type (none passes the threshold alone)
+    (wanted,) = generator.run_many([{"prompt": "a rock", "mesh": pyramid().to_dict(), "at_least_one": True}])
+    assert len(wanted["modifiers"]) + len(wanted["dropped"]) == 1
     for modifier in pair["modifiers"]:
         Modifier.model_validate(modifier)
     json.dumps([pair, plain])
@@ -357,6 +434,8 @@ def test_evaluation_writes_metrics_with_baselines_and_a_picture(derived, checkpo
     ):
         assert key in saved
     assert saved["items"] == 4 and saved["apply_ok_share"] == 1.0
+    assert saved["constructed_heldout"]["model"]["items"] == 1  # scored apart, not in items
+    assert saved["derived_support"]["MIRROR"] == 1 and saved["derived_support"]["ARRAY"] == 1
     assert saved["rule_exact_match"] == 1.0  # the rule derived these pairs
     assert (tmp_path / "predictions.png").stat().st_size > 0 and metrics["png"]
 

@@ -10,9 +10,20 @@ then worker children apply each candidate stack to its base in bpy, through the 
 in batches under a time limit, and the pair is kept only when the result matches the original:
 
 - face count: equal within FACE_TOLERANCE (share of the original's faces);
-- shape: every vertex and face centre of each mesh is matched to the nearest of the other's (a
-  Chamfer distance over those points, both ways); the mean is at most SHAPE_MEAN_TOLERANCE and the
-  largest at most SHAPE_MAX_TOLERANCE of the original's bounding-box diagonal.
+- vertices: every vertex of each mesh is matched to the nearest of the other's (a Chamfer distance
+  over the vertices, both ways); the mean is at most SHAPE_MEAN_TOLERANCE and the largest at most
+  SHAPE_MAX_TOLERANCE of the original's bounding-box diagonal;
+- shape: every vertex and face centre of each mesh is measured to the other's surface or its
+  nearest vertex or face centre, whichever is nearer (both ways), with the same two thresholds: two
+  triangulations of one flat quad are the same surface, a face between the wrong vertices is not.
+  (Over points alone, as before the relaxed rules, this is never larger, so no pair the point
+  measure kept is lost.)
+
+The detectors (shared.ml.modifier_structure) have strict and relaxed rules per type: Mirror (faces
+mirror face for face; or only the points do, the halves triangulated apart; or the points within
+LOOSE_MATCH_TOLERANCE), Array (every part one element on an axis-aligned step; or an element of
+several parts on any step). The report counts candidates, verified pairs and rejections per type
+and per rule.
 
 Every geometry mesh becomes one item: a verified pair (``modifiers`` the stack, ``mesh`` the base,
 ``evaluated_mesh`` the original moved by ``origin``) or a negative (empty stack, the mesh as is),
@@ -51,19 +62,83 @@ SHARD_ITEMS = 256
 DERIVED_TYPES = ("MIRROR", "ARRAY", "SOLIDIFY")
 
 
-def shape_distance(a: MeshArrays, b: MeshArrays) -> tuple[float, float]:
-    """(mean, max) distance from each vertex and face centre of one mesh to the nearest vertex or
-    face centre of the other, the worse direction, as shares of a's bounding-box diagonal. A stack
-    that rebuilds a mesh puts every vertex back to float precision, so points, not surface samples
-    (two samplings of one surface differ by their spacing), tell an exact rebuild from a near one."""
+def _triangles(mesh: MeshArrays) -> np.ndarray:
+    """(m, 3, 3) corner positions of the mesh's faces cut into fans of triangles."""
+    tris = [(f[0], f[k], f[k + 1]) for f in mesh.faces for k in range(1, len(f) - 1)]
+    return mesh.vertices[np.asarray(tris, dtype=np.int64).reshape(-1, 3)]
+
+
+def point_triangle_distance(points: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Distance from each point (n, 3) to its triangle (n, 3, 3), row for row."""
+    a, b, c = tris[:, 0], tris[:, 1], tris[:, 2]
+    normal = np.cross(b - a, c - a)
+    length = np.linalg.norm(normal, axis=1)
+    unit = normal / np.maximum(length, 1e-30)[:, None]
+    height = ((points - a) * unit).sum(1)
+    projected = points - height[:, None] * unit
+    inside = length > 1e-30
+    for p, q in ((a, b), (b, c), (c, a)):
+        inside &= (np.cross(q - p, projected - p) * normal).sum(1) >= 0
+    best = np.full(len(points), np.inf)
+    for p, q in ((a, b), (b, c), (c, a)):
+        edge = q - p
+        t = np.clip(((points - p) * edge).sum(1) / np.maximum((edge * edge).sum(1), 1e-30), 0, 1)
+        best = np.minimum(best, np.linalg.norm(points - (p + t[:, None] * edge), axis=1))
+    return np.where(inside, np.abs(height), best)
+
+
+def surface_distance(points: np.ndarray, mesh: MeshArrays, k: int = 16) -> np.ndarray:
+    """Distance from each point to the mesh's surface, over candidate triangles: those of the k
+    nearest triangle centres and those around the k nearest vertices. A closer triangle outside the
+    candidates is possible, so this is an upper bound of the true distance: it can reject a good
+    pair, never accept a bad one."""
+    tris = _triangles(mesh)
+    kk = min(k, len(tris))
+    near_tris = cKDTree(tris.mean(1)).query(points, k=kk)[1].reshape(len(points), -1)
+    # triangles around each vertex
+    corner_rows = np.repeat(np.arange(len(tris)), 3)
+    corner_vertices = np.asarray(
+        [v for f in mesh.faces for k2 in range(1, len(f) - 1) for v in (f[0], f[k2], f[k2 + 1])], np.int64
+    )
+    order = np.argsort(corner_vertices, kind="stable")
+    sorted_vertices, sorted_rows = corner_vertices[order], corner_rows[order]
+    kv = min(4, len(mesh.vertices))
+    near_vertices = cKDTree(mesh.vertices).query(points, k=kv)[1].reshape(len(points), -1)
+    best = np.full(len(points), np.inf)
+    for column in range(near_tris.shape[1]):
+        best = np.minimum(best, point_triangle_distance(points, tris[near_tris[:, column]]))
+    starts = np.searchsorted(sorted_vertices, near_vertices, side="left")
+    ends = np.searchsorted(sorted_vertices, near_vertices, side="right")
+    spans = ends - starts
+    for column in range(near_vertices.shape[1]):
+        for offset in range(int(spans[:, column].max(initial=0))):
+            rows = np.flatnonzero(spans[:, column] > offset)
+            tri = sorted_rows[starts[rows, column] + offset]
+            best[rows] = np.minimum(best[rows], point_triangle_distance(points[rows], tris[tri]))
+    return best
+
+
+def shape_distance(a: MeshArrays, b: MeshArrays) -> dict[str, float]:
+    """How far two meshes are apart, as shares of a's bounding-box diagonal, the worse direction:
+    ``vertex_mean``/``vertex_max``, from each vertex of one to the nearest vertex of the other (a
+    stack that rebuilds a mesh puts every vertex back to float precision); ``shape_mean`` /
+    ``shape_max``, from each vertex and face centre of one to the other's surface (two
+    triangulations of one quad are the same surface; a face between the wrong vertices is not)."""
+    there = cKDTree(b.vertices).query(a.vertices)[0]
+    back = cKDTree(a.vertices).query(b.vertices)[0]
     pa = np.vstack([a.vertices, face_geometry(a)[1]])
     pb = np.vstack([b.vertices, face_geometry(b)[1]])
-    there = cKDTree(pb).query(pa)[0]
-    back = cKDTree(pa).query(pb)[0]
-    return (
-        float(max(there.mean(), back.mean()) / a.diagonal),
-        float(max(there.max(), back.max()) / a.diagonal),
-    )
+    # to the other's surface or to its nearest vertex or face centre, whichever is nearer: the
+    # centre of a bent polygon is off its own fan of triangles, but it is where the other's is
+    onto_b = np.minimum(surface_distance(pa, b), cKDTree(pb).query(pa)[0])
+    onto_a = np.minimum(surface_distance(pb, a), cKDTree(pa).query(pb)[0])
+    d = a.diagonal
+    return {
+        "vertex_mean": float(max(there.mean(), back.mean()) / d),
+        "vertex_max": float(max(there.max(), back.max()) / d),
+        "shape_mean": float(max(onto_b.mean(), onto_a.mean()) / d),
+        "shape_max": float(max(onto_b.max(), onto_a.max()) / d),
+    }
 
 
 def verify(original: MeshArrays, result: dict[str, Any]) -> tuple[bool, str, dict[str, float]]:
@@ -76,15 +151,13 @@ def verify(original: MeshArrays, result: dict[str, Any]) -> tuple[bool, str, dic
     except ValueError:
         return False, "empty_result", {}
     faces = abs(len(rebuilt.faces) - len(original.faces)) / len(original.faces)
-    mean, worst = shape_distance(original, rebuilt)
-    measures = {
-        "face_difference": round(faces, 5),
-        "shape_mean": round(mean, 7),
-        "shape_max": round(worst, 7),
-    }
+    distances = shape_distance(original, rebuilt)
+    measures = {"face_difference": round(faces, 5), **{k: round(v, 7) for k, v in distances.items()}}
     if faces > FACE_TOLERANCE:
         return False, "face_count", measures
-    if mean > SHAPE_MEAN_TOLERANCE or worst > SHAPE_MAX_TOLERANCE:
+    if distances["vertex_mean"] > SHAPE_MEAN_TOLERANCE or distances["vertex_max"] > SHAPE_MAX_TOLERANCE:
+        return False, "vertices", measures
+    if distances["shape_mean"] > SHAPE_MEAN_TOLERANCE or distances["shape_max"] > SHAPE_MAX_TOLERANCE:
         return False, "shape", measures
     return True, "", measures
 
@@ -138,8 +211,9 @@ def derive(
         for kind, reason in found.rejections.items():
             counts[kind][f"not_found:{reason.split(':')[-1].split(',')[0]}"] += 1
         if found.stack:
-            for kind in _types(found.stack):
+            for kind, rule in zip(_types(found.stack), found.rules, strict=True):
                 counts[kind]["candidates"] += 1
+                counts[kind][f"candidates:{rule}"] += 1
             shifted = MeshArrays(mesh.vertices - found.origin, mesh.faces)
             originals[item["id"]] = shifted
             candidates[item["id"]] = {
@@ -147,6 +221,7 @@ def derive(
                 "mesh": found.base.to_dict(),
                 "modifiers": found.stack,
                 "origin": found.origin.tolist(),
+                "rules": found.rules,
             }
 
     real: list[tuple[str, dict[str, Any]]] = []
@@ -155,14 +230,20 @@ def derive(
             for item in iter_split(modifier_ref, split, "modifier"):
                 if item["mesh"]["faces"]:
                     real.append((split_of_pack.get(item["pack"], split), item))
-    constructed = construct_stacks(
-        [
-            (item, items[item["id"]])
-            for split, item in geometry
-            if split == "train" and item["id"] not in candidates
-        ],
-        construct,
-    )
+    # Training pairs, and a quarter as many per type from the held-out packs: a separate question
+    # set for the evaluation (the only one with Bevel and Subdivision), never trained on.
+    constructed = [
+        c
+        for split, per_type in (("train", construct), ("val", construct // 4), ("test", construct // 4))
+        for c in construct_stacks(
+            [
+                (item, items[item["id"]])
+                for s, item in geometry
+                if s == split and item["id"] not in candidates
+            ],
+            per_type,
+        )
+    ]
     jobs = [{"id": c["id"], "mesh": c["mesh"], "modifiers": c["modifiers"]} for c in candidates.values()] + [
         {"id": f"real/{r['id']}", "mesh": r["mesh"], "modifiers": r["modifiers"]} for _, r in real
     ]
@@ -180,22 +261,36 @@ def derive(
     blender_s = time.perf_counter() - t
 
     verified: list[dict[str, Any]] = []
-    for item_id, candidate in candidates.items():
+    rejected: list[dict[str, Any]] = []
+    for item_id, candidate in tqdm(candidates.items(), desc="verify", unit="stack", disable=not progress):
         kept, reason, measures = verify(originals[item_id], applied[item_id])
         kinds = _types(candidate["modifiers"])
         if not kept:
-            for kind in kinds:
+            for kind, rule in zip(kinds, candidate["rules"], strict=True):
                 counts[kind][f"rejected:{reason}"] += 1
+                counts[kind][f"rejected:{rule}"] += 1
             items[item_id]["verification"] = {"kept": False, "reason": reason, **measures}
+            if applied[item_id].get("mesh"):
+                rejected.append(
+                    {
+                        **items[item_id],
+                        "modifiers": candidate["modifiers"],
+                        "mesh": candidate["mesh"],
+                        "evaluated_mesh": originals[item_id].to_dict(),
+                        "derived_by": candidate["rules"],
+                        "result": applied[item_id]["mesh"],
+                    }
+                )
             continue
-        for kind in kinds:
+        for kind, rule in zip(kinds, candidate["rules"], strict=True):
             counts[kind]["verified"] += 1
+            counts[kind][f"verified:{rule}"] += 1
         items[item_id].update(
             modifiers=candidate["modifiers"],
             mesh=candidate["mesh"],
             evaluated_mesh=originals[item_id].to_dict(),
             origin=candidate["origin"],
-            derived_by=[k.lower() for k in kinds],
+            derived_by=candidate["rules"],
             verification={"kept": True, **measures},
         )
         verified.append({**items[item_id], "result": applied[item_id]["mesh"]})
@@ -219,12 +314,12 @@ def derive(
             "apply_warnings": answer.get("warnings", [])[:5],
         }
 
-    built: Counter[str] = Counter()
+    built: dict[str, Counter[str]] = defaultdict(Counter)
     for item in constructed:
         answer = applied[item["id"]]
         if answer.get("ok") and answer["mesh"]["faces"]:
             items[item["id"]] = {**item, "evaluated_mesh": answer["mesh"]}
-            built[item["modifiers"][0]["type"]] += 1
+            built[item["split"]][item["modifiers"][0]["type"]] += 1
 
     manifest = write_dataset(list(items.values()), out_dir / "derived", geometry_ref)
     stacks = Counter(
@@ -243,7 +338,7 @@ def derive(
         },
         "stacks": dict(stacks.most_common()),
         "real_items": sum(1 for i in items.values() if i["derived_by"] == "artist"),
-        "constructed": dict(built),
+        "constructed": {split: dict(counts) for split, counts in built.items()},
         "real_not_applied": dict(real_failures),
         "thresholds": {
             "face_difference_max": FACE_TOLERANCE,
@@ -262,6 +357,7 @@ def derive(
     }
     (out_dir / "derive_report.json").write_text(json.dumps(report, indent=1, sort_keys=True))
     render_examples(verified, out_dir / "derive_examples.png", examples)
+    render_examples(rejected, out_dir / "derive_rejected.png", 2, rejected=True)
     return report
 
 
@@ -271,7 +367,8 @@ def construct_stacks(
     """Pairs made the other way round, for the types few finished meshes reveal: a training mesh
     with no stack found gets a Solidify (open surfaces), a Subdivision (quad cages), a Bevel
     (closed meshes) or an Array, with seeded random parameters; Blender's result becomes the
-    finished mesh (``derived_by: ["constructed"]``). Training split only, at most ``per_type`` each."""
+    finished mesh (``derived_by: ["constructed"]``). At most ``per_type`` each, from the pool's split
+    (the items keep it)."""
     rng = np.random.default_rng(0)
     out: list[dict[str, Any]] = []
     counts: Counter[str] = Counter()
@@ -366,8 +463,11 @@ def write_dataset(items: list[dict[str, Any]], folder: Path, source: str) -> dic
     return manifest
 
 
-def render_examples(verified: list[dict[str, Any]], path: Path, per_type: int) -> None:
-    """Rows of verified pairs, a few per modifier type: base, stack, Blender's result, original."""
+def render_examples(
+    verified: list[dict[str, Any]], path: Path, per_type: int, rejected: bool = False
+) -> None:
+    """Rows of verified pairs (or rejected candidates), a few per stack and rule: base, stack,
+    Blender's result, original."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -375,17 +475,33 @@ def render_examples(verified: list[dict[str, Any]], path: Path, per_type: int) -
 
     by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for item in verified:
-        key = " > ".join(_types(item["modifiers"]))
+        key = " > ".join(
+            f"{t} ({r})" for t, r in zip(_types(item["modifiers"]), item["derived_by"], strict=True)
+        )
         if len(by_type[key]) < per_type:
             by_type[key].append(item)
-    rows = [i for group in sorted(by_type.values(), key=len, reverse=True) for i in group][:12]
+    # every stack and rule once before any twice
+    groups = list(by_type.values())
+    rows = [g[k] for k in range(per_type) for g in groups if k < len(g)][:14]
     if not rows:
         return
     fig = plt.figure(figsize=(10, 2.6 * len(rows)))
     for r, item in enumerate(rows):
         panels = [
             (item["mesh"], f"base: {len(item['mesh']['faces'])} faces"),
-            (None, stack_text(item["modifiers"])),
+            (
+                None,
+                stack_text(item["modifiers"])
+                + "\nrules: "
+                + ", ".join(item["derived_by"])
+                + (
+                    f"\nREJECTED: {item['verification']['reason']}\n"
+                    f"shape mean {item['verification'].get('shape_mean')}\n"
+                    f"shape max {item['verification'].get('shape_max')}"
+                    if rejected
+                    else ""
+                ),
+            ),
             (item["result"], f"Blender result: {len(item['result']['faces'])} faces"),
             (
                 item["evaluated_mesh"],

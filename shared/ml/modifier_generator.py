@@ -29,6 +29,9 @@ class ModifierGenerator:
          "mesh": {"vertices": [[x, y, z], ...], "faces": [[i, j, k, ...], ...]},   # required
          "keep_mesh": false,                             # optional: the mesh is the user's own and
                                                          # stays as it is, so no stack rebuilds it
+         "at_least_one": false,                          # optional: a stack is wanted (the user
+                                                         # asked for modifiers): the most probable
+                                                         # type where none passes the threshold
          "seed": 0}                                      # optional; the model is deterministic
 
     Result (JSON-able dict, payload in the scene format of shared/scene/models.py)::
@@ -61,7 +64,7 @@ class ModifierGenerator:
     def run_many(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One result per request; all requests go through the model in one batch."""
         start = time.perf_counter()
-        meshes, prompts, keep = [], [], []
+        meshes, prompts, keep, wanted = [], [], [], []
         for k, request in enumerate(requests):
             if not isinstance(request, dict):
                 raise ValueError(f"request {k}: expected an object with prompt and mesh")
@@ -77,12 +80,13 @@ class ModifierGenerator:
                 raise ValueError(f"request {k}: {exc}") from exc
             prompts.append(prompt)
             keep.append(bool(request.get("keep_mesh", False)))
+            wanted.append(bool(request.get("at_least_one", False)))
         if not requests:
             return []
         values = np.stack([features(m) for m in meshes])
         text = np.stack([embed([p])[0] for p in prompts])
         with self._lock:
-            slots = self.model.predict(values, text)
+            slots = self.model.predict(values, text, at_least_one=wanted)
         results = []
         for mesh, slot, keep_mesh in zip(meshes, slots, keep, strict=True):
             peeled = peel_stack(mesh, from_slots(slot, mesh.diagonal))

@@ -12,6 +12,7 @@ a whole batch of meshes.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,14 +27,21 @@ from shared.ml.text_embedding import EMBEDDING_DIM
 class ModifierModelConfig:
     features: int = len(FEATURE_NAMES)
     text: int = EMBEDDING_DIM
-    text_width: int = 32  # the prompt is squeezed first, so 384 text inputs do not drown 31 mesh ones
+    text_width: int = 32  # the prompt is squeezed first, so 384 text inputs do not drown the mesh ones
     hidden: int = 128
     layers: int = 2
     dropout: float = 0.2
+    # A linear path from the standardised features straight to the presence logits, beside the
+    # MLP (wide and deep): the detectors' own findings (a Mirror, Array or Solidify rule that
+    # peels the mesh) are single features the deep path learns slowly from few positives.
+    wide: bool = False
 
     @classmethod
     def preset(cls, name: str, **overrides) -> ModifierModelConfig:
-        presets = {"tiny": {}, "base": {"text_width": 64, "hidden": 512, "layers": 3, "dropout": 0.3}}
+        presets: dict[str, dict[str, Any]] = {
+            "tiny": {"wide": True},
+            "base": {"text_width": 64, "hidden": 512, "layers": 3, "dropout": 0.3, "wide": True},
+        }
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; expected one of {sorted(presets)}")
         return cls(**{**presets[name], **overrides})
@@ -58,24 +66,41 @@ class ModifierModel(nn.Module):
         self.trunk = nn.Sequential(*layers)
         self.presence = nn.Linear(width, len(TYPES))
         self.heads = nn.ModuleDict({name: nn.Linear(width, size) for name, size in HEADS.items()})
+        self.wide = nn.Linear(config.features, len(TYPES), bias=False) if config.wide else None
+        if self.wide is not None:
+            nn.init.zeros_(self.wide.weight)
 
     def forward(
         self, features: torch.Tensor, text: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = (features - self.feature_mean) / self.feature_scale
         h = self.trunk(torch.cat([x, self.text(text)], dim=-1))
-        return self.presence(h), {name: head(h) for name, head in self.heads.items()}
+        presence = self.presence(h)
+        if self.wide is not None:
+            presence = presence + self.wide(x)
+        return presence, {name: head(h) for name, head in self.heads.items()}
 
     @torch.no_grad()
-    def predict(self, features: np.ndarray, text: np.ndarray, threshold: float = 0.5) -> list[Slots]:
+    def predict(
+        self,
+        features: np.ndarray,
+        text: np.ndarray,
+        threshold: float = 0.5,
+        at_least_one: np.ndarray | list[bool] | None = None,
+    ) -> list[Slots]:
         """Slots per row: a type is present when its probability passes ``threshold``; each head
-        takes its most probable class."""
+        takes its most probable class. Rows marked in ``at_least_one`` (a stack is wanted: the user
+        asked for modifiers) get their most probable type where none passes the threshold."""
         device = self.feature_mean.device
         presence, heads = self(
             torch.as_tensor(features, dtype=torch.float32, device=device),
             torch.as_tensor(text, dtype=torch.float32, device=device),
         )
-        present = (torch.sigmoid(presence) >= threshold).cpu().numpy()
+        probability = torch.sigmoid(presence).cpu().numpy()
+        present = probability >= threshold
+        if at_least_one is not None:
+            empty = np.asarray(at_least_one, dtype=bool) & ~present.any(1)
+            present[empty, probability[empty].argmax(1)] = True
         classes = {name: logits.argmax(-1).cpu().numpy() for name, logits in heads.items()}
         return [
             Slots(

@@ -24,6 +24,9 @@ from scipy.spatial import cKDTree
 # Vertices closer than this share of the diagonal are one point (applied modifiers are exact to
 # float32 rounding; a hand-made near-symmetry is not a Mirror).
 MATCH_TOLERANCE = 1e-4
+# The loose Mirror: an exported mesh's two halves may differ by more than float rounding (a
+# re-export, a rescale) while a Mirror still rebuilds it within Blender verification's thresholds.
+LOOSE_MATCH_TOLERANCE = 1e-3
 # A Solidify's two sheets: share of the surface area that must have a parallel twin.
 SOLIDIFY_MIN_PAIRED_AREA = 0.6
 ARRAY_MAX_COUNT = 64
@@ -76,6 +79,8 @@ class MeshArrays:
             if len(key) >= 3 and key not in seen:
                 seen.add(key)
                 faces.append(corners)
+        if not faces:  # a mesh smaller than the tolerance everywhere: welding would leave nothing
+            return self
         return MeshArrays(self.vertices[first], faces)
 
     def subset(self, face_ids: list[int] | np.ndarray) -> MeshArrays:
@@ -97,6 +102,7 @@ class Peeled:
     stack: list[dict[str, Any]] = field(default_factory=list)
     origin: np.ndarray = field(default_factory=lambda: np.zeros(3))
     rejections: dict[str, str] = field(default_factory=dict)  # modifier type -> why it was not found
+    rules: list[str] = field(default_factory=list)  # per stack modifier, the rule that found it
 
 
 # ---- face geometry -------------------------------------------------------------------------------
@@ -162,12 +168,20 @@ def mirror_score(mesh: MeshArrays, axis: int, tolerance: float) -> float:
     return float((distance <= tolerance * mesh.diagonal).mean())
 
 
-def peel_mirror(mesh: MeshArrays, axis: int) -> tuple[MeshArrays, float] | str:
+def peel_mirror(
+    mesh: MeshArrays, axis: int, tolerance: float = MATCH_TOLERANCE, same_faces: bool = True
+) -> tuple[MeshArrays, float] | str:
     """(half, plane) for a mesh that is its own reflection through the box-centre plane on ``axis``:
     the half on the positive side, moved so the plane is at 0, its seam vertices on the plane.
-    Otherwise the reason it is not."""
+    Otherwise the reason it is not.
+
+    ``same_faces=False`` is the re-triangulated Mirror: the points are each other's reflection but
+    the faces need not be (an exporter triangulated each half's quads along its own diagonals);
+    each side must still hold half the faces and none may cross the plane, so the Mirror of the
+    positive half has the original's vertices and face count (Blender verification then measures
+    how far its surface is from the original's)."""
     v = mesh.vertices
-    tol = MATCH_TOLERANCE * mesh.diagonal
+    tol = tolerance * mesh.diagonal
     plane = (v[:, axis].min() + v[:, axis].max()) / 2
     if np.ptp(v[:, axis]) <= tol:
         return "flat_on_axis"
@@ -176,9 +190,10 @@ def peel_mirror(mesh: MeshArrays, axis: int) -> tuple[MeshArrays, float] | str:
     distance, partner = cKDTree(v).query(reflected)
     if distance.max() > tol:
         return "not_symmetric"
-    face_set = {tuple(sorted(f)) for f in mesh.faces}
-    if any(tuple(sorted(partner[f].tolist())) not in face_set for f in mesh.faces):
-        return "faces_not_symmetric"
+    if same_faces:
+        face_set = {tuple(sorted(f)) for f in mesh.faces}
+        if any(tuple(sorted(partner[f].tolist())) not in face_set for f in mesh.faces):
+            return "faces_not_symmetric"
     side = v[:, axis] - plane
     positive = [i for i, f in enumerate(mesh.faces) if side[f].min() >= -tol]
     negative = [i for i, f in enumerate(mesh.faces) if side[f].max() <= tol]
@@ -186,11 +201,33 @@ def peel_mirror(mesh: MeshArrays, axis: int) -> tuple[MeshArrays, float] | str:
         return "faces_cross_plane"
     if set(positive) & set(negative):
         return "faces_in_plane"
+    if not same_faces and len(positive) != len(negative):
+        return "halves_differ"
     half = mesh.subset(positive)
     half.vertices[:, axis] -= plane
     seam = np.abs(half.vertices[:, axis]) <= tol
     half.vertices[seam, axis] = 0.0
     return half, float(plane)
+
+
+# The Mirror rules, strictest first: (name, tolerance, faces must mirror too).
+MIRROR_RULES = (
+    ("mirror", MATCH_TOLERANCE, True),
+    ("mirror_retriangulated", MATCH_TOLERANCE, False),
+    ("mirror_loose", LOOSE_MATCH_TOLERANCE, False),
+)
+
+
+def peel_mirror_any(mesh: MeshArrays, axis: int) -> tuple[MeshArrays, float, str] | str:
+    """The first Mirror rule that peels ``axis``: (half, plane, rule name); else the strict rule's
+    reason it is not a Mirror (the loose rules' reasons say less)."""
+    first = ""
+    for name, tolerance, same_faces in MIRROR_RULES:
+        found = peel_mirror(mesh, axis, tolerance, same_faces)
+        if not isinstance(found, str):
+            return found[0], found[1], name
+        first = first or found
+    return first
 
 
 def mirror_modifier(axes: list[int], diagonal: float) -> dict[str, Any]:
@@ -242,6 +279,8 @@ def peel_array(mesh: MeshArrays) -> tuple[MeshArrays, dict[str, Any]] | str:
         return "step_not_axis_aligned"
     first = int(order[0])
     face_ids = [i for i, f in enumerate(mesh.faces) if labels[f[0]] == first]
+    if not face_ids:
+        return "loose_vertices"  # the parts are single vertices no face uses
     element = mesh.subset(face_ids)
     extent = float(np.ptp(element.vertices[:, axis]))
     displace = [0.0, 0.0, 0.0]
@@ -263,14 +302,121 @@ def peel_array(mesh: MeshArrays) -> tuple[MeshArrays, dict[str, Any]] | str:
     return element, {"name": "Array", "type": "ARRAY", "params": params}
 
 
+def peel_array_translation(mesh: MeshArrays) -> tuple[MeshArrays, dict[str, Any]] | str:
+    """The Array whose element is several parts (a pair of legs, a post with its cap) or whose
+    step is not along one axis: (first element, modifier) when the whole mesh is the translation
+    copies ``element + k * step`` (k < count) of one vertex layer, face for face; otherwise the
+    reason it is not. The step is tried among the offsets between parts of the same shape, the
+    shortest first; the modifier uses a constant offset (the step vector)."""
+    count, labels = components(mesh)
+    if count < 2:
+        return "one_part"
+    tol = MATCH_TOLERANCE * mesh.diagonal
+    v = mesh.vertices
+    parts = [np.flatnonzero(labels == k) for k in range(count)]
+    corners = np.array([v[p].min(0) for p in parts])
+    shape_key = [
+        (len(p), *np.round(np.ptp(v[p], axis=0) / (10 * tol)).astype(np.int64).tolist()) for p in parts
+    ]
+    groups: dict[tuple, list[int]] = {}
+    for k, key in enumerate(shape_key):
+        groups.setdefault(key, []).append(k)
+    largest = max(groups.values(), key=len)
+    if len(largest) < 2:
+        return "no_repeated_part"
+    members = largest[:ARRAY_MAX_COUNT]
+    offsets = (corners[members][None, :, :] - corners[members][:, None, :]).reshape(-1, 3)
+    offsets = offsets[np.linalg.norm(offsets, axis=1) > tol]
+    # one sign per offset: the first clearly non-zero coordinate positive
+    sign = np.sign(offsets[np.arange(len(offsets)), np.argmax(np.abs(offsets) > tol, axis=1)])
+    offsets = np.unique(np.round(offsets * sign[:, None] / tol) * tol, axis=0)
+    offsets = offsets[np.argsort(np.linalg.norm(offsets, axis=1))][:12]
+    tree = cKDTree(v)
+    face_keys = {tuple(sorted(f)) for f in mesh.faces}
+    for step in offsets:
+        for direction in (step, -step):
+            found = _translation_layers(mesh, tree, direction, tol)
+            if found is None:
+                continue
+            layer, nxt, layers = found
+            if not 2 <= layers <= ARRAY_MAX_COUNT:
+                continue
+            face_layer = [set(layer[f].tolist()) for f in mesh.faces]
+            if any(len(s) != 1 for s in face_layer):
+                continue  # a face joins two copies: not separate elements
+            first = [i for i, s in enumerate(face_layer) if 0 in s]
+            if len(first) * layers != len(mesh.faces):
+                continue
+            shifted_ok = True
+            for i in first:
+                f = np.asarray(mesh.faces[i])
+                for _ in range(layers - 1):
+                    f = nxt[f]
+                    if tuple(sorted(f.tolist())) not in face_keys:
+                        shifted_ok = False
+                        break
+                if not shifted_ok:
+                    break
+            if not shifted_ok:
+                continue
+            element = mesh.subset(first)
+            linked = nxt >= 0
+            direction = (v[nxt[linked]] - v[linked]).mean(0)  # the exact step, not the rounded one
+            params: dict[str, Any] = {
+                "fit_type": "FIXED_COUNT",
+                "count": int(layers),
+                "use_relative_offset": False,
+                "use_constant_offset": True,
+                "constant_offset_displace": [float(c) for c in direction],
+                "use_merge_vertices": False,
+            }
+            return element, {"name": "Array", "type": "ARRAY", "params": params}
+    return "no_translation_repeats"
+
+
+def _translation_layers(
+    mesh: MeshArrays, tree: cKDTree, step: np.ndarray, tol: float
+) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """(layer per vertex, the vertex one step on, layers) when every vertex lies on a chain
+    v, v + step, v + 2 step ... of one common length; else None."""
+    v = mesh.vertices
+    d_next, nxt = tree.query(v + step)
+    d_prev, _ = tree.query(v - step)
+    has_next, has_prev = d_next <= tol, d_prev <= tol
+    starts = np.flatnonzero(~has_prev)
+    if len(starts) == 0 or len(v) % len(starts):
+        return None
+    layers = len(v) // len(starts)
+    layer = np.full(len(v), -1, dtype=np.int64)
+    current = starts
+    for k in range(layers):
+        if (layer[current] >= 0).any():
+            return None
+        layer[current] = k
+        if k < layers - 1:
+            if not has_next[current].all():
+                return None
+            current = nxt[current]
+    if (layer < 0).any() or has_next[current].any():
+        return None
+    nxt = np.where(has_next, nxt, -1)
+    return layer, nxt, layers
+
+
 # ---- Solidify --------------------------------------------------------------------------------------
 
 
-def peel_solidify(mesh: MeshArrays) -> tuple[MeshArrays, dict[str, Any]] | str:
+def peel_solidify(mesh: MeshArrays, rimless: bool = False) -> tuple[MeshArrays, dict[str, Any]] | str:
     """(one sheet, modifier) for a closed mesh made of two parallel sheets a constant thickness
-    apart (plus the rim joining their borders); otherwise the reason it is not."""
+    apart (plus the rim joining their borders); otherwise the reason it is not. ``rimless``: an open
+    mesh of two parallel sheets and no rim (a Solidify with Fill Rim off)."""
     edges = edge_faces(mesh.faces)
-    if any(len(users) != 2 for users in edges.values()):
+    if rimless:
+        if any(len(users) > 2 for users in edges.values()):
+            return "non_manifold"
+        if all(len(users) == 2 for users in edges.values()):
+            return "closed"
+    elif any(len(users) != 2 for users in edges.values()):
         return "not_closed"
     normals, centroids, areas = face_geometry(mesh)
     diagonal = mesh.diagonal
@@ -299,6 +445,8 @@ def peel_solidify(mesh: MeshArrays) -> tuple[MeshArrays, dict[str, Any]] | str:
         return "uneven_thickness"
     sheet_faces = np.flatnonzero(consistent)
     patches = _face_components(mesh.faces, sheet_faces)
+    if rimless and 2 * len(set(patches.tolist())) > len(sheet_faces):
+        return "loose_faces"  # sheets are surfaces; facing pairs of loose faces are not a Solidify
     # Two patches are twins when their faces are; colour the patches two ways along twin links.
     patch_of = dict(zip(sheet_faces.tolist(), patches.tolist(), strict=True))
     links: dict[int, set[int]] = {}
@@ -326,54 +474,88 @@ def peel_solidify(mesh: MeshArrays) -> tuple[MeshArrays, dict[str, Any]] | str:
     keep = int(np.argmax(area_by_colour))
     outer = [f for f in sheet_faces.tolist() if colour[patch_of[f]] == keep]
     sheet = mesh.subset(outer)
-    rim = sum(1 for users in edge_faces(sheet.faces).values() if len(users) == 1)
+    rim = 0 if rimless else sum(1 for users in edge_faces(sheet.faces).values() if len(users) == 1)
     if 2 * len(sheet.faces) + rim != len(mesh.faces):
         return "rim_does_not_match"
     return sheet, {
         "name": "Solidify",
         "type": "SOLIDIFY",
-        "params": {"thickness": thickness, "offset": -1.0, "use_even_offset": True, "use_rim": True},
+        "params": {"thickness": thickness, "offset": -1.0, "use_even_offset": True, "use_rim": not rimless},
     }
+
+
+def find_solidify(mesh: MeshArrays) -> tuple[MeshArrays, dict[str, Any], str] | str:
+    """Solidify of a closed shell, else of two open sheets without a rim: (sheet, modifier, rule)
+    or the closed rule's reason."""
+    found = peel_solidify(mesh)
+    if not isinstance(found, str):
+        return found[0], found[1], "solidify"
+    if found == "not_closed":
+        open_found = peel_solidify(mesh, rimless=True)
+        if not isinstance(open_found, str):
+            return open_found[0], open_found[1], "solidify_rimless"
+    return found
 
 
 # ---- the stack -------------------------------------------------------------------------------------
 
 
+def find_array(mesh: MeshArrays) -> tuple[MeshArrays, dict[str, Any], str] | str:
+    """Array by the strict rule (every part one element, an axis-aligned step), else by
+    translation (an element of several parts, any step): (element, modifier, rule name) or the
+    strict rule's reason. Two mirrored halves are an artist's Mirror, not an Array of two."""
+    found: tuple[MeshArrays, dict[str, Any]] | str = peel_array(mesh)
+    rule = "array"
+    if isinstance(found, str) and found not in ("one_part",):
+        strict_reason = found
+        found = peel_array_translation(mesh)
+        rule = "array_translation"
+        if isinstance(found, str):
+            found = strict_reason
+    if isinstance(found, str):
+        return found
+    if found[1]["params"]["count"] == 2 and _mirrors_along_step(mesh, found[1]):
+        return "two_parts_mirror"
+    return found[0], found[1], rule
+
+
 def peel(mesh: MeshArrays) -> Peeled:
     """The stack found on this mesh: Array (outermost), then Solidify, then Mirror, each peeled off
-    the previous base. Each type appears at most once; its order is the order it is applied."""
+    the previous base. Each type appears at most once; its order is the order it is applied.
+    ``rules`` names the rule that found each modifier of the stack, in stack order."""
     result = Peeled(mesh)
-    array = peel_array(result.base)
-    if (
-        not isinstance(array, str)
-        and array[1]["params"]["count"] == 2
-        and _mirrors_along_step(mesh, array[1])
-    ):
-        array = "two_parts_mirror"  # two mirrored halves: an artist's Mirror, not an Array of two
+    rules: list[str] = []
+    array = find_array(result.base)
     if isinstance(array, str):
         result.rejections["ARRAY"] = array
     else:
         result.base = array[0]
         result.stack.insert(0, array[1])
-    solidify = peel_solidify(result.base)
+        rules.insert(0, array[2])
+    solidify = find_solidify(result.base)
     if isinstance(solidify, str):
         result.rejections["SOLIDIFY"] = solidify
     else:
         result.base = solidify[0]
         result.stack.insert(0, solidify[1])
-    axes, reasons = [], []
+        rules.insert(0, solidify[2])
+    axes, reasons, mirror_rules = [], [], []
     for axis in range(3):
-        half = peel_mirror(result.base, axis)
+        half = peel_mirror_any(result.base, axis)
         if isinstance(half, str):
             reasons.append(f"{AXES[axis]}:{half}")
             continue
-        result.base, plane = half
+        result.base, plane, rule = half
         result.origin[axis] += plane
         axes.append(axis)
+        mirror_rules.append(rule)
     if axes:
         result.stack.insert(0, mirror_modifier(axes, mesh.diagonal))
+        # the loosest rule any axis needed names the Mirror
+        rules.insert(0, max(mirror_rules, key=[r[0] for r in MIRROR_RULES].index))
     else:
         result.rejections["MIRROR"] = ",".join(reasons)
+    result.rules = rules
     return result
 
 
@@ -392,17 +574,19 @@ def peel_stack(mesh: MeshArrays, stack: list[dict[str, Any]]) -> Peeled:
     for modifier in reversed(stack):
         kind = modifier["type"]
         if kind == "ARRAY":
-            found: tuple[MeshArrays, dict[str, Any]] | str = peel_array(result.base)
+            array = find_array(result.base)
+            found: tuple[MeshArrays, dict[str, Any]] | str = array if isinstance(array, str) else array[:2]
         elif kind == "SOLIDIFY":
-            found = peel_solidify(result.base)
+            shell = find_solidify(result.base)
+            found = shell if isinstance(shell, str) else shell[:2]
         elif kind == "MIRROR":
             axes = [a for a, on in enumerate(modifier["params"].get("use_axis", [])) if on]
             base, done = result.base, []
             for axis in axes:
-                half = peel_mirror(base, axis)
+                half = peel_mirror_any(base, axis)
                 if isinstance(half, str):
                     continue
-                base, plane = half
+                base, plane, _ = half
                 result.origin[axis] += plane
                 done.append(axis)
             found = (base, mirror_modifier(done, mesh.diagonal)) if done else "not_symmetric"
@@ -421,7 +605,7 @@ def peel_stack(mesh: MeshArrays, stack: list[dict[str, Any]]) -> Peeled:
 # ---- features --------------------------------------------------------------------------------------
 
 FEATURE_NAMES = (
-    *(f"mirror_{a}_{t}" for a in AXES for t in ("exact", "loose", "clean")),
+    *(f"mirror_{a}_{t}" for a in AXES for t in ("exact", "loose", "clean", "relaxed")),
     "parts_log",
     "largest_repeat_share",
     "array_found",
@@ -448,16 +632,23 @@ def features(mesh: MeshArrays) -> np.ndarray:
     for axis in range(3):
         # exact and loose: how symmetric the points are; clean: whether a Mirror could have made it
         # (faces symmetric too, none across the plane).
+        # relaxed: the re-triangulated or loose Mirror rules would peel it.
         clean = not isinstance(peel_mirror(mesh, axis), str)
-        out += [mirror_score(mesh, axis, MATCH_TOLERANCE), mirror_score(mesh, axis, 1e-2), float(clean)]
+        relaxed = clean or not isinstance(peel_mirror_any(mesh, axis), str)
+        out += [
+            mirror_score(mesh, axis, MATCH_TOLERANCE),
+            mirror_score(mesh, axis, 1e-2),
+            float(clean),
+            float(relaxed),
+        ]
     parts, labels = components(mesh)
     sizes = np.bincount(labels)
     common_size = int(np.argmax(np.bincount(sizes)))
     out += [np.log1p(parts), float((sizes == common_size).sum() * common_size / len(v)) if parts > 1 else 0.0]
-    out.append(float(not isinstance(peel_array(mesh), str)))
+    out.append(float(not isinstance(find_array(mesh), str)))
     edges = edge_faces(mesh.faces)
     closed = all(len(users) == 2 for users in edges.values())
-    solidify = peel_solidify(mesh) if closed else "not_closed"
+    solidify = find_solidify(mesh)
     out += [
         float(closed),
         float(not isinstance(solidify, str)),
