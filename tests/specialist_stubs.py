@@ -56,7 +56,13 @@ class ModifierGenerator(StubGenerator):
 
     def result(self, request: dict, batch: int) -> dict:
         if request.get("keep_mesh"):  # the user's own mesh: a Mirror would double it
-            return {"modifiers": [], "left_out": ["MIRROR"], "batch": batch}
+            # As the real one does when a stack is wanted: the most probable type that may stay.
+            wanted = [{"name": "Bevel", "type": "BEVEL", "params": {"width": 0.02, "segments": 2}}]
+            return {
+                "modifiers": wanted if request.get("at_least_one") else [],
+                "left_out": ["MIRROR"],
+                "batch": batch,
+            }
         vertices, faces = request["mesh"]["vertices"], request["mesh"]["faces"]
         # As the real one does for Mirror: the half on +X of the box's middle, moved so that plane
         # is at the origin, the modifier that completes it, and where the object goes.

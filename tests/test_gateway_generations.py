@@ -186,8 +186,10 @@ def test_apply_to_selection_returns_the_parts_for_the_users_object(stub_speciali
     assert body["status"] == "succeeded", body
     (scene,) = body["scenes"]
     (obj,) = scene["objects"]
-    # The user's mesh comes back as sent: the stack that would rebuild it from a half is named instead.
-    assert obj["mesh"]["vertices"] == cube["vertices"] and not obj.get("modifiers")
+    # The user's mesh comes back as sent: the stack that would rebuild it from a half is named
+    # instead, and the user, who asked for modifiers, gets one that leaves the mesh as it is.
+    assert obj["mesh"]["vertices"] == cube["vertices"]
+    assert [m["type"] for m in obj["modifiers"]] == ["BEVEL"]
     assert scene["warnings"] == [
         "Mirror left out: Cube is already symmetric: a Mirror on the whole mesh would double it "
         "(your mesh is kept as it is)"

@@ -395,6 +395,20 @@ def test_the_generator_answers_in_the_scene_format_and_carries_the_half(checkpoi
     # asked for modifiers, the rock gets its most probable type (none passes the threshold alone)
     (wanted,) = generator.run_many([{"prompt": "a rock", "mesh": pyramid().to_dict(), "at_least_one": True}])
     assert len(wanted["modifiers"]) + len(wanted["dropped"]) == 1
+    # the user's own symmetric mesh, asked for modifiers (apply to selection): its Mirror is left
+    # out as before, and it gets the most probable type that works on the mesh as it is
+    (own,) = generator.run_many(
+        [
+            {
+                "prompt": "a symmetric low-poly wedge pair",
+                "mesh": mirrored_pair().to_dict(),
+                "keep_mesh": True,
+                "at_least_one": True,
+            }
+        ]
+    )
+    assert own["left_out"] == ["MIRROR"] and "base_mesh" not in own
+    assert [m["type"] for m in own["modifiers"]] in (["BEVEL"], ["SUBSURF"])
     for modifier in pair["modifiers"]:
         Modifier.model_validate(modifier)
     json.dumps([pair, plain])

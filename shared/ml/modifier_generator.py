@@ -13,11 +13,13 @@ import torch
 
 from shared.ml.modifier_model import load_model
 from shared.ml.modifier_structure import MeshArrays, features, peel_stack
-from shared.ml.modifier_tokens import from_slots
+from shared.ml.modifier_tokens import TYPES, from_slots
 from shared.ml.text_embedding import embed
 
 # Modifiers that rebuild the mesh from a simpler base (which the result then carries).
 PEELED = {"MIRROR", "ARRAY", "SOLIDIFY"}
+# The types a user's own mesh may get (keep_mesh): they work on the whole mesh as it is.
+WHOLE_MESH = tuple(t for t in TYPES if t not in PEELED)
 
 
 class ModifierGenerator:
@@ -80,7 +82,7 @@ class ModifierGenerator:
                 raise ValueError(f"request {k}: {exc}") from exc
             prompts.append(prompt)
             keep.append(bool(request.get("keep_mesh", False)))
-            wanted.append(bool(request.get("at_least_one", False)))
+            wanted.append(bool(request.get("at_least_one")) and (WHOLE_MESH if keep[-1] else True))
         if not requests:
             return []
         values = np.stack([features(m) for m in meshes])

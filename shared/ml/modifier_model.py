@@ -11,6 +11,7 @@ a whole batch of meshes.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -86,11 +87,12 @@ class ModifierModel(nn.Module):
         features: np.ndarray,
         text: np.ndarray,
         threshold: float = 0.5,
-        at_least_one: np.ndarray | list[bool] | None = None,
+        at_least_one: Sequence[bool | Collection[str]] | None = None,
     ) -> list[Slots]:
         """Slots per row: a type is present when its probability passes ``threshold``; each head
-        takes its most probable class. Rows marked in ``at_least_one`` (a stack is wanted: the user
-        asked for modifiers) get their most probable type where none passes the threshold."""
+        takes its most probable class. A row marked in ``at_least_one`` (a stack is wanted: the user
+        asked for modifiers) gets its most probable type where none passes the threshold; marked
+        with a collection of types, the most probable of those where none of them passes."""
         device = self.feature_mean.device
         presence, heads = self(
             torch.as_tensor(features, dtype=torch.float32, device=device),
@@ -98,9 +100,10 @@ class ModifierModel(nn.Module):
         )
         probability = torch.sigmoid(presence).cpu().numpy()
         present = probability >= threshold
-        if at_least_one is not None:
-            empty = np.asarray(at_least_one, dtype=bool) & ~present.any(1)
-            present[empty, probability[empty].argmax(1)] = True
+        for row, wanted in enumerate(at_least_one or []):
+            allowed = np.array([wanted is True or (wanted is not False and t in wanted) for t in TYPES])
+            if allowed.any() and not present[row, allowed].any():
+                present[row, np.flatnonzero(allowed)[probability[row, allowed].argmax()]] = True
         classes = {name: logits.argmax(-1).cpu().numpy() for name, logits in heads.items()}
         return [
             Slots(
