@@ -109,7 +109,7 @@ def assemble(
     """The parts placed on their boxes as one object. With ``close_within`` (a face limit per part),
     an open part is closed (shared.ml.part_closing) where its limit allows."""
     vertices, faces, offset = [], [], 0
-    limits = close_within or [None] * len(parts)
+    limits: list[int | None] = list(close_within) if close_within else [None] * len(parts)
     for box, mesh, limit in zip(layout, parts, limits, strict=True):
         placed, part_faces = place_part(mesh, box), list(mesh.faces)
         if limit is not None:
