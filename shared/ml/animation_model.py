@@ -32,7 +32,7 @@ from shared.ml.animation_tokens import (
     MotionGrammar,
     MotionLayout,
 )
-from shared.ml.geometry_model import Block, BlockRun, KVCache, Linear, prepared_blocks, sample_token
+from shared.ml.geometry_model import Block, Decoder, KVCache, Linear, prepared_blocks, sample_token
 from shared.ml.text_embedding import EMBEDDING_DIM
 
 PRESETS = {
@@ -98,7 +98,7 @@ class Target:
         return cls(layout, roles, groups, keys, layout.features())
 
 
-class AnimationModel(nn.Module):
+class AnimationModel(Decoder):
     def __init__(self, config: AnimationModelConfig):
         super().__init__()
         self.config = c = config
@@ -120,14 +120,6 @@ class AnimationModel(nn.Module):
                 if isinstance(m, nn.Linear) and m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def use_half_precision(self, enabled: bool = True) -> None:
-        for m in self.modules():
-            if isinstance(m, Linear):
-                m.half_precision = enabled
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     def _prefix(self, text: torch.Tensor) -> torch.Tensor:
         return self.text_proj(text).view(text.shape[0], self.config.prefix_tokens, self.config.d_model)
 
@@ -137,19 +129,6 @@ class AnimationModel(nn.Module):
         picked = torch.gather(bones, 1, groups.clamp(min=0).unsqueeze(-1).expand(-1, -1, bones.shape[-1]))
         picked = picked * (groups >= 0).unsqueeze(-1)
         return self.tok_emb(tokens) + self.role_emb(roles) + self.key_emb(keys) + picked
-
-    def _run(
-        self, x: torch.Tensor, cache: KVCache | None = None, blocks: Sequence[BlockRun] | None = None
-    ) -> torch.Tensor:
-        """Final hidden states of embedded inputs; ``blocks``: the blocks' prepared runs, which a
-        decode takes once for all its steps."""
-        start = cache.length if cache is not None else 0
-        x = self.drop(x + self.pos_emb.weight[start : start + x.shape[1]])
-        for i, run in enumerate(blocks or prepared_blocks(self.blocks)):
-            x = run(x, cache, i)
-        if cache is not None:
-            cache.advance(x.shape[1])
-        return self.ln_f(x)
 
     def forward(self, text, tokens, roles, groups, keys, features, targets=None):
         """Logits (B, T, V) for the token after each of ``tokens``; with targets also the mean loss."""

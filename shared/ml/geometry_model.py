@@ -212,7 +212,40 @@ def prepared_blocks(blocks: Iterable[nn.Module]) -> list[BlockRun]:
     return [cast(Block, block).prepared() for block in blocks]
 
 
-class GeometryModel(nn.Module):
+class Decoder(nn.Module):
+    """What the sequence models (geometry, material, animation) share: a stack of Blocks over
+    embedded inputs with learned positions, run with or without a KV cache. A subclass sets
+    ``pos_emb``, ``drop``, ``blocks`` and ``ln_f`` and embeds its own inputs."""
+
+    pos_emb: nn.Embedding
+    drop: nn.Dropout
+    blocks: nn.ModuleList
+    ln_f: nn.LayerNorm
+
+    def use_half_precision(self, enabled: bool = True) -> None:
+        """Inference on a CPU with fp16 weights (see Linear); the loaders turn it on."""
+        for m in self.modules():
+            if isinstance(m, Linear):
+                m.half_precision = enabled
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _run(
+        self, x: torch.Tensor, cache: KVCache | None = None, blocks: Sequence[BlockRun] | None = None
+    ) -> torch.Tensor:
+        """Final hidden states (B, t, d_model) of embedded inputs that follow the cached positions;
+        ``blocks``: the blocks' prepared runs, which a decode takes once for all its steps."""
+        start = cache.length if cache is not None else 0
+        x = self.drop(x + self.pos_emb.weight[start : start + x.shape[1]])
+        for i, run in enumerate(blocks or prepared_blocks(self.blocks)):
+            x = run(x, cache, i)
+        if cache is not None:
+            cache.advance(x.shape[1])
+        return self.ln_f(x)
+
+
+class GeometryModel(Decoder):
     def __init__(self, config: GeometryModelConfig):
         super().__init__()
         self.config = c = config
@@ -238,30 +271,8 @@ class GeometryModel(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, 0.0, 0.02)
 
-    def use_half_precision(self, enabled: bool = True) -> None:
-        """Inference on a CPU with fp16 weights (see Linear); load_model turns it on."""
-        for m in self.modules():
-            if isinstance(m, Linear):
-                m.half_precision = enabled
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     def _prefix(self, text: torch.Tensor) -> torch.Tensor:
         return self.text_proj(text).view(text.shape[0], self.config.prefix_tokens, self.config.d_model)
-
-    def _run(
-        self, x: torch.Tensor, cache: KVCache | None = None, blocks: Sequence[BlockRun] | None = None
-    ) -> torch.Tensor:
-        """Final hidden states (B, t, d_model) of embedded inputs that follow the cached positions;
-        ``blocks``: the blocks' prepared runs, which a decode takes once for all its steps."""
-        start = cache.length if cache is not None else 0
-        x = self.drop(x + self.pos_emb(torch.arange(start, start + x.shape[1], device=x.device)))
-        for i, run in enumerate(blocks or prepared_blocks(self.blocks)):
-            x = run(x, cache, i)
-        if cache is not None:
-            cache.advance(x.shape[1])
-        return self.ln_f(x)
 
     def forward(self, text: torch.Tensor, tokens: torch.Tensor, targets: torch.Tensor | None = None):
         """Logits (B, T, V) for the token after each of ``tokens``; with targets also the mean loss."""

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from shared.ml.geometry_model import (
     Block,
-    BlockRun,
+    Decoder,
     KVCache,
     Linear,
     load_weights,
@@ -84,7 +84,7 @@ def context_features(size: Sequence[float] | None, slot: int = 0, slots: int = 1
     return np.array([*logs, float(known), position, min(slots, 8) / 8], dtype=np.float32)
 
 
-class MaterialModel(nn.Module):
+class MaterialModel(Decoder):
     def __init__(self, config: MaterialModelConfig):
         super().__init__()
         self.config = c = config
@@ -112,14 +112,6 @@ class MaterialModel(nn.Module):
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def use_half_precision(self, enabled: bool = True) -> None:
-        for m in self.modules():
-            if isinstance(m, Linear):
-                m.half_precision = enabled
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     def _prefix(self, text: torch.Tensor, objects: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
         c = self.config
         return torch.cat(
@@ -130,19 +122,6 @@ class MaterialModel(nn.Module):
             ],
             1,
         )
-
-    def _run(
-        self, x: torch.Tensor, cache: KVCache | None = None, blocks: Sequence[BlockRun] | None = None
-    ) -> torch.Tensor:
-        """Final hidden states of embedded inputs; ``blocks``: the blocks' prepared runs, which a
-        decode takes once for all its steps."""
-        start = cache.length if cache is not None else 0
-        x = self.drop(x + self.pos_emb(torch.arange(start, start + x.shape[1], device=x.device)))
-        for i, run in enumerate(blocks or prepared_blocks(self.blocks)):
-            x = run(x, cache, i)
-        if cache is not None:
-            cache.advance(x.shape[1])
-        return self.ln_f(x)
 
     def forward(self, text, objects, numbers, tokens, targets=None):
         """Logits (B, T, V) for the token after each of ``tokens``; with targets also the mean loss."""
