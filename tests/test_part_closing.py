@@ -53,6 +53,20 @@ def test_a_closed_part_is_kept_as_written():
     assert np.isclose(signed_volume(corners, BOX_FACES), 1.0)  # the box's faces face outwards
 
 
+def test_a_closed_part_with_one_face_wound_the_other_way_is_closed_again():
+    """One face wound against its neighbours renders from behind (a black face in the demo's
+    barrel, whose parts were closed with positive volume)."""
+    corners = np.array([[i & 1, i >> 1 & 1, i >> 2 & 1] for i in range(8)], dtype=float)
+    mixed = [tuple(reversed(BOX_FACES[0]))] + list(BOX_FACES[1:])
+    assert is_closed(mixed) and signed_volume(corners, mixed) > 0
+    vertices, faces = close_part(corners, mixed, max_faces=100)
+    assert len(faces) == 12 and is_closed(faces)  # the hull: the box again, as triangles
+    assert np.isclose(signed_volume(vertices, faces), 1.0)
+    for a, b, c in faces:
+        normal = np.cross(vertices[b] - vertices[a], vertices[c] - vertices[a])
+        assert normal @ (vertices[a] - vertices.mean(0)) > 0
+
+
 def test_a_closed_part_written_inside_out_is_turned_outwards():
     corners = np.array([[i & 1, i >> 1 & 1, i >> 2 & 1] for i in range(8)], dtype=float)
     inside_out = [tuple(reversed(f)) for f in BOX_FACES]

@@ -23,6 +23,13 @@ def is_closed(faces: list[tuple[int, ...]]) -> bool:
     return bool(edges) and all(n == 2 for n in edges.values())
 
 
+def is_consistently_wound(faces: list[tuple[int, ...]]) -> bool:
+    """Neighbouring faces run along their shared edge in opposite directions (each directed edge
+    once), so all face one side of the surface."""
+    directed = Counter((f[i], f[(i + 1) % len(f)]) for f in faces for i in range(len(f)))
+    return all(n == 1 for n in directed.values())
+
+
 def signed_volume(vertices: np.ndarray, faces: list[tuple[int, ...]]) -> float:
     """Positive when a closed mesh's faces wind counter-clockwise seen from outside."""
     total = 0.0
@@ -76,10 +83,13 @@ def bounding_box(points: np.ndarray) -> tuple[np.ndarray, list[tuple[int, ...]]]
 def close_part(
     vertices: np.ndarray, faces: list[tuple[int, ...]], max_faces: int
 ) -> tuple[np.ndarray, list[tuple[int, ...]]]:
-    """The part as written when it encloses a volume (turned outside out where it faces inwards),
-    else its convex hull, else its bounding box, each only within ``max_faces``."""
+    """The part as written when it encloses a volume with its faces wound one way (turned outside
+    out where they face inwards), else its convex hull, else its bounding box, each only within
+    ``max_faces``."""
     volume = signed_volume(vertices, faces)
-    if is_closed(faces) and abs(volume) >= MIN_THICKNESS**3:  # smaller: flat, e.g. faces back to back
+    # Smaller than that volume it is flat (faces back to back, say); wound both ways it would
+    # show faces from behind (black in a render): either way it is closed like an open one.
+    if is_closed(faces) and is_consistently_wound(faces) and abs(volume) >= MIN_THICKNESS**3:
         return vertices, faces if volume > 0 else [tuple(reversed(f)) for f in faces]
     if max_faces < len(BOX_FACES):
         return vertices, faces
