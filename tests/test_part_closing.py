@@ -54,8 +54,8 @@ def test_a_closed_part_is_kept_as_written():
 
 
 def test_a_closed_part_with_one_face_wound_the_other_way_is_closed_again():
-    """One face wound against its neighbours renders from behind (a black face in the demo's
-    barrel, whose parts were closed with positive volume)."""
+    """One face wound against its neighbours renders from behind, though the part is closed and
+    its volume positive."""
     corners = np.array([[i & 1, i >> 1 & 1, i >> 2 & 1] for i in range(8)], dtype=float)
     mixed = [tuple(reversed(BOX_FACES[0]))] + list(BOX_FACES[1:])
     assert is_closed(mixed) and signed_volume(corners, mixed) > 0

@@ -88,7 +88,7 @@ def close_part(
     ``max_faces``."""
     volume = signed_volume(vertices, faces)
     # Smaller than that volume it is flat (faces back to back, say); wound both ways it would
-    # show faces from behind (black in a render): either way it is closed like an open one.
+    # show faces from behind: either way it is closed like an open one.
     if is_closed(faces) and is_consistently_wound(faces) and abs(volume) >= MIN_THICKNESS**3:
         return vertices, faces if volume > 0 else [tuple(reversed(f)) for f in faces]
     if max_faces < len(BOX_FACES):
