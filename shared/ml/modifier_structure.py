@@ -506,7 +506,7 @@ def find_array(mesh: MeshArrays) -> tuple[MeshArrays, dict[str, Any], str] | str
     strict rule's reason. Two mirrored halves are an artist's Mirror, not an Array of two."""
     found: tuple[MeshArrays, dict[str, Any]] | str = peel_array(mesh)
     rule = "array"
-    if isinstance(found, str) and found not in ("one_part",):
+    if isinstance(found, str) and found != "one_part":
         strict_reason = found
         found = peel_array_translation(mesh)
         rule = "array_translation"

@@ -17,9 +17,14 @@ from scipy.spatial import ConvexHull
 MIN_THICKNESS = 2 / 128
 
 
+def edge_counts(faces: list[tuple[int, ...]]) -> Counter[frozenset[int]]:
+    """Undirected edge -> how many faces use it."""
+    return Counter(frozenset((f[i], f[(i + 1) % len(f)])) for f in faces for i in range(len(f)))
+
+
 def is_closed(faces: list[tuple[int, ...]]) -> bool:
     """Every edge shared by exactly two faces."""
-    edges = Counter(frozenset((f[i], f[(i + 1) % len(f)])) for f in faces for i in range(len(f)))
+    edges = edge_counts(faces)
     return bool(edges) and all(n == 2 for n in edges.values())
 
 
@@ -54,8 +59,8 @@ def thickened(points: np.ndarray) -> np.ndarray:
 
 
 def convex_hull(points: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
-    """(vertices, triangles wound counter-clockwise seen from outside) of the points' hull."""
-    points = thickened(np.asarray(points, dtype=np.float64))
+    """(vertices, triangles wound counter-clockwise seen from outside) of full-dimensional points'
+    hull (``thickened`` makes them so)."""
     hull = ConvexHull(points)
     used = np.unique(hull.simplices)
     index = np.full(len(points), -1)
@@ -74,7 +79,6 @@ BOX_FACES = [(0, 2, 3, 1), (4, 5, 7, 6), (0, 1, 5, 4), (2, 6, 7, 3), (0, 4, 6, 2
 
 
 def bounding_box(points: np.ndarray) -> tuple[np.ndarray, list[tuple[int, ...]]]:
-    points = thickened(np.asarray(points, dtype=np.float64))
     lo, hi = points.min(0), points.max(0)
     corners = np.array([[(hi if i >> axis & 1 else lo)[axis] for axis in range(3)] for i in range(8)])
     return corners, list(BOX_FACES)
@@ -84,16 +88,17 @@ def close_part(
     vertices: np.ndarray, faces: list[tuple[int, ...]], max_faces: int
 ) -> tuple[np.ndarray, list[tuple[int, ...]]]:
     """The part as written when it encloses a volume with its faces wound one way (turned outside
-    out where they face inwards), else its convex hull, else its bounding box, each only within
-    ``max_faces``."""
-    volume = signed_volume(vertices, faces)
-    # Smaller than that volume it is flat (faces back to back, say); wound both ways it would
-    # show faces from behind: either way it is closed like an open one.
-    if is_closed(faces) and is_consistently_wound(faces) and abs(volume) >= MIN_THICKNESS**3:
-        return vertices, faces if volume > 0 else [tuple(reversed(f)) for f in faces]
+    out where they face inwards; wound both ways it would show faces from behind), else its
+    convex hull, else its bounding box, each only within ``max_faces``."""
+    if is_closed(faces) and is_consistently_wound(faces):
+        volume = signed_volume(vertices, faces)
+        # Smaller than that it is flat (faces back to back, say): closed like an open one below.
+        if abs(volume) >= MIN_THICKNESS**3:
+            return vertices, faces if volume > 0 else [tuple(reversed(f)) for f in faces]
     if max_faces < len(BOX_FACES):
         return vertices, faces
-    hull_vertices, triangles = convex_hull(vertices)
+    solid = thickened(np.asarray(vertices, dtype=np.float64))
+    hull_vertices, triangles = convex_hull(solid)
     if len(triangles) <= max_faces:
         return hull_vertices, list(triangles)
-    return bounding_box(vertices)
+    return bounding_box(solid)

@@ -32,7 +32,7 @@ from shared.ml.layout_tokens import (
     part_condition,
 )
 from shared.ml.mesh_tokenizer import MeshGrammar, QuantizedMesh
-from shared.ml.part_closing import close_part
+from shared.ml.part_closing import close_part, edge_counts
 from shared.ml.part_decomposition import DecompositionConfig
 
 MODEL_KIND = "parts"
@@ -86,11 +86,7 @@ class AssembledMesh:
 
     def manifold_edge_share(self) -> float:
         """Share of edges with exactly two faces, counted per part (parts are loose pieces)."""
-        edges: dict[tuple[int, int], int] = {}
-        for f in self.faces:
-            for a, b in zip(f, f[1:] + f[:1], strict=True):
-                key = (min(a, b), max(a, b))
-                edges[key] = edges.get(key, 0) + 1
+        edges = edge_counts(self.faces)
         return sum(1 for n in edges.values() if n == 2) / max(1, len(edges))
 
 
