@@ -84,6 +84,55 @@ def test_batched_generation_gives_each_row_its_own_valid_sample():
     assert [t for t, _ in greedy] == [t for t, _ in recomputed] == alone
 
 
+def test_guided_decoding_draws_from_the_guided_logits_of_each_row():
+    """Classifier-free guidance, checked against the formula step by step: each row alone, its
+    conditioned and unconditioned (zero) logits recomputed over the whole sequence, greedy on
+    null + w * (conditioned - null) within the grammar. Rows end apart, so twins leave the cache
+    together; the cached and recomputed decodes agree."""
+    from shared.ml.mesh_tokenizer import BOS, MeshGrammar
+
+    model = small_model(5, max_tokens=120).eval()
+    texts, budgets, w = torch.randn(3, 384), [2, 4, 3], 2.5
+
+    def grammars():
+        return [MeshGrammar(model.config.tokenizer, face_budget=b, max_tokens=120) for b in budgets]
+
+    expected = []
+    for text, grammar in zip(texts, grammars(), strict=True):
+        tokens = [BOS]
+        while tokens[-1] != EOS and not grammar.done:
+            seq = torch.tensor([tokens])
+            with torch.no_grad():
+                conditioned = model(text.view(1, -1), seq)[0][0, -1]
+                null = model(torch.zeros(1, 384), seq)[0][0, -1]
+            guided = (null + w * (conditioned - null)).masked_fill(
+                ~torch.from_numpy(grammar.allowed_mask().copy()), -float("inf")
+            )
+            tokens.append(int(guided.argmax()))
+            grammar.feed(tokens[-1])
+        expected.append(tokens)
+    assert len({len(t) for t in expected}) > 1  # the rows end apart
+    cached = model.decode_batch(texts, grammars(), temperature=0, guidance=w)
+    recomputed = model.decode_batch(texts, grammars(), temperature=0, guidance=w, use_cache=False)
+    assert cached == recomputed == expected
+    plain = model.decode_batch(texts, grammars(), temperature=0)
+    assert plain == model.decode_batch(texts, grammars(), temperature=0, guidance=1.0)
+    assert plain != expected  # guidance changed what was written
+
+
+def test_condition_dropout_zeroes_some_training_rows_and_no_evaluation_row(tmp_path):
+    source = TokenSource(synthetic_items(60), GeometryModelConfig.preset("tiny", **SMALL), tmp_path)
+    rng = np.random.default_rng(0)
+    config = TrainConfig(batch_tokens=4096, condition_dropout=0.5)
+    texts = torch.cat([source.batch(rng, True, config)[0] for _ in range(20)])
+    zeroed = float((texts.abs().sum(1) == 0).float().mean())
+    assert 0.35 < zeroed < 0.65
+    held = torch.cat([source.batch(rng, False, config)[0] for _ in range(5)])
+    assert bool((held.abs().sum(1) > 0).all())  # val batches keep their prompts
+    with pytest.raises(ValueError, match="condition_dropout must be in"):
+        train(TrainConfig(run_dir=str(tmp_path / "run"), max_steps=1, condition_dropout=1.0))
+
+
 def test_half_precision_inference_follows_the_fp32_model_and_its_weight_updates():
     """Both half-precision products (one row, and many) stay within rounding of fp32 and of each
     other. Compared by distribution, not by samples: where they round apart differs by CPU."""
@@ -290,6 +339,8 @@ def test_training_reduces_loss_and_resume_continues_from_the_same_step(tmp_path,
     assert saved["step"] == 36 and model.config.d_model == 64
     exported = export_model(tmp_path / "run", tmp_path / "model.pt")
     assert exported["bytes"] < (tmp_path / "run" / "checkpoint.pt").stat().st_size / 2  # fp16, no optimizer
+    with pytest.raises(ValueError, match="a parts model's setting"):
+        export_model(tmp_path / "run", tmp_path / "guided.pt", layout_guidance=2.0)
     small, card = load_model(tmp_path / "model.pt")
     assert card["step"] == 36 and card["run"]["result"]["steps"] == 36
     text, tokens = torch.randn(1, 384), torch.tensor([[1, 5, 9]])

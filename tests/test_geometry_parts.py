@@ -261,6 +261,36 @@ def test_closing_parts_keeps_the_face_budget_and_closes_what_it_may(tmp_path):
     assert few_parts.manifold_edge_share() > 0.5 > objects["open"][2].manifold_edge_share()
 
 
+def test_layout_guidance_is_the_checkpoints_setting_and_steers_only_the_layouts(tmp_path):
+    """A parts file carries its structure model's guidance scale (1, none, for files without the
+    key); guided layouts differ from plain ones from the same seeds, and stay valid."""
+    model = small_parts_model(2)
+    save_parts_checkpoint(tmp_path / "plain.pt", model.structure, model.part, model.decomposition)
+    save_parts_checkpoint(
+        tmp_path / "guided.pt", model.structure, model.part, model.decomposition, layout_guidance=3.0
+    )
+    plain, guided = (load_parts_model(tmp_path / name)[0] for name in ("plain.pt", "guided.pt"))
+    assert plain.layout_guidance == 1.0 and guided.layout_guidance == 3.0
+    texts = torch.randn(4, 384)
+    layouts = {
+        name: [
+            [b.centre.tolist() for b in obj.layout]
+            for obj in m.generate_batch(
+                texts,
+                face_budget=12,
+                temperature=0.8,
+                generator=[torch.Generator().manual_seed(s) for s in range(4)],
+            )
+        ]
+        for name, m in (("plain", plain), ("guided", guided))
+    }
+    assert layouts["plain"] != layouts["guided"]
+    assert all(np.abs(np.array(c)).max() <= 0.5 for layout in layouts["guided"] for c in layout)
+    for absurd in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="layout_guidance must be"):
+            PartsModel(model.structure, model.part, model.decomposition, layout_guidance=absurd)
+
+
 @pytest.fixture
 def small_dataset(tmp_path):
     items = {
@@ -298,6 +328,9 @@ def test_parts_training_resumes_exports_one_file_and_generates(tmp_path, small_d
     assert second["part"]["result"]["steps"] == 6
     exported = export_model(tmp_path / "run", tmp_path / "model.pt")
     assert exported["step"] == {"structure": 6, "part": 6}
+    trainer_cli(["export", "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "guided.pt"),
+                 "--layout-guidance", "2"])
+    assert load_parts_model(tmp_path / "guided.pt")[0].layout_guidance == 2.0
     generator = load_generator(tmp_path / "model.pt")
     assert isinstance(generator, PartsGenerator) and generator.meta["model_kind"] == "parts"
     requests = [MeshRequest("a table", face_budget=40, seed=s) for s in range(2)]

@@ -69,6 +69,12 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         help="the trained model's dropout, also with --init-from; default: its preset's",
     )
+    geo.add_argument(
+        "--condition-dropout",
+        type=float,
+        default=0.0,
+        help="share of training rows trained without their condition (for classifier-free guidance)",
+    )
     geo.add_argument("--seed", type=int, default=0)
     geo.add_argument(
         "--rotation", choices=["right", "any"], default="right", help="Z turns: 90-degree steps or any"
@@ -77,6 +83,12 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("--run-dir", default="runs/geometry-tiny")
     export.add_argument("--out", default="models/geometry/tiny/model.pt")
     export.add_argument("--best", action="store_true", help="the weights of the lowest val loss (best.pt)")
+    export.add_argument(
+        "--layout-guidance",
+        type=float,
+        default=1.0,
+        help="a parts run: classifier-free guidance scale of its structure model (1: none)",
+    )
     captions = sub.add_parser(
         "embed-captions", help="cache the embedding of every caption (for a machine without the encoder)"
     )
@@ -98,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         args.handler(args)
         return
     if args.specialist == "export":
-        print(export_model(args.run_dir, args.out, args.best))
+        print(export_model(args.run_dir, args.out, args.best, args.layout_guidance))
         return
     if args.specialist == "decompose":
         from services.trainer.geometry_parts import cache_decompositions
@@ -128,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         init_from=args.init_from,
         rotation=args.rotation,
         dropout=args.dropout,
+        condition_dropout=args.condition_dropout,
     )
     record = train(config)
     print(json.dumps(record["result"], indent=2))

@@ -68,6 +68,9 @@ class TrainConfig:
     rotation: str = "right"
     model_overrides: dict = field(default_factory=dict)  # e.g. a smaller model for tests
     dropout: float | None = None  # the trained model's dropout, also when fine-tuning (None: its config's)
+    # Share of training rows whose conditioning vector is zeroed, so the model also learns the
+    # unconditional distribution that classifier-free guidance steers away from (decode_batch).
+    condition_dropout: float = 0.0
 
 
 def load_items(dataset: str | None, split: str) -> list[dict]:
@@ -177,6 +180,8 @@ class LengthBucketedSource:
         indices = self.batch_indices(rng, train.batch_tokens)
         pairs = [self.sample(rng, augment_mesh, train, int(i)) for i in indices]
         text = torch.from_numpy(np.stack([p[0] for p in pairs]))
+        if augment_mesh and train.condition_dropout > 0:
+            text[torch.from_numpy(rng.random(len(pairs)) < train.condition_dropout)] = 0.0
         tokens = to_tensor([p[1] for p in pairs])
         return text, tokens[:, :-1], tokens[:, 1:]
 
@@ -338,6 +343,8 @@ def train_model(
             "dataset": init.get("run", {}).get("dataset"),
         }
     # Dropout changes no weight, so a fine-tune may set its own.
+    if not 0.0 <= config.condition_dropout < 1.0:
+        raise ValueError(f"condition_dropout must be in [0, 1), not {config.condition_dropout}")
     if config.dropout is not None and not config.resume:
         model_config = replace(model_config, dropout=config.dropout)
     train_source, val_source = sources(model_config)
@@ -492,16 +499,21 @@ def evaluate_loss(
     return float(np.mean(out))
 
 
-def export_model(run_dir: str | Path, out: str | Path, best: bool = False) -> dict:
+def export_model(
+    run_dir: str | Path, out: str | Path, best: bool = False, layout_guidance: float = 1.0
+) -> dict:
     """Saves a run's weights in fp16 with its run record (no optimizer state); returns the record.
 
-    best: the weights of the lowest validation loss (best.pt) instead of the last ones."""
+    best: the weights of the lowest validation loss (best.pt) instead of the last ones;
+    layout_guidance: a parts run's guidance scale for its structure model (1: none)."""
     from shared.ml.geometry_model import load_model
 
     if any((Path(run_dir) / half).is_dir() for half in ("structure", "part")):  # a parts run
         from services.trainer.geometry_parts import export_parts
 
-        return export_parts(run_dir, out, best)
+        return export_parts(run_dir, out, best, layout_guidance)
+    if layout_guidance != 1.0:
+        raise ValueError("layout_guidance is a parts model's setting; this run is a flat model")
     model, ckpt = load_model(Path(run_dir) / ("best.pt" if best else "checkpoint.pt"))
     run = (
         json.loads((Path(run_dir) / "run.json").read_text())

@@ -252,7 +252,9 @@ def _untrained_half(run_dir: Path, trained: str, missing: str) -> tuple[Geometry
     return model_from_state(ckpt[missing]), ckpt["step"][missing], ckpt["run"][missing]
 
 
-def export_parts(run_dir: str | Path, out: str | Path, best: bool = False) -> dict:
+def export_parts(
+    run_dir: str | Path, out: str | Path, best: bool = False, layout_guidance: float = 1.0
+) -> dict:
     """One fp16 checkpoint holding both models (model_kind "parts") with the run record. A model
     the run did not train comes from the parts checkpoint the run was initialised from."""
     run_dir = Path(run_dir)
@@ -268,6 +270,12 @@ def export_parts(run_dir: str | Path, out: str | Path, best: bool = False) -> di
     decomposition = DecompositionConfig.from_dict(run["decomposition"])
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     save_parts_checkpoint(
-        out, models["structure"], models["part"], decomposition, {"step": steps, "run": run}, half=True
+        out,
+        models["structure"],
+        models["part"],
+        decomposition,
+        {"step": steps, "run": run},
+        half=True,
+        layout_guidance=layout_guidance,
     )
     return {"out": str(out), "step": steps, "bytes": Path(out).stat().st_size}

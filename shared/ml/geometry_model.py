@@ -335,6 +335,7 @@ class GeometryModel(Decoder):
         generator: torch.Generator | Sequence[torch.Generator | None] | None = None,
         use_cache: bool = True,
         deadline_s: float | None = None,
+        guidance: float = 1.0,
     ) -> list[list[int]]:
         """The tokens (BOS ...) of a sample per row of (B, text_dim) conditioning vectors, each
         constrained by its row's grammar (fed as it goes), decoded side by side: at batch 1 the
@@ -342,7 +343,12 @@ class GeometryModel(Decoder):
         cache) when their grammar is done. With a generator per row, a row's sample is the one it
         gets alone (up to rounding in the batched matrix products); one generator serves the rows
         in turn. Decoding past ``deadline_s`` seconds raises GenerationTimeout, so a slow request
-        frees the model."""
+        frees the model.
+
+        ``guidance`` other than 1 is classifier-free guidance, for a model trained with condition
+        dropout: every row is also run with a zero condition, and a step draws from the logits
+        ``null + guidance * (conditioned - null)``, so samples follow their condition more closely
+        than the model's own distribution does (at the cost of variety)."""
         started = time.monotonic()
         self.eval()
         c = self.config
@@ -353,11 +359,15 @@ class GeometryModel(Decoder):
 
         device = self.pos_emb.weight.device
         tokens = [[BOS] for _ in grammars]
-        prefix = self._prefix(texts.to(device))
-        x = torch.cat([prefix, self.tok_emb(torch.full((len(grammars), 1), BOS, device=device))], 1)
+        guided = guidance != 1.0
+        conditions = texts.to(device)
+        if guided:  # rows 0..n-1 conditioned, rows n..2n-1 their unconditioned twins
+            conditions = torch.cat([conditions, torch.zeros_like(conditions)])
+        prefix = self._prefix(conditions)
+        x = torch.cat([prefix, self.tok_emb(torch.full((len(conditions), 1), BOS, device=device))], 1)
         cache = None
         if use_cache:
-            cache = KVCache(c, len(grammars), c.prefix_tokens + c.max_tokens, device, x.dtype)
+            cache = KVCache(c, len(conditions), c.prefix_tokens + c.max_tokens, device, x.dtype)
         blocks = prepared_blocks(self.blocks)
         hidden = self._run(x, cache, blocks)
         rows = list(range(len(grammars)))  # the samples still being written, in batch order
@@ -372,6 +382,9 @@ class GeometryModel(Decoder):
             anywhere = masks.any(0)
             lo, hi = int(anywhere.argmax()), len(anywhere) - int(anywhere[::-1].argmax())
             logits = self.head(hidden[:, -1], slice(lo, hi)).float()
+            if guided:
+                conditioned, null = logits[: len(rows)], logits[len(rows) :]
+                logits = null + guidance * (conditioned - null)
             allowed = torch.from_numpy(masks[:, lo:hi]).to(device)
             going = []
             for b, i in enumerate(rows):
@@ -381,7 +394,8 @@ class GeometryModel(Decoder):
                 if token != EOS and not grammars[i].done:
                     going.append(b)
             if len(going) < len(rows):
-                keep = torch.tensor(going, device=device, dtype=torch.long)
+                kept = going + [len(rows) + b for b in going] if guided else going
+                keep = torch.tensor(kept, device=device, dtype=torch.long)
                 if cache is not None:
                     cache.keep(keep)
                 else:  # the prefix is re-run every step only without a cache
@@ -389,11 +403,12 @@ class GeometryModel(Decoder):
                 rows = [rows[b] for b in going]
                 if not rows:
                     break
+            twins = 2 if guided else 1
             if cache is not None:
-                step = torch.tensor([[tokens[i][-1]] for i in rows], device=device)
+                step = torch.tensor([[tokens[i][-1]] for i in rows] * twins, device=device)
                 hidden = self._run(self.tok_emb(step), cache, blocks)
             else:
-                seq = torch.tensor([tokens[i] for i in rows], device=device)
+                seq = torch.tensor([tokens[i] for i in rows] * twins, device=device)
                 hidden = self._run(torch.cat([prefix, self.tok_emb(seq)], 1), blocks=blocks)
         return tokens
 

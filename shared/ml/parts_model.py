@@ -16,6 +16,7 @@ One checkpoint file holds both models (``model_kind: "parts"``); ``load_parts_mo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -141,9 +142,13 @@ class PartsModel:
         part: GeometryModel,
         decomposition: DecompositionConfig,
         close_parts: bool = True,
+        layout_guidance: float = 1.0,
     ):
+        if not (math.isfinite(layout_guidance) and layout_guidance >= 0):
+            raise ValueError(f"layout_guidance must be a finite number >= 0, not {layout_guidance!r}")
         self.structure, self.part, self.decomposition = structure, part, decomposition
         self.close_parts = close_parts
+        self.layout_guidance = layout_guidance
         self.vocab = LayoutVocabulary(decomposition.tokenizer.bits, MAX_PARTS)
 
     @torch.inference_mode()
@@ -162,7 +167,9 @@ class PartsModel:
         budgets = [face_budget] * rows if isinstance(face_budget, int) else list(face_budget)
         generators = list(generator) if generator is not None else [None] * rows
         layouts = [LayoutGrammar(self.vocab, max_parts=min(MAX_PARTS, b)) for b in budgets]
-        layout_tokens = self.structure.decode_batch(texts, layouts, temperature, top_p, generators)
+        layout_tokens = self.structure.decode_batch(
+            texts, layouts, temperature, top_p, generators, guidance=self.layout_guidance
+        )
         conditions, grammars, part_generators, owners, limits = [], [], [], [], []
         for b, grammar in enumerate(layouts):
             boxes = grammar.boxes()
@@ -202,11 +209,15 @@ def save_parts_checkpoint(
     extra: dict | None = None,
     half: bool = False,
     close_parts: bool = True,
+    layout_guidance: float = 1.0,
 ) -> None:
+    """``layout_guidance``: the structure model's classifier-free guidance scale (1: none; more
+    only for a structure model trained with condition dropout)."""
     torch.save(
         {
             "model_kind": MODEL_KIND,
             "close_parts": close_parts,
+            "layout_guidance": layout_guidance,
             "structure": model_state(structure, half),
             "part": model_state(part, half),
             "decomposition": decomposition.to_dict(),
@@ -226,5 +237,6 @@ def load_parts_model(path, device: str = "cpu", half_precision: bool = True) -> 
         model_from_state(ckpt["part"], device, half_precision),
         DecompositionConfig.from_dict(ckpt["decomposition"]),
         close_parts=bool(ckpt.get("close_parts", True)),
+        layout_guidance=float(ckpt.get("layout_guidance", 1.0)),
     )
     return model, ckpt
