@@ -339,7 +339,7 @@ def test_training_reduces_loss_and_resume_continues_from_the_same_step(tmp_path,
     assert saved["step"] == 36 and model.config.d_model == 64
     exported = export_model(tmp_path / "run", tmp_path / "model.pt")
     assert exported["bytes"] < (tmp_path / "run" / "checkpoint.pt").stat().st_size / 2  # fp16, no optimizer
-    with pytest.raises(ValueError, match="a parts model's setting"):
+    with pytest.raises(ValueError, match="a parts run's"):
         export_model(tmp_path / "run", tmp_path / "guided.pt", layout_guidance=2.0)
     small, card = load_model(tmp_path / "model.pt")
     assert card["step"] == 36 and card["run"]["result"]["steps"] == 36

@@ -328,8 +328,17 @@ def test_parts_training_resumes_exports_one_file_and_generates(tmp_path, small_d
     assert second["part"]["result"]["steps"] == 6
     exported = export_model(tmp_path / "run", tmp_path / "model.pt")
     assert exported["step"] == {"structure": 6, "part": 6}
-    trainer_cli(["export", "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "guided.pt"),
-                 "--layout-guidance", "2"])
+    trainer_cli(
+        [
+            "export",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--out",
+            str(tmp_path / "guided.pt"),
+            "--layout-guidance",
+            "2",
+        ]
+    )
     assert load_parts_model(tmp_path / "guided.pt")[0].layout_guidance == 2.0
     generator = load_generator(tmp_path / "model.pt")
     assert isinstance(generator, PartsGenerator) and generator.meta["model_kind"] == "parts"
@@ -373,6 +382,33 @@ def test_parts_training_resumes_exports_one_file_and_generates(tmp_path, small_d
     torch.save(start, tmp_path / "model.pt")
     with pytest.raises(ValueError, match="no longer the checkpoint"):
         export_model(tmp_path / "part-only", tmp_path / "again.pt")
+    # A structure model from scratch (condition dropout, for guidance) completed by a shipped file's part model.
+    scratch = replace(
+        config,
+        run_dir=str(tmp_path / "structure-only"),
+        resume=False,
+        max_steps=2,
+        stages=("structure",),
+        condition_dropout=0.2,
+    )
+    assert train(scratch)["structure"]["train_config"]["condition_dropout"] == 0.2
+    with pytest.raises(FileNotFoundError, match="started from no checkpoint"):
+        export_model(tmp_path / "structure-only", tmp_path / "alone.pt")
+    with pytest.raises(ValueError, match="not a parts checkpoint"):
+        export_model(
+            tmp_path / "structure-only",
+            tmp_path / "alone.pt",
+            untrained_from=tmp_path / "run" / "part" / "best.pt",
+        )
+    combined = export_model(
+        tmp_path / "structure-only",
+        tmp_path / "combined.pt",
+        layout_guidance=2.0,
+        untrained_from=tmp_path / "part-only.pt",
+    )
+    assert combined["step"] == {"structure": 2, "part": 2}
+    model, ckpt = load_parts_model(tmp_path / "combined.pt")
+    assert model.layout_guidance == 2.0 and ckpt["run"]["part"] == both["run"]["part"]
 
 
 def test_parts_resume_without_a_checkpoint_is_refused(tmp_path, small_dataset):

@@ -5,15 +5,18 @@
 # sha256), geometry's parts decomposition with the manifest that names it, and every caption's and
 # prompt's embedding into .gpu/bundle.tgz; carry .gpu and .whl, and run there from the repository root:
 #   MINUTES=6 bash tools/gpu-runs.sh
-# Side by side on the one GPU, each for $MINUTES with its learning rate decayed over them:
-#   parts-ft     the committed parts model's part model fine-tuned (its structure model from that file)
-#   parts-small  the `small` parts preset from scratch: structure and part model, two processes
-#   animation    the tiny animation preset from scratch
-# Each run keeps the weights of its lowest val loss; they come back exported (fp16) in
-# $OUT/checkpoints.tgz.* pieces of 15 MB (the machine returns at most 8 files of 16 MiB), the logs and
-# run records in $OUT/runs.tgz:
-#   cat checkpoints.tgz.* | tar xzf -
-# The flat-model runs of 2026-11-26 (models/geometry/README.md, "On a GPU") are this file at b1c8edb.
+# Side by side on the one GPU, each for $MINUTES with its learning rate decayed over them: structure
+# models trained with condition dropout, for classifier-free guidance of the layouts (the part model
+# stays parts-small's):
+#   ft-cd10, ft-cd20        parts-small's structure model fine-tuned, 10% / 20% of rows unconditioned
+#   small-cd10, small-cd20  the `small` structure model from scratch, likewise
+#   small-cd20-d3           from scratch with 20% unconditioned and dropout 0.3
+# Each keeps the weights of its lowest val loss; the structure models come back (fp32 best.pt, with
+# their run records and logs) in $OUT/structure.tgz.* pieces of 15 MB (the machine returns at most 8
+# files of 16 MiB):
+#   cat structure.tgz.* | tar xzf -
+# The parts-small and animation runs of session 9 are this file at 572d032; the flat-model runs of
+# 2026-11-26 (models/geometry/README.md, "On a GPU") are this file at b1c8edb.
 set -u
 OUT=${OUT:-runs/gpu}
 MINUTES=${MINUTES:-6}
@@ -36,25 +39,23 @@ parts() {  # log name, run folder, then trainer arguments
   timeout "$limit" python3 -m services.trainer geometry --model parts --dataset .gpu/full --run-dir "$RUNS/$run" \
     "${common[@]}" "$@" > "$LOGS/$log.log" 2>&1
 }
-parts parts-ft parts-ft --preset small --stages part --init-from models/geometry/parts-small/model.pt \
-  --lr 5e-4 --warmup-steps 50 --batch-tokens 32768 --workers 3 --checkpoint-every 100 &
-parts parts-small-structure parts-small --preset small --stages structure --lr 1e-3 --warmup-steps 100 \
-  --batch-tokens 8192 --workers 2 --checkpoint-every 50 &
-parts parts-small-part parts-small --preset small --stages part --lr 1e-3 --warmup-steps 100 \
-  --batch-tokens 32768 --workers 3 --checkpoint-every 100 &
-timeout "$limit" python3 -m services.trainer animation --preset tiny --dataset .gpu/animation \
-  --run-dir "$RUNS/animation" "${common[@]}" --lr 1e-3 --batch-tokens 16384 --checkpoint-every 100 \
-  > "$LOGS/animation.log" 2>&1 &
+structure() {  # run name, then trainer arguments
+  local run=$1; shift
+  parts "$run" "$run" --stages structure --batch-tokens 8192 --workers 2 --checkpoint-every 50 "$@"
+}
+tune=(--init-from models/geometry/parts-small/model.pt --lr 3e-4 --warmup-steps 50)
+scratch=(--preset small --lr 1e-3 --warmup-steps 100)
+structure ft-cd10 "${tune[@]}" --condition-dropout 0.1 &
+structure ft-cd20 "${tune[@]}" --condition-dropout 0.2 &
+structure small-cd10 "${scratch[@]}" --condition-dropout 0.1 &
+structure small-cd20 "${scratch[@]}" --condition-dropout 0.2 &
+structure small-cd20-d3 "${scratch[@]}" --condition-dropout 0.2 --dropout 0.3 &
 wait
 
-for run in parts-ft parts-small; do
-  python3 -m services.trainer export --run-dir "$RUNS/$run" --out "$RUNS/out/$run.pt" --best >> "$LOGS/export.log" 2>&1
-done
-python3 -m services.trainer animation-export --run-dir "$RUNS/animation" --out "$RUNS/out/animation.pt" --best \
-  >> "$LOGS/export.log" 2>&1
-tar czf - -C "$RUNS/out" . | split -b 15000000 - "$OUT/checkpoints.tgz."
-(cd "$RUNS" && tar czf - --exclude='*.pt' --exclude='*.tmp' -- logs parts-ft parts-small animation) > "$OUT/runs.tgz"
-cat "$LOGS/machine.txt" "$LOGS/export.log"
-for run in parts-ft parts-small animation; do
-  echo "$run:"; python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['result'])" "$RUNS/$run/run.json"
+runs=(ft-cd10 ft-cd20 small-cd10 small-cd20 small-cd20-d3)
+(cd "$RUNS" && tar czf - logs $(for run in "${runs[@]}"; do echo "$run/structure/best.pt $run/structure/run.json"; done)) \
+  | split -b 15000000 - "$OUT/structure.tgz."
+cat "$LOGS/machine.txt"
+for run in "${runs[@]}"; do
+  echo "$run:"; python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['result'])" "$RUNS/$run/structure/run.json"
 done

@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> None:
         default=1.0,
         help="a parts run: classifier-free guidance scale of its structure model (1: none)",
     )
+    export.add_argument(
+        "--untrained-from",
+        help="a parts run that trained one of its models: the parts file that gives the other",
+    )
     captions = sub.add_parser(
         "embed-captions", help="cache the embedding of every caption (for a machine without the encoder)"
     )
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         args.handler(args)
         return
     if args.specialist == "export":
-        print(export_model(args.run_dir, args.out, args.best, args.layout_guidance))
+        print(export_model(args.run_dir, args.out, args.best, args.layout_guidance, args.untrained_from))
         return
     if args.specialist == "decompose":
         from services.trainer.geometry_parts import cache_decompositions

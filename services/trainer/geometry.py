@@ -500,20 +500,25 @@ def evaluate_loss(
 
 
 def export_model(
-    run_dir: str | Path, out: str | Path, best: bool = False, layout_guidance: float = 1.0
+    run_dir: str | Path,
+    out: str | Path,
+    best: bool = False,
+    layout_guidance: float = 1.0,
+    untrained_from: str | Path | None = None,
 ) -> dict:
     """Saves a run's weights in fp16 with its run record (no optimizer state); returns the record.
 
-    best: the weights of the lowest validation loss (best.pt) instead of the last ones;
-    layout_guidance: a parts run's guidance scale for its structure model (1: none)."""
+    best: the weights of the lowest validation loss (best.pt) instead of the last ones. A parts
+    run's options: layout_guidance, its structure model's guidance scale (1: none);
+    untrained_from, the parts file whose model completes a run that trained one of the two."""
     from shared.ml.geometry_model import load_model
 
     if any((Path(run_dir) / half).is_dir() for half in ("structure", "part")):  # a parts run
         from services.trainer.geometry_parts import export_parts
 
-        return export_parts(run_dir, out, best, layout_guidance)
-    if layout_guidance != 1.0:
-        raise ValueError("layout_guidance is a parts model's setting; this run is a flat model")
+        return export_parts(run_dir, out, best, layout_guidance, untrained_from)
+    if layout_guidance != 1.0 or untrained_from is not None:
+        raise ValueError("layout_guidance and untrained_from are a parts run's; this run is a flat model")
     model, ckpt = load_model(Path(run_dir) / ("best.pt" if best else "checkpoint.pt"))
     run = (
         json.loads((Path(run_dir) / "run.json").read_text())

@@ -235,9 +235,16 @@ def parts_record(run_dir: Path, inherited: dict[str, dict] | None = None) -> dic
     return record
 
 
-def _untrained_half(run_dir: Path, trained: str, missing: str) -> tuple[GeometryModel, int, dict]:
-    """The model a one-model run (``--stages part`` with ``--init-from`` a parts checkpoint) did
-    not train: the one in the checkpoint it started from, checked to be the file it started from."""
+def _untrained_half(
+    run_dir: Path, trained: str, missing: str, named: str | Path | None = None
+) -> tuple[GeometryModel, int, dict]:
+    """The model a one-model run (``--stages part``, say) did not train: the one in the parts file
+    ``named``, or else in the checkpoint the run started from, checked to be the file it started from."""
+    if named is not None:
+        ckpt = torch.load(named, map_location="cpu", weights_only=False)
+        if ckpt.get("model_kind") != MODEL_KIND:
+            raise ValueError(f"{named} is not a parts checkpoint: it holds no {missing} model")
+        return model_from_state(ckpt[missing]), ckpt["step"][missing], ckpt["run"][missing]
     source = json.loads((run_dir / trained / "run.json").read_text()).get("initialised_from") or {}
     if not source.get("checkpoint"):
         raise FileNotFoundError(
@@ -253,10 +260,15 @@ def _untrained_half(run_dir: Path, trained: str, missing: str) -> tuple[Geometry
 
 
 def export_parts(
-    run_dir: str | Path, out: str | Path, best: bool = False, layout_guidance: float = 1.0
+    run_dir: str | Path,
+    out: str | Path,
+    best: bool = False,
+    layout_guidance: float = 1.0,
+    untrained_from: str | Path | None = None,
 ) -> dict:
     """One fp16 checkpoint holding both models (model_kind "parts") with the run record. A model
-    the run did not train comes from the parts checkpoint the run was initialised from."""
+    the run did not train comes from the parts file ``untrained_from``, or else from the parts
+    checkpoint the run was initialised from."""
     run_dir = Path(run_dir)
     name = "best.pt" if best else "checkpoint.pt"
     models, steps, inherited = {}, {}, {}
@@ -265,7 +277,7 @@ def export_parts(
             models[half], ckpt = load_model(run_dir / half / name)
             steps[half] = ckpt["step"]
         else:
-            models[half], steps[half], inherited[half] = _untrained_half(run_dir, other, half)
+            models[half], steps[half], inherited[half] = _untrained_half(run_dir, other, half, untrained_from)
     run = parts_record(run_dir, inherited)
     decomposition = DecompositionConfig.from_dict(run["decomposition"])
     Path(out).parent.mkdir(parents=True, exist_ok=True)
