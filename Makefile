@@ -130,17 +130,17 @@ BENCHES += bench-animation
 bench-animation: $(STAMP)
 	$(PY) -m benchmarks.animation --checkpoint $(ANIMATION_CHECKPOINT)
 
-# What tools/gpu-runs.sh needs on a machine with PyTorch alone, in .gpu/bundle.tgz: the animation
-# dataset as a folder, every caption's and prompt's embedding, and the parts decomposition (a local
-# one is reused) with the geometry manifest that names it (the parts runs read no geometry shard).
+# What tools/gpu-runs.sh needs on a machine with PyTorch alone, in .gpu/bundle.txz (xz: the lent
+# machine takes 64 MiB with the repository): the geometry dataset as a folder (its evaluation reads
+# the train and val splits), every caption's and sheet prompt's embedding, and the parts
+# decomposition (a local one is reused). Session 9's animation run also packed the animation
+# dataset and its prompts (this target at 572d032).
 gpu-bundle: $(STAMP)
 	rm -rf .gpu && $(PY) -m services.labeler export $(or $(GEOMETRY_DATASET),full) --out .gpu/full
-	$(PY) -m services.labeler export full --specialist animation --out .gpu/animation
 	BMT_DATA_DIR=.gpu/var $(PY) -m services.trainer embed-captions --dataset .gpu/full
-	BMT_DATA_DIR=.gpu/var $(PY) -m services.trainer animation-embed-prompts --dataset .gpu/animation
 	mkdir -p .gpu/var/cache && cp -r $${BMT_DATA_DIR:-var}/cache/parts .gpu/var/cache/ 2>/dev/null || true
 	BMT_DATA_DIR=.gpu/var $(PY) -m services.trainer decompose --dataset .gpu/full --workers 2
-	tar czf .gpu.tgz -C .gpu full/manifest.json animation var && mv .gpu.tgz .gpu/bundle.tgz
+	tar cf - -C .gpu full var | xz -9 -T2 > .gpu.txz && mv .gpu.txz .gpu/bundle.txz
 
 # The Blender add-on as an installable extension zip: dist/<id>-<version>.zip.
 .PHONY: addon

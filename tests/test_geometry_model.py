@@ -20,6 +20,7 @@ from services.trainer.geometry import (
     load_items,
     train,
 )
+from services.trainer.geometry_prompt_sheet import PROMPT_SHEET
 from shared.ml.datasets import DatasetError, dataset_version, export_dataset, iter_split, open_dataset
 from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, KVCache, load_model, sample_token
 from shared.ml.mesh_tokenizer import EOS, TokenizerConfig, decode
@@ -414,6 +415,8 @@ def test_cached_caption_embeddings_spare_the_encoder(tmp_path, monkeypatch):
     monkeypatch.setattr(text_embedding, "_encoder", lambda: pytest.fail("the encoder was needed"))
     source = TokenSource(load_items(str(tmp_path / "ds"), "train"), small_model().config, default_cache_dir())
     assert len(source.caption_vectors) >= 4
+    sheet = [prompt for prompt, _ in PROMPT_SHEET]  # what evaluate_geometry renders besides the split
+    assert text_embedding.embed(sheet, default_cache_dir()).shape == (len(sheet), 384)
 
 
 def test_the_memory_cache_of_embeddings_keeps_only_the_most_recently_used(monkeypatch):

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The lent-GPU session's training runs as one command, for a machine that has PyTorch but no network
 # and none of our other packages (pydantic's travel as wheels in .whl; see the device notes). On the
-# CPU machine, `make gpu-bundle` packs the animation dataset `full` (byte for byte: the same manifest
-# sha256), geometry's parts decomposition with the manifest that names it, and every caption's and
-# prompt's embedding into .gpu/bundle.tgz; carry .gpu and .whl, and run there from the repository root:
-#   MINUTES=6 bash tools/gpu-runs.sh
+# CPU machine, `make gpu-bundle` packs the geometry dataset `full` (byte for byte: the same manifest
+# sha256), its parts decomposition, and every caption's and sheet prompt's embedding into
+# .gpu/bundle.txz; carry .gpu/bundle.txz and .whl, and run there from the repository root:
+#   MINUTES=2 EVAL_MINUTES=5 bash tools/gpu-runs.sh
 # Side by side on the one GPU, each for $MINUTES with its learning rate decayed over them: structure
 # models trained with condition dropout, for classifier-free guidance of the layouts (the part model
 # stays parts-small's):
@@ -22,13 +22,14 @@ OUT=${OUT:-runs/gpu}
 MINUTES=${MINUTES:-6}
 RUNS=${RUNS:-/tmp/gpu-runs}
 export PYTHONUNBUFFERED=1 BMT_DATA_DIR=.gpu/var
-if [ -d .whl ]; then
+WHEELS=${WHEELS:-.whl}  # none: use the packages this python has (a dry run on the CPU machine)
+if [ -d "$WHEELS" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    .whl/*.whl || exit 1
+    "$WHEELS"/*.whl || exit 1
   export PYTHONPATH=/tmp/site
 fi
 LOGS=$RUNS/logs
-mkdir -p "$OUT" "$RUNS/out" "$LOGS" && tar xzf .gpu/bundle.tgz -C .gpu || exit 1
+mkdir -p "$OUT" "$RUNS/out" "$LOGS" && tar xJf .gpu/bundle.txz -C .gpu || exit 1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc
   python3 -c 'import sys, torch; print(sys.version.split()[0], torch.__version__)'; } > "$LOGS/machine.txt" 2>&1
 
@@ -58,4 +59,30 @@ runs=(ft-cd10 ft-cd20 small-cd10 small-cd20 small-cd20-d3)
 cat "$LOGS/machine.txt"
 for run in "${runs[@]}"; do
   echo "$run:"; python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['result'])" "$RUNS/$run/structure/run.json"
+done
+
+# Chosen on val, side by side: each run's structure model with parts-small's part model, its layouts
+# unguided and guided at 2 and 3; parts-small itself beside them. One evaluation process per run
+# (each repeats retrieval and the real meshes), samples on the GPU.
+eval_limit=$(python3 -c "print(int(${EVAL_MINUTES:-4} * 60))")
+for run in "${runs[@]}"; do
+  for g in 1 2 3; do
+    python3 -m services.trainer export --run-dir "$RUNS/$run" --out "$RUNS/out/$run-g$g.pt" --best \
+      --untrained-from models/geometry/parts-small/model.pt --layout-guidance $g > "$LOGS/export-$run-g$g.log" 2>&1 &
+  done
+done
+wait
+evaluate() {  # name, then checkpoints
+  local name=$1; shift
+  timeout "$eval_limit" python3 -m services.trainer.evaluate_geometry --split val --dataset .gpu/full \
+    --device "${EVAL_DEVICE:-cuda}" --batch-size 64 --threads 2 --out "$RUNS/eval/$name" $(for c in "$@"; do echo "--checkpoint $c"; done) > "$LOGS/eval-$name.log" 2>&1
+}
+evaluate parts-small models/geometry/parts-small/model.pt &
+for run in "${runs[@]}"; do
+  evaluate "$run" "$RUNS/out/$run-g1.pt" "$RUNS/out/$run-g2.pt" "$RUNS/out/$run-g3.pt" &
+done
+wait
+(cd "$RUNS" && tar czf - logs $(ls -d eval/*/metrics.json eval/*/eval.json eval/*/prompt_sheet.png 2>/dev/null)) > "$OUT/eval.tgz"
+for name in parts-small "${runs[@]}"; do
+  echo "eval $name:"; tail -n 30 "$LOGS/eval-$name.log" | grep -v "it/s\]" | tail -n 22
 done

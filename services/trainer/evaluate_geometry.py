@@ -346,13 +346,16 @@ def _prompt_sheet(
 ) -> dict[str, list[tuple[QuantizedMesh, str]]]:
     """source -> per sheet prompt, (its first mesh, the classifier's category for it)."""
     prompts = [p for p, _ in sheet]
+    # From the shared cache first: the generators then find them in memory (a lent GPU machine has
+    # no encoder).
+    vectors = embed(prompts, default_cache_dir())
     cells: dict[str, list[QuantizedMesh]] = {}
     for name, generator in generators.items():
         results, _ = sample_generator(
             generator, prompts, 1, len(prompts), seed, face_budget, temperature, top_p
         )
         cells[name] = [_on_grid(r[0])[0] for r in results]
-    found = retrieve(embed(prompts, default_cache_dir()), 1)
+    found = retrieve(vectors, 1)
     cells[RETRIEVAL] = [train_meshes[f[0]] for f in found]
     return {name: list(zip(ms, judge.predict(ms), strict=True)) for name, ms in cells.items()}
 

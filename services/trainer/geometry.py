@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from services.trainer.geometry_prompt_sheet import PROMPT_SHEET
 from shared.ml.datasets import SPLITS, dataset_version, iter_split
 from shared.ml.geometry_model import (
     GeometryModel,
@@ -80,13 +81,14 @@ def load_items(dataset: str | None, split: str) -> list[dict]:
 
 
 def cache_caption_embeddings(dataset: str | None) -> int:
-    """Embeds every caption of a dataset's splits and of the synthetic items into the on-disk cache
-    (default_cache_dir), so that training, evaluation and benchmarks on a machine without the
-    encoder (a lent GPU box) need none; returns the number of captions."""
+    """Embeds every caption of a dataset's splits and of the synthetic items, and the evaluation's
+    prompt sheet, into the on-disk cache (default_cache_dir), so that training, evaluation and
+    benchmarks on a machine without the encoder (a lent GPU box) need none; returns the number of
+    texts."""
     refs = [None] if dataset is None else [dataset, None]
     captions = {
         c for ref in refs for split in SPLITS for it in load_items(ref, split) for c in it["captions"]
-    }
+    } | {prompt for prompt, _ in PROMPT_SHEET}
     embed(sorted(captions), default_cache_dir())
     return len(captions)
 
