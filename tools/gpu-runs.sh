@@ -61,9 +61,9 @@ for run in "${runs[@]}"; do
   echo "$run:"; python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['result'])" "$RUNS/$run/structure/run.json"
 done
 
-# Chosen on val, side by side: each run's structure model with parts-small's part model, its layouts
-# unguided and guided at 2 and 3; parts-small itself beside them. One evaluation process per run
-# (each repeats retrieval and the real meshes), samples on the GPU.
+# Chosen on val: each run's structure model with parts-small's part model, its layouts unguided and
+# guided at 2 and 3, and parts-small itself; one evaluation process per checkpoint, one thread each
+# (each repeats retrieval and the real meshes): the machine's 16 cores are what this phase needs.
 eval_limit=$(python3 -c "print(int(${EVAL_MINUTES:-4} * 60))")
 for run in "${runs[@]}"; do
   for g in 1 2 3; do
@@ -72,17 +72,16 @@ for run in "${runs[@]}"; do
   done
 done
 wait
-evaluate() {  # name, then checkpoints
-  local name=$1; shift
+evaluate() {  # name, checkpoint
   timeout "$eval_limit" python3 -m services.trainer.evaluate_geometry --split val --dataset .gpu/full \
-    --device "${EVAL_DEVICE:-cuda}" --batch-size 64 --threads 2 --out "$RUNS/eval/$name" $(for c in "$@"; do echo "--checkpoint $c"; done) > "$LOGS/eval-$name.log" 2>&1
+    --device "${EVAL_DEVICE:-cpu}" --threads 1 --out "$RUNS/eval/$1" --checkpoint "$2" > "$LOGS/eval-$1.log" 2>&1
 }
 evaluate parts-small models/geometry/parts-small/model.pt &
 for run in "${runs[@]}"; do
-  evaluate "$run" "$RUNS/out/$run-g1.pt" "$RUNS/out/$run-g2.pt" "$RUNS/out/$run-g3.pt" &
+  for g in 1 2 3; do evaluate "$run-g$g" "$RUNS/out/$run-g$g.pt" & done
 done
 wait
 (cd "$RUNS" && tar czf - logs $(ls -d eval/*/metrics.json eval/*/eval.json eval/*/prompt_sheet.png 2>/dev/null)) > "$OUT/eval.tgz"
-for name in parts-small "${runs[@]}"; do
-  echo "eval $name:"; tail -n 30 "$LOGS/eval-$name.log" | grep -v "it/s\]" | tail -n 22
+for f in "$RUNS"/eval/*/metrics.json; do
+  python3 -c "import json, sys; m = json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-2], {k: m.get(k) for k in ('category_accuracy', 'retrieval_category_accuracy', 'real_category_accuracy', 'prompt_sheet_category_accuracy', 'cov', 'one_nna', 'manifold_share', 'seconds_per_object')})" "$f"
 done

@@ -52,7 +52,9 @@ class PartsGenerator:
             start = time.perf_counter()
             # One prompt per call: a batched encoder pads, which may move the embedding's last bits.
             texts = torch.stack([torch.from_numpy(embed([requests[i].prompt])[0]) for i in rows])
-            generators = [torch.Generator().manual_seed(int(requests[i].seed)) for i in rows]
+            generators = [
+                torch.Generator(device=self.device).manual_seed(int(requests[i].seed)) for i in rows
+            ]
             with self._lock:
                 objects = self.model.generate_batch(
                     texts,

@@ -171,10 +171,11 @@ class PartsModel:
             texts, layouts, temperature, top_p, generators, guidance=self.layout_guidance
         )
         conditions, grammars, part_generators, owners, limits = [], [], [], [], []
+        device = self.part.pos_emb.weight.device  # a sampling generator lives where the model does
         for b, grammar in enumerate(layouts):
             boxes = grammar.boxes()
             grid = occupancy(boxes)
-            seeds = torch.randint(0, 2**62, (len(boxes),), generator=generators[b])
+            seeds = torch.randint(0, 2**62, (len(boxes),), generator=generators[b], device=device)
             for i, (low, high) in enumerate(part_budgets(boxes, budgets[b])):
                 conditions.append(part_condition(texts[b].cpu().numpy(), boxes, i, grid))
                 grammars.append(
@@ -185,7 +186,7 @@ class PartsModel:
                         min_faces=low,
                     )
                 )
-                part_generators.append(torch.Generator(texts.device).manual_seed(int(seeds[i])))
+                part_generators.append(torch.Generator(device).manual_seed(int(seeds[i])))
                 owners.append(b)
                 limits.append(high)
         part_tokens = self.part.decode_batch(
