@@ -27,9 +27,8 @@ import torch
 
 from benchmarks.generate import device_name
 from shared.ml.animation_generator import AnimationGenerator
-from shared.ml.animation_model import AnimationModel, Target, batch_inputs
+from shared.ml.animation_model import AnimationModel, Decoding, Target, batch_inputs
 from shared.ml.animation_tokens import KEYS, Motion, MotionLayout
-from shared.ml.geometry_model import KVCache, prepared_blocks
 from shared.ml.text_embedding import embed
 
 
@@ -72,15 +71,16 @@ def sequence(layout: MotionLayout) -> list[int]:
 @torch.inference_mode()
 def model_steps_seconds(model: AnimationModel, text: torch.Tensor, tokens: list[int]) -> float:
     """Seconds of the model's own steps for ``tokens``: a prefill, then a KV-cached step and the
-    output head per token, as decoding runs them, on inputs made beforehand."""
+    output head per token, as decoding runs them (AnimationModel.generate_batch's Decoding), on
+    inputs made beforehand."""
     c = model.config
     inputs = model.tok_emb(torch.tensor(tokens))[:, None, None]  # (T, 1, 1, d)
-    cache = KVCache(c, 1, c.prefix_tokens + len(tokens), inputs.device, inputs.dtype)  # type: ignore[arg-type]
+    head = model.head.weight.t().contiguous()
     start = time.perf_counter()
-    blocks, head = prepared_blocks(model.blocks), model.head.product()
-    head(model._run(torch.cat([model._prefix(text[None]), inputs[0]], 1), cache, blocks)[:, -1])
+    decoding = Decoding(model, 1, c.prefix_tokens + len(tokens))
+    torch.mm(decoding(torch.cat([model._prefix(text[None]), inputs[0]], 1)), head)
     for x in inputs[1:-1]:
-        head(model._run(x, cache, blocks)[:, -1])
+        torch.mm(decoding(x), head)
     return time.perf_counter() - start
 
 
@@ -102,7 +102,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     generator = AnimationGenerator(args.checkpoint)
     model = generator.model
-    requests = {
+    requests: dict[str, dict] = {
         "humanoid walk (21 bones)": {
             "prompt": "walk cycle",
             "object_type": "ARMATURE",
