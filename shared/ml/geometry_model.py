@@ -481,14 +481,14 @@ def sample_logits(logits: np.ndarray, temperature: float, top_p: float, generato
     hundred logits a numpy call costs a fraction of a torch op: this takes about a dozen and a
     generator draw a token, where sample_token takes about 20 torch ops. The same generator gives
     other samples than sample_token does (other rounding, and a lone token takes no draw). Odd
-    logits (NaN, infinite) go to sample_token."""
+    logits (NaN, infinite, or spread past 1e30) go to sample_token."""
     z = np.asarray(logits, dtype=np.float32)
     if len(z) == 0:
         raise ValueError("no token is allowed: the grammar left nothing to sample")
     if len(z) == 1:
         return 0
-    best = z.max()
-    if not np.isfinite(best):  # a NaN or +inf logit, or none above -inf
+    best = float(z.max())
+    if not best - float(z.min()) < 1e30:  # a NaN, an infinite logit, or a span that would overflow
         everything = torch.ones(len(z), dtype=torch.bool)
         return sample_token(torch.from_numpy(z.copy()), everything, temperature, top_p, generator)
     if not temperature >= MIN_TEMPERATURE:  # also NaN
