@@ -12,7 +12,8 @@ output head per token, as decoding runs them, on inputs made beforehand), so "th
 the grammar, input lookups, parsing the request, building the action) shows as a share whatever
 the machine's load; and one teacher-forced pass over the walk's whole sequence (the same
 arithmetic in one call: what running it a token at a time costs). Also reports the load average:
-on a machine that others share, the times say as much about them as about the model.
+on a machine that others share, the times say as much about them as about the model (the CPU
+time, this process's own, shows their load less, though cores that share caches still slow it).
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ import torch
 
 from benchmarks.generate import device_name
 from shared.ml.animation_generator import AnimationGenerator
-from shared.ml.animation_model import AnimationModel, Target, batch_inputs
+from shared.ml.animation_model import AnimationModel, Decoding, Target, batch_inputs
 from shared.ml.animation_tokens import KEYS, Motion, MotionLayout
-from shared.ml.geometry_model import KVCache, prepared_blocks
 from shared.ml.text_embedding import embed
 
 
@@ -72,15 +72,16 @@ def sequence(layout: MotionLayout) -> list[int]:
 @torch.inference_mode()
 def model_steps_seconds(model: AnimationModel, text: torch.Tensor, tokens: list[int]) -> float:
     """Seconds of the model's own steps for ``tokens``: a prefill, then a KV-cached step and the
-    output head per token, as decoding runs them, on inputs made beforehand."""
+    output head per token, as decoding runs them (AnimationModel.generate_batch's Decoding), on
+    inputs made beforehand."""
     c = model.config
     inputs = model.tok_emb(torch.tensor(tokens))[:, None, None]  # (T, 1, 1, d)
-    cache = KVCache(c, 1, c.prefix_tokens + len(tokens), inputs.device, inputs.dtype)  # type: ignore[arg-type]
+    head = model.head.weight.t().contiguous()
     start = time.perf_counter()
-    blocks, head = prepared_blocks(model.blocks), model.head.product()
-    head(model._run(torch.cat([model._prefix(text[None]), inputs[0]], 1), cache, blocks)[:, -1])
+    decoding = Decoding(model, 1, c.prefix_tokens + len(tokens))
+    torch.mm(decoding(torch.cat([model._prefix(text[None]), inputs[0]], 1)), head)
     for x in inputs[1:-1]:
-        head(model._run(x, cache, blocks)[:, -1])
+        torch.mm(decoding(x), head)
     return time.perf_counter() - start
 
 
@@ -102,7 +103,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     generator = AnimationGenerator(args.checkpoint)
     model = generator.model
-    requests = {
+    requests: dict[str, dict] = {
         "humanoid walk (21 bones)": {
             "prompt": "walk cycle",
             "object_type": "ARMATURE",
@@ -115,21 +116,23 @@ def main() -> None:
     print(f"device: {device_name(model.pos_emb.weight.device)}")
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(
-        f"{'':28s} {'s/action':>8s} {'tokens':>6s} {'tokens/s':>8s} {'model steps s':>13s} {'the rest':>9s}"
+        f"{'':28s} {'s/action':>8s} {'cpu s':>6s} {'tokens':>6s} {'tokens/s':>8s} {'model steps s':>13s} "
+        f"{'the rest':>9s}"
     )
     for name, request in requests.items():
-        times, steps = [], []
+        times, cpu, steps = [], [], []
         text = torch.from_numpy(embed([request["prompt"]])[0])
         tokens = sequence(MotionLayout(request.get("armature")))
         for seed in range(args.repeats):  # generation and its baseline in turn: the same load
-            start = time.perf_counter()
+            start, process = time.perf_counter(), time.process_time()
             result = generator.run_many([{**request, "seed": seed}])[0]
             times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - process)  # this process's CPU time: others' load shows less
             steps.append(model_steps_seconds(model, text, tokens))
         median, step = statistics.median(times), statistics.median(steps)
         count = result["tokens"]
         print(
-            f"{name:28s} {median:8.2f} {count:6d} {count / median:8.0f} {step:13.2f} "
+            f"{name:28s} {median:8.2f} {statistics.median(cpu):6.2f} {count:6d} {count / median:8.0f} {step:13.2f} "
             f"{(median - step) / median:9.0%}"
         )
     walk = requests["humanoid walk (21 bones)"]

@@ -21,7 +21,14 @@ from services.trainer.animation import (
 from services.trainer.animation_metrics import invalid_curves
 from services.trainer.evaluate_animation import evaluate_animation, retarget
 from shared.ml.animation_generator import AnimationGenerator
-from shared.ml.animation_model import AnimationModel, AnimationModelConfig, Target, batch_inputs, load_model
+from shared.ml.animation_model import (
+    AnimationModel,
+    AnimationModelConfig,
+    Decoding,
+    Target,
+    batch_inputs,
+    load_model,
+)
 from shared.ml.animation_tokens import EOS, MotionGrammar, MotionLayout
 from shared.ml.text_embedding import EMBEDDING_DIM, default_cache_dir
 from shared.scene.models import Action
@@ -137,6 +144,32 @@ def test_rows_decoded_together_get_what_they_get_alone(rig):
             text[row : row + 1], targets[row : row + 1], generator=[torch.Generator().manual_seed(seed)]
         )
         assert alone[0][0] == together[row][0]
+
+
+@torch.inference_mode()
+def test_the_decoding_step_computes_what_the_blocks_do():
+    """Decoding (the fp32 step decoding runs: its own products, attention and GELU) gives the
+    blocks' hidden states, position by position after a prefill, also after a row leaves."""
+    model, _ = load_model(COMMITTED)
+    c = model.config
+    torch.manual_seed(0)
+    x = torch.randn(2, c.prefix_tokens + 40, c.d_model)
+    full = model._run(x)  # one causal pass: positions added, all blocks, the final norm
+    x = x + model.pos_emb.weight[: x.shape[1]]
+    decoding = Decoding(model, 2, x.shape[1])
+    steps = [decoding(x[:, : c.prefix_tokens + 1])]
+    steps += [decoding(x[:, i : i + 1]) for i in range(c.prefix_tokens + 1, 30)]
+    assert torch.allclose(torch.stack(steps, 1), full[:, c.prefix_tokens : 30], atol=1e-4)
+    decoding.keep(torch.tensor([1]))
+    rest = [decoding(x[1:, i : i + 1]) for i in range(30, x.shape[1])]
+    assert torch.allclose(torch.cat(rest), full[1, 30:], atol=1e-4)
+
+
+def test_the_same_seed_gives_the_same_action(generator, rig):
+    request = {"prompt": "fox walk", "object_type": "ARMATURE", "armature": rig, "seed": 3}
+    first, other = generator.run_many([request, {**request, "seed": 4}])
+    again, twin = generator.run_many([request, request])
+    assert first["action"] == again["action"] == twin["action"] != other["action"]
 
 
 def test_the_committed_model_animates_a_rig_it_never_saw_and_a_mesh(generator, rig):

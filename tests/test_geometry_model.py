@@ -22,7 +22,14 @@ from services.trainer.geometry import (
 )
 from services.trainer.geometry_prompt_sheet import PROMPT_SHEET
 from shared.ml.datasets import DatasetError, dataset_version, export_dataset, iter_split, open_dataset
-from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, KVCache, load_model, sample_token
+from shared.ml.geometry_model import (
+    GeometryModel,
+    GeometryModelConfig,
+    KVCache,
+    load_model,
+    sample_logits,
+    sample_token,
+)
 from shared.ml.mesh_tokenizer import EOS, TokenizerConfig, decode
 from shared.ml.synthetic_meshes import synthetic_items
 from shared.ml.text_embedding import default_cache_dir
@@ -268,6 +275,50 @@ def test_bounded_rejection_falls_back_to_the_exact_top_p_distribution(monkeypatc
     ties = torch.tensor([0.3, 0.3, 0.3, 0.1]).log()  # top-p 0.5 is reached inside the tie
     draws = [sample_token(ties, allowed[:4], 1.0, 0.5, generator) for _ in range(600)]
     assert set(draws) == {0, 1, 2}
+
+
+def test_sample_logits_draws_from_the_top_p_distribution_of_sample_token():
+    """sample_logits (numpy, every token allowed) keeps sample_token's distribution: tempered
+    probabilities, top-p keeping the likeliest tokens (ties together), also through the exact
+    fallback when rejection gives up."""
+    import shared.ml.geometry_model as geometry_model
+
+    generator = torch.Generator().manual_seed(0)
+    logits = np.array([1.0, 0.0, 2.0, -0.5], dtype=np.float32)
+    draws = [sample_logits(logits, 2.0, 1.0, generator) for _ in range(4000)]
+    expected = torch.softmax(torch.from_numpy(logits) / 2.0, 0).numpy()
+    assert np.allclose(np.bincount(draws, minlength=4) / len(draws), expected, atol=0.03)
+    probs = np.array([0.4, 0.3, 0.2, 0.06, 0.04], dtype=np.float32)
+    for draws_allowed in (geometry_model.MAX_REJECTION_DRAWS, 0):  # rejection, then the fallback
+        geometry_model.MAX_REJECTION_DRAWS = draws_allowed
+        try:
+            draws = [sample_logits(np.log(probs), 1.0, 0.85, generator) for _ in range(4000)]
+            ties = [sample_logits(np.log([0.3, 0.3, 0.3, 0.1]), 1.0, 0.5, generator) for _ in range(600)]
+        finally:
+            geometry_model.MAX_REJECTION_DRAWS = 64
+        expected = np.array([0.4, 0.3, 0.2, 0.0, 0.0]) / 0.9
+        assert np.allclose(np.bincount(draws, minlength=5) / len(draws), expected, atol=0.03)
+        assert set(ties) == {0, 1, 2}
+    flat = -np.arange(1000, dtype=np.float32) * 1e-3  # top-p 0.5 keeps about the first 500
+    draws = [sample_logits(flat, 1.0, 0.5, generator) for _ in range(300)]
+    assert len(set(draws)) > 150 and max(draws) < 400
+
+
+@pytest.mark.timeout(10)
+def test_sample_logits_handles_odd_logits_and_temperatures_promptly():
+    generator = torch.Generator().manual_seed(0)
+    nan, inf = float("nan"), float("inf")
+    for logits in ([nan] * 3, [nan, 1.0, nan], [0.0, inf, 1.0], [-inf] * 3, [3e38, -3e38, 1.0]):
+        for temperature in (0.0, 1e-40, 0.7, 1.0, nan, inf):
+            token = sample_logits(np.array(logits, dtype=np.float32), temperature, 0.9, generator)
+            assert 0 <= token < 3
+    assert sample_logits(np.array([nan, 1.0, nan], dtype=np.float32), 1.0, 1.0, generator) == 1
+    assert sample_logits(np.array([5.0, 4.0, 0.0], dtype=np.float32), 1e-40, 0.9) == 0  # greedy
+    state = generator.get_state()
+    assert sample_logits(np.array([7.0], dtype=np.float32), 1.0, 0.9, generator) == 0
+    assert torch.equal(generator.get_state(), state)  # a lone token takes no draw
+    with pytest.raises(ValueError, match="no token is allowed"):
+        sample_logits(np.zeros(0, dtype=np.float32), 1.0, 0.9)
 
 
 def test_sequence_longer_than_the_context_is_refused():

@@ -347,7 +347,7 @@ def export_model(run_dir: str | Path, out: str | Path, best: bool = False) -> di
     """Saves a run's weights in fp16 with its run record (no optimizer state); returns what it wrote."""
     from shared.ml.animation_model import load_model
 
-    model, ckpt = load_model(Path(run_dir) / ("best.pt" if best else "checkpoint.pt"), half_precision=False)
+    model, ckpt = load_model(Path(run_dir) / ("best.pt" if best else "checkpoint.pt"))
     record_path = Path(run_dir) / "run.json"
     run = json.loads(record_path.read_text()) if record_path.is_file() else ckpt["run"]
     Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,10 @@ constrained by MotionGrammar, so every sample decodes to a motion on the target'
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -32,7 +34,7 @@ from shared.ml.animation_tokens import (
     MotionGrammar,
     MotionLayout,
 )
-from shared.ml.geometry_model import Block, Decoder, KVCache, Linear, prepared_blocks, sample_token
+from shared.ml.geometry_model import Block, Decoder, Linear, sample_logits
 from shared.ml.text_embedding import EMBEDDING_DIM
 
 PRESETS = {
@@ -185,38 +187,167 @@ class AnimationModel(Decoder):
         grammars = [
             MotionGrammar(t.layout, loop) for t, loop in zip(targets, loops or [None] * n, strict=True)
         ]
-        # A target fixes its sequence: each step's mask and conditioning are looked up, not built.
-        masks = [torch.from_numpy(g.position_masks()).to(device) for g in grammars]
+        # A target fixes its sequence: each step's input (less its token: what comes next, and
+        # the position) and the stretch of the vocabulary the grammar allows are looked up, not
+        # built. The grammar allows one contiguous stretch at a time (a header field's tokens,
+        # the value bins, EOS), so the head computes those logits only and the draw needs no mask.
+        positions = self.pos_emb.weight[c.prefix_tokens : c.prefix_tokens + longest]
+        inputs = [(cc + positions[: len(cc)]).unbind(0) for cc in cond]  # per row, per position
+        spans = [_spans(g.position_masks()) for g in grammars]
+        heads: dict[tuple[int, int], torch.Tensor] = {}  # (V_span, d) head weights, transposed
+        embedding = self.tok_emb.weight.unbind(0)  # per token
         tokens = [[BOS] for _ in targets]
         x = torch.cat(
             [
-                self._prefix(texts.to(device)),
-                self.tok_emb.weight[BOS] + torch.stack([cc[0] for cc in cond])[:, None],
+                self._prefix(texts.to(device)) + self.pos_emb.weight[: c.prefix_tokens],
+                embedding[BOS] + torch.stack([i[0] for i in inputs])[:, None],
             ],
             1,
         )
-        cache = KVCache(c, n, c.prefix_tokens + longest, device, x.dtype)  # type: ignore[arg-type]
-        blocks, head = prepared_blocks(self.blocks), self.head.product()
-        hidden = self._run(x, cache, blocks)
+        step = Decoding(self, n, c.prefix_tokens + longest)
+        hidden = step(x)
         rows = list(range(n))
         for at in range(1, longest):  # tokens so far; every row still going has as many
-            logits = head(hidden[:, -1])
+            row_spans = [spans[i][at - 1] for i in rows]
+            span = (
+                row_spans[0]
+                if len(rows) == 1
+                else (min(s[0] for s in row_spans), max(s[1] for s in row_spans))
+            )
+            if span not in heads:
+                heads[span] = self.head.weight[span[0] : span[1]].t().contiguous()
+            logits = torch.mm(hidden, heads[span]).cpu().numpy()
             going = []
             for b, i in enumerate(rows):
-                token = sample_token(logits[b], masks[i][at - 1], temperatures[i], top_p, generators[i])
+                lo, hi = row_spans[b][0] - span[0], row_spans[b][1] - span[0]
+                token = span[0] + lo + sample_logits(logits[b, lo:hi], temperatures[i], top_p, generators[i])
                 grammars[i].feed(token)
                 tokens[i].append(token)
                 if token != EOS:
                     going.append(b)
             if len(going) < len(rows):
-                cache.keep(torch.tensor(going, device=device, dtype=torch.long))
+                step.keep(torch.tensor(going, device=device, dtype=torch.long))
                 rows = [rows[b] for b in going]
                 if not rows:
                     break
-            step = torch.tensor([tokens[i][-1] for i in rows], device=device)
-            x = self.tok_emb(step) + torch.stack([cond[i][at] for i in rows])
-            hidden = self._run(x[:, None], cache, blocks)
+            if len(rows) == 1:
+                i = rows[0]
+                x = (embedding[tokens[i][-1]] + inputs[i][at]).view(1, 1, -1)
+            else:
+                x = torch.stack([embedding[tokens[i][-1]] + inputs[i][at] for i in rows])[:, None]
+            hidden = step(x)
         return [(t, g.motion()) for t, g in zip(tokens, grammars, strict=True)]
+
+
+class Decoding:
+    """A decode's blocks and KV cache: ``decoding(x)`` runs inputs x (B, t, d_model) that hold
+    their positions and follow the cached ones through the blocks (eval mode) and returns the
+    final hidden state of their last position (B, d_model). The arithmetic of Block in fp32,
+    arranged for a step of one token, where the time goes in running small torch ops one by one
+    rather than in arithmetic (models/animation/README.md, Speed):
+
+    - products by addmm with weights transposed once per decode (F.linear transposes and
+      expands them every call), the attention's scale folded into the query weights;
+    - attention as two batched matrix products and a softmax over a cache that keeps keys and
+      values transposed (head_dim, L): a query's scores and its output are products over
+      contiguous rows, and one copy stores a step's keys and values (where
+      scaled_dot_product_attention took 15 to 20% longer at 700 to 1,400 positions);
+    - GELU on a non-contiguous view: PyTorch sends contiguous fp32 GELU to oneDNN, whose
+      per-call setup took 7 us of 8 for 512 values (the ATen kernel: 1.5 us; the two agree to
+      within a unit in the last place).
+    """
+
+    def __init__(self, model: AnimationModel, rows: int, length: int):
+        c = model.config
+        device = model.pos_emb.weight.device
+        self.heads, self.head_dim = c.n_heads, c.d_model // c.n_heads
+        scale = torch.ones(3 * c.d_model, device=device)
+        scale[: c.d_model] = self.head_dim**-0.5
+        self.layers = []
+        for block in model.blocks:
+            b = cast(Block, block)
+            fc, out = cast(Linear, b.mlp[0]), cast(Linear, b.mlp[2])
+            self.layers.append(
+                (
+                    _norm(b.ln1),
+                    (b.attn.qkv.weight * scale[:, None]).t().contiguous(),
+                    b.attn.qkv.bias * scale,
+                    b.attn.proj.weight.t().contiguous(),
+                    b.attn.proj.bias,
+                    _norm(b.ln2),
+                    fc.weight.t().contiguous(),
+                    fc.bias,
+                    out.weight.t().contiguous(),
+                    out.bias,
+                )
+            )
+        self.final = _norm(model.ln_f)
+        # Keys and values, both transposed: (layer, row, head, key or value, head_dim, position).
+        shape = (c.n_layers, rows, c.n_heads, 2, self.head_dim, length)
+        self._use(torch.empty(shape, device=device))
+        self.length = 0  # positions cached
+
+    def _use(self, cache: torch.Tensor) -> None:
+        self.cache = cache
+        heads = cache.flatten(1, 2)  # (layer, B * H, 2, hd, L)
+        # Per layer: the cache (B, H, 2, hd, L) that a step writes; its keys (B * H, hd, L) and
+        # values (B * H, L, hd) that a step reads.
+        self.layer_cache = list(
+            zip(
+                cache.unbind(0),
+                heads.select(2, 0).unbind(0),
+                heads.select(2, 1).transpose(2, 3).unbind(0),
+                strict=True,
+            )
+        )
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Drops every row but ``rows`` (a long tensor of batch indices)."""
+        cache = self.cache.new_empty(self.cache.shape[:1] + (len(rows),) + self.cache.shape[2:])
+        cache[..., : self.length] = self.cache[:, rows, ..., : self.length]
+        self._use(cache)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        heads, hd = self.heads, self.head_dim
+        start, end = self.length, self.length + t
+        mask = None
+        if t > 1:  # position start + i sees the cached ones and itself
+            mask = torch.full((t, end), -math.inf, device=x.device).triu(start + 1)
+        x = x.reshape(b * t, d)
+        # Methods (narrow, select) rather than indexing, torch.layer_norm rather than F's, in-place
+        # residual adds: each saves a microsecond or two a call, a tenth of a step in all.
+        for layer, (cache, keys, values) in zip(self.layers, self.layer_cache, strict=True):
+            norm1, wqkv, bqkv, wproj, bproj, norm2, wfc, bfc, wout, bout = layer
+            qkv = torch.addmm(bqkv, torch.layer_norm(x, *norm1), wqkv).view(b, t, 3, heads, hd)
+            cache.narrow(4, start, t).copy_(qkv.narrow(2, 1, 2).permute(0, 3, 2, 4, 1))
+            q = qkv.select(2, 0).transpose(1, 2).reshape(b * heads, t, hd)
+            scores = torch.bmm(q, keys.narrow(2, 0, end))  # (B * H, t, end)
+            if mask is not None:
+                scores += mask
+            y = torch.bmm(torch.softmax(scores, -1), values.narrow(1, 0, end))  # (B * H, t, hd)
+            y = y.view(b, heads, t, hd).transpose(1, 2).reshape(b * t, d)
+            x = torch.addmm(bproj, y, wproj).add_(x)
+            h = torch.addmm(bfc, torch.layer_norm(x, *norm2), wfc)
+            # The ATen GELU: a contiguous fp32 input would go to oneDNN (see the docstring).
+            h = F.gelu(h.view(-1, 2).t()).t().reshape(h.shape)
+            x = torch.addmm(bout, h, wout).add_(x)
+        self.length = end
+        return torch.layer_norm(x.view(b, t, d).select(1, -1), *self.final)
+
+
+def _norm(norm: nn.LayerNorm) -> tuple:
+    return (norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+def _spans(masks: np.ndarray) -> list[tuple[int, int]]:
+    """Per row of (positions, vocabulary) bool masks, the (first, past the last) allowed token,
+    checked to be all that the row allows."""
+    first = masks.argmax(1)
+    past = masks.shape[1] - masks[:, ::-1].argmax(1)
+    if not (masks.sum(1) == past - first).all():  # a gap, or nothing allowed
+        raise ValueError("the grammar does not allow one stretch of the vocabulary at every position")
+    return list(zip(first.tolist(), past.tolist(), strict=True))
 
 
 def batch_inputs(targets: Sequence[Target], sequences: Sequence[list[int]]):
@@ -252,11 +383,13 @@ def load_weights(model: AnimationModel, state: dict) -> None:
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
 
 
-def load_model(path, device: str = "cpu", half_precision: bool = True) -> tuple[AnimationModel, dict]:
-    """(model in eval mode, the whole checkpoint dict); on a CPU it decodes with fp16 weights
-    unless half_precision is off."""
+def load_model(path, device: str = "cpu") -> tuple[AnimationModel, dict]:
+    """(model in eval mode, the whole checkpoint dict), in fp32. Decoding (Decoding) computes in
+    fp32 whatever the checkpoint stores: at d_model 128 the products are too small for the bytes
+    fp16 saves to matter, and fp16's conversions cost more (one torch thread on the 2-core EPYC:
+    a 128 -> 512 product took 7.8 us in fp32, 17 us in fp16 with its two casts; fp32 was the
+    faster up to d_model 768). Until 2026-11-30 decoding took fp16 products on a CPU."""
     ckpt = torch.load(path, map_location=device, weights_only=False)
     model = AnimationModel(AnimationModelConfig.from_dict(ckpt["model_config"]))
     load_weights(model, ckpt["state_dict"])
-    model.use_half_precision(half_precision)
     return model.to(device).eval(), ckpt

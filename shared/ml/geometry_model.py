@@ -474,6 +474,43 @@ def sample_token(logits, allowed, temperature: float, top_p: float, generator=No
     return int(torch.multinomial(kept, 1, generator=generator))
 
 
+def sample_logits(logits: np.ndarray, temperature: float, top_p: float, generator=None) -> int:
+    """sample_token where every token is allowed, for a decoder whose grammar allows a stretch of
+    the vocabulary at a time (its head computes only those logits): an index of (V,) float32
+    logits, drawn from the same top-p distribution by the same rejection, in numpy. On a few
+    hundred logits a numpy call costs a fraction of a torch op: this takes about a dozen and a
+    generator draw a token, where sample_token takes about 20 torch ops. The same generator gives
+    other samples than sample_token does (other rounding, and a lone token takes no draw). Odd
+    logits (NaN, infinite, or spread past 1e30) go to sample_token."""
+    z = np.asarray(logits, dtype=np.float32)
+    if len(z) == 0:
+        raise ValueError("no token is allowed: the grammar left nothing to sample")
+    if len(z) == 1:
+        return 0
+    best = float(z.max())
+    if not best - float(z.min()) < 1e30:  # a NaN, an infinite logit, or a span that would overflow
+        everything = torch.ones(len(z), dtype=torch.bool)
+        return sample_token(torch.from_numpy(z.copy()), everything, temperature, top_p, generator)
+    if not temperature >= MIN_TEMPERATURE:  # also NaN
+        return int(z.argmax())
+    # Weights in proportion to the tempered probabilities, the likeliest exactly 1.
+    weights = np.exp((z - best) / np.float32(min(temperature, MAX_TEMPERATURE)))
+    cumulative = weights.cumsum()
+    total = float(cumulative[-1])
+    for _ in range(MAX_REJECTION_DRAWS):  # as sample_token; the likeliest token always stands
+        draw = float(torch.rand((), generator=generator)) * total
+        token = min(int(cumulative.searchsorted(draw, side="right")), len(z) - 1)
+        weight = weights[token]
+        if weight >= 1.0 or top_p >= 1.0 or weight > 0 and weights[weights > weight].sum() < top_p * total:
+            return token
+    ordered = np.sort(weights)[::-1]  # the exact top-p distribution, as sample_token's fallback
+    more_likely = ordered.cumsum() - ordered
+    kept = weights >= ordered[max(int((more_likely < top_p * total).sum()), 1) - 1]
+    cumulative = np.where(kept, weights, np.float32(0.0)).cumsum()
+    draw = float(torch.rand((), generator=generator)) * float(cumulative[-1])
+    return min(int(cumulative.searchsorted(draw, side="right")), len(z) - 1)
+
+
 def model_state(model: GeometryModel, half: bool = False) -> dict:
     """A model's config and weights as a dict (fp16 weights with half)."""
     # head.weight is tok_emb.weight (tied): stored once, re-tied by load_weights.
