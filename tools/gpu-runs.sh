@@ -64,6 +64,10 @@ done
 # Chosen on val: each run's structure model with parts-small's part model, its layouts unguided and
 # guided at 2 and 3, and parts-small itself; one evaluation process per checkpoint, one thread each
 # (each repeats retrieval and the real meshes): the machine's 16 cores are what this phase needs.
+# Session 11 (EVAL_MINUTES=4.5): sampling took 2.8 to 4 minutes a process (1.3 s an object, 16 at
+# once), and none finished its metrics in time; the choice was made on the CPU machine instead.
+# Give it 8 minutes, or try EVAL_DEVICE=cuda (parts sampling on a GPU was fixed after that run,
+# untried there since).
 eval_limit=$(python3 -c "print(int(${EVAL_MINUTES:-4} * 60))")
 for run in "${runs[@]}"; do
   for g in 1 2 3; do
