@@ -134,7 +134,8 @@ def augment(
     """
     if rotation not in ("right", "any"):
         raise ValueError(f"rotation must be 'right' or 'any', not {rotation!r}")
-    v = vertices * rng.uniform(*scale_range, size=3)
+    low, high = scale_range
+    v = vertices * rng.uniform(low, high, size=3)
     a = rng.uniform(0, 2 * np.pi) if rotation == "any" else rng.integers(4) * np.pi / 2
     rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
     v = v @ rot.T
