@@ -298,6 +298,9 @@ def test_training_resumes_exports_and_runs_as_a_task_and_the_evaluation_scores_i
     assert (tmp_path / "eval" / "strips.png").stat().st_size > 10_000
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["items"] == 1 and saved["unseen_rigs"]["items"] == 1  # the fox's rig is in no training item
+    assert saved["split"] == "test" and saved["temperature"] == 0.8
+    with pytest.raises(ValueError, match="split must be 'val' or 'test'"):
+        evaluate_animation(exported["out"], str(dataset), str(tmp_path / "train-eval"), split="train")
 
 
 def test_every_training_prompt_is_embedded_ahead_for_a_machine_without_the_encoder(dataset):

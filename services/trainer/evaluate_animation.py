@@ -134,9 +134,14 @@ def evaluate_animation(
     out: str = "var/eval/animation",
     limit: int | None = None,
     seed: int = 0,
+    split: str = "test",
+    temperature: float = 0.8,
 ) -> dict:
+    """``split`` val: choose sampling settings there (``temperature``), then report on test."""
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', not {split!r}")
     started = time.perf_counter()
-    train_items, test_items = load_items(dataset, "train"), load_items(dataset, "test")
+    train_items, test_items = load_items(dataset, "train"), load_items(dataset, split)
     seen_rigs = {rig_signature(i.get("armature")) for i in train_items if i.get("armature")}
     library = []  # (prompt, layout, action) of every training action: retrieval's candidates
     for item in train_items:
@@ -154,7 +159,12 @@ def evaluate_animation(
     for case in cases:
         item, layout = case["item"], case["layout"]
         prompt = action_prompts(item, case["action"])[0]
-        request = {"prompt": prompt, "object_type": "ARMATURE" if layout.is_rig else "MESH", "seed": seed}
+        request = {
+            "prompt": prompt,
+            "object_type": "ARMATURE" if layout.is_rig else "MESH",
+            "seed": seed,
+            "temperature": temperature,
+        }
         if layout.is_rig:
             request["armature"] = item["armature"]
         result = generator.run_many([request])[0]
@@ -212,7 +222,8 @@ def evaluate_animation(
     metrics.update(
         checkpoint=checkpoint,
         dataset=str(dataset),
-        split="test",
+        split=split,
+        temperature=temperature,
         model_seconds_per_action=model_seconds / max(1, len(rows)),
         minutes=(time.perf_counter() - started) / 60,
         train_step=generator.meta.get("step"),
@@ -314,10 +325,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="var/eval/animation")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--split", default="test", choices=["val", "test"], help="val: choose sampling settings there"
+    )
+    parser.add_argument("--temperature", type=float, default=0.8, help="the model's sampling temperature")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     limit = int(os.environ["EVAL_LIMIT"]) if os.environ.get("EVAL_LIMIT") else None
-    metrics = evaluate_animation(args.checkpoint, args.dataset, args.out, limit, args.seed)
+    metrics = evaluate_animation(
+        args.checkpoint, args.dataset, args.out, limit, args.seed, args.split, args.temperature
+    )
     print(
         json.dumps(
             {k: v for k, v in metrics.items() if k not in ("samples", "by_label")}, indent=2, default=float
