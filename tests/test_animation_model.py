@@ -292,8 +292,11 @@ def test_training_resumes_exports_and_runs_as_a_task_and_the_evaluation_scores_i
         "retrieval_channel_error",
         "rest_channel_error",
         "loop_closure",
+        "motion_ratio",
+        "retrieval_motion_ratio",
     ):
         assert key in metrics
+    assert metrics["rest_motion_ratio"] == 0.0
     assert metrics["items"] == 1 and metrics["valid_share"] == 1.0  # EVAL_LIMIT's one of the two
     assert (tmp_path / "eval" / "strips.png").stat().st_size > 10_000
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())

@@ -8,7 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from services.trainer.animation_metrics import channel_error, invalid_curves, loop_closure, normalised_samples
+from services.trainer.animation_metrics import (
+    channel_error,
+    invalid_curves,
+    loop_closure,
+    motion_ratio,
+    normalised_samples,
+)
 from shared.ml.animation_tokens import (
     ACTION_TOKENS,
     BOS,
@@ -177,6 +183,11 @@ def test_a_real_walk_resampled_onto_its_rig_and_written_back_keeps_its_shape(doc
     # Nine keys keep a walk's pose curves to within a few degrees on average.
     error = channel_error(normalised_samples(written, layout), normalised_samples(walk, layout), cyclic=True)
     assert error < 0.05
+    # It moves as much as the walk it came from; a still answer does not move, a doubled one twice.
+    reference = normalised_samples(walk, layout)
+    assert motion_ratio(normalised_samples(written, layout), [reference]) == pytest.approx(1.0, abs=0.1)
+    assert motion_ratio(np.zeros_like(reference), [reference]) == 0.0
+    assert motion_ratio(2 * reference, [reference, reference]) == pytest.approx(2.0)
     again = layout.motion_from_action(written)
     assert np.abs(again.values - motion.values).max() < 1e-5
 

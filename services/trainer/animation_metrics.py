@@ -68,6 +68,15 @@ def channel_error(values: np.ndarray, reference: np.ndarray, cyclic: bool) -> fl
     return float(min(np.abs(np.roll(body, s, axis=0) - ref).mean() for s in range(len(body))))
 
 
+def motion_ratio(values: np.ndarray, references: list[np.ndarray]) -> float:
+    """How much an answer moves against its references: the sum of its channels' ranges over time
+    over the references' mean sum (1: as much as they move, 0: still). Channel error alone
+    rewards stillness (the rest pose scores well); this tells a still answer from a right one."""
+    moved = float(np.ptp(values, axis=0).sum())
+    expected = float(np.mean([np.ptp(r, axis=0).sum() for r in references]))
+    return moved / expected if expected > 0 else float(moved > 0)
+
+
 def loop_closure(action: dict[str, Any], layout: MotionLayout) -> float:
     """How far a cycle's end is from its start, as a share of its largest channel range (0: it
     closes). An object's turn is compared modulo whole turns."""

@@ -11,8 +11,10 @@ that target (its rig, or the object). Three answers are scored in the same run:
 Metrics: validity (every F-curve targets a channel of the target), channel error (mean absolute
 difference per channel over normalised time, against the target's own actions with the same
 motion label, the nearest of them; cycles at their best phase), loop closure of cyclic motions
-(share of the largest channel range), foot slide on walk and run where the rig has feet. Each
-is also given on the items whose rig (bone names and hierarchy) no training item has.
+(share of the largest channel range), foot slide on walk and run where the rig has feet, motion
+ratio (how much an answer moves against its references: 1 as much, 0 still; channel error alone
+rewards stillness, the rest pose scoring well). Each is also given on the items whose rig (bone
+names and hierarchy) no training item has.
 EVAL_LIMIT=N scores only the first N prompts. Writes metrics.json and strips.png (a row of
 posed frames per answer: model, retrieval, reference) to --out (var/eval/animation).
 """
@@ -40,6 +42,7 @@ from services.trainer.animation_metrics import (  # noqa: E402
     foot_slide,
     invalid_curves,
     loop_closure,
+    motion_ratio,
     normalised_samples,
     pose_points,
 )
@@ -187,6 +190,7 @@ def evaluate_animation(
             values = normalised_samples(action, layout) if action["fcurves"] else np.zeros_like(references[0])
             row[f"{method}_valid"] = not invalid_curves(action, layout)
             row[f"{method}_channel_error"] = min(channel_error(values, r, cyclic) for r in references)
+            row[f"{method}_motion_ratio"] = motion_ratio(values, references)
             row[f"{method}_loop_closure"] = (
                 loop_closure(action, layout) if cyclic and action["fcurves"] else None
             )
@@ -206,6 +210,7 @@ def evaluate_animation(
             prefix = "" if method == "model" else f"{method}_"
             out_[f"{prefix}valid_share"] = _mean([float(r[f"{method}_valid"]) for r in selected])
             out_[f"{prefix}channel_error"] = _mean([r[f"{method}_channel_error"] for r in selected])
+            out_[f"{prefix}motion_ratio"] = _mean([r[f"{method}_motion_ratio"] for r in selected])
             out_[f"{prefix}loop_closure"] = _mean([r[f"{method}_loop_closure"] for r in selected])
             out_[f"{prefix}foot_slide"] = _mean([r[f"{method}_foot_slide"] for r in selected])
         closures = [r["model_loop_closure"] for r in selected if r["model_loop_closure"] is not None]
