@@ -34,15 +34,11 @@ mkdir -p "$OUT" "$RUNS/out" "$LOGS" && tar xJf .gpu/bundle.txz -C .gpu || exit 1
   python3 -c 'import sys, torch; print(sys.version.split()[0], torch.__version__)'; } > "$LOGS/machine.txt" 2>&1
 
 limit=$(python3 -c "print(int($MINUTES * 60 + 180))")  # a hung run must not take the exports' time
-common=(--max-steps 1000000 --max-minutes "$MINUTES" --schedule-minutes "$MINUTES" --threads 2)
-parts() {  # log name, run folder, then trainer arguments
-  local log=$1 run=$2; shift 2
-  timeout "$limit" python3 -m services.trainer geometry --model parts --dataset .gpu/full --run-dir "$RUNS/$run" \
-    "${common[@]}" "$@" > "$LOGS/$log.log" 2>&1
-}
 structure() {  # run name, then trainer arguments
   local run=$1; shift
-  parts "$run" "$run" --stages structure --batch-tokens 8192 --workers 2 --checkpoint-every 50 "$@"
+  timeout "$limit" python3 -m services.trainer geometry --model parts --stages structure --dataset .gpu/full \
+    --run-dir "$RUNS/$run" --max-steps 1000000 --max-minutes "$MINUTES" --schedule-minutes "$MINUTES" \
+    --threads 2 --batch-tokens 8192 --workers 2 --checkpoint-every 50 "$@" > "$LOGS/$run.log" 2>&1
 }
 tune=(--init-from models/geometry/parts-small/model.pt --lr 3e-4 --warmup-steps 50)
 scratch=(--preset small --lr 1e-3 --warmup-steps 100)

@@ -360,6 +360,7 @@ class GeometryModel(Decoder):
         device = self.pos_emb.weight.device
         tokens = [[BOS] for _ in grammars]
         guided = guidance != 1.0
+        twins = 2 if guided else 1  # rows run per sample
         conditions = texts.to(device)
         if guided:  # rows 0..n-1 conditioned, rows n..2n-1 their unconditioned twins
             conditions = torch.cat([conditions, torch.zeros_like(conditions)])
@@ -403,7 +404,6 @@ class GeometryModel(Decoder):
                 rows = [rows[b] for b in going]
                 if not rows:
                     break
-            twins = 2 if guided else 1
             if cache is not None:
                 step = torch.tensor([[tokens[i][-1]] for i in rows] * twins, device=device)
                 hidden = self._run(self.tok_emb(step), cache, blocks)
