@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from services.trainer import evaluate_geometry as evaluate_module
-from services.trainer.evaluate_geometry import evaluate_geometry, top_k_distinct
+from services.trainer.evaluate_geometry import evaluate_geometry
 from services.trainer.geometry_classifier import ClassifierConfig, save_classifier, train_classifier
 from services.trainer.geometry_metrics import (
     Cloud,
@@ -204,13 +204,6 @@ def test_eval_limit_reaches_the_evaluation(monkeypatch):
     evaluate_module.main([])
     assert [kw["max_prompts"] for _, kw in calls] == [7, None]
     assert [a[0] for a, _ in calls] == [["a.pt", "b.pt"], evaluate_module.DEFAULT_CHECKPOINTS]
-
-
-def test_top_k_distinct_returns_each_item_once_best_first():
-    scores = np.array([0.9, 0.95, 0.1, 0.8, 0.85, 0.2])
-    items = np.array([0, 0, 1, 2, 2, 3])  # item 0 has two captions, so has item 2
-    assert top_k_distinct(scores, items, 3) == [0, 2, 3]
-    assert top_k_distinct(scores, items, 10) == [0, 2, 3, 1]
 
 
 def test_evaluation_needs_train_and_test_items(small_run, tmp_path):

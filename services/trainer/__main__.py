@@ -75,6 +75,12 @@ def main(argv: list[str] | None = None) -> None:
         default=0.0,
         help="share of training rows trained without their condition (for classifier-free guidance)",
     )
+    geo.add_argument(
+        "--layout-exemplars",
+        action="store_true",
+        help="parts: condition the structure model on the nearest training layout too (a fine-tune "
+        "from a plain structure model starts as it was)",
+    )
     geo.add_argument("--seed", type=int, default=0)
     geo.add_argument(
         "--rotation", choices=["right", "any"], default="right", help="Z turns: 90-degree steps or any"
@@ -145,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         rotation=args.rotation,
         dropout=args.dropout,
         condition_dropout=args.condition_dropout,
+        layout_exemplars=args.layout_exemplars,
     )
     record = train(config)
     print(json.dumps(record["result"], indent=2))

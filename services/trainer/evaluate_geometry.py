@@ -58,6 +58,7 @@ from services.trainer.geometry_metrics import (  # noqa: E402
 from services.trainer.geometry_prompt_sheet import PROMPT_SHEET  # noqa: E402
 from shared.ml.datasets import DatasetError, dataset_version  # noqa: E402
 from shared.ml.geometry_generator import MeshGenerator, MeshRequest, load_generator  # noqa: E402
+from shared.ml.layout_exemplars import top_k_distinct  # noqa: E402
 from shared.ml.mesh_tokenizer import QuantizedMesh, TokenizerError, quantize_mesh  # noqa: E402
 from shared.ml.text_embedding import default_cache_dir, embed  # noqa: E402
 
@@ -65,14 +66,6 @@ from shared.ml.text_embedding import default_cache_dir, embed  # noqa: E402
 DEFAULT_CHECKPOINTS = ["models/geometry/parts-small/model.pt", "models/geometry/tiny/model.pt"]
 RETRIEVAL = "retrieval"
 _EMPTY = quantize_mesh(np.zeros((0, 3)), [])
-
-
-def top_k_distinct(caption_scores: np.ndarray, caption_items: np.ndarray, k: int) -> list[int]:
-    """The k items (indices) whose best caption scores highest, each item once, best first."""
-    best: dict[int, float] = {}
-    for score, item in zip(caption_scores, caption_items, strict=True):
-        best[int(item)] = max(best.get(int(item), -np.inf), float(score))
-    return sorted(best, key=lambda i: (-best[i], i))[:k]
 
 
 def sample_seed(seed: int, prompt: int, sample: int) -> int:

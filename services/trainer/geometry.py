@@ -72,6 +72,8 @@ class TrainConfig:
     # Share of training rows whose conditioning vector is zeroed, so the model also learns the
     # unconditional distribution that classifier-free guidance steers away from (decode_batch).
     condition_dropout: float = 0.0
+    # A parts run's structure model also conditioned on a retrieved training layout (layout_exemplars).
+    layout_exemplars: bool = False
 
 
 def load_items(dataset: str | None, split: str) -> list[dict]:
@@ -301,6 +303,8 @@ def train(config: TrainConfig, progress=None) -> dict:
         return train_parts(config, progress)
     if config.model != "flat":
         raise ValueError(f"model must be 'flat' or 'parts', not {config.model!r}")
+    if config.layout_exemplars:
+        raise ValueError("layout exemplars condition a parts model's structure model: use --model parts")
 
     def sources(model_config: GeometryModelConfig) -> tuple[TokenSource, TokenSource]:
         cache_dir = default_cache_dir()
@@ -311,6 +315,17 @@ def train(config: TrainConfig, progress=None) -> dict:
 
     model_config = GeometryModelConfig.preset(config.preset, **config.model_overrides)
     return train_model(config, model_config, sources, progress)
+
+
+def widened_condition(state: dict, text_dim: int) -> dict:
+    """A model's weights with its condition projection (text_proj) taking ``text_dim`` inputs, the
+    new ones weighted zero."""
+    weight = state["text_proj.weight"]
+    if weight.shape[1] == text_dim:
+        return state
+    wider = weight.new_zeros(weight.shape[0], text_dim)
+    wider[:, : weight.shape[1]] = weight
+    return {**state, "text_proj.weight": wider}
 
 
 def train_model(
@@ -338,7 +353,16 @@ def train_model(
         init = torch.load(config.init_from, map_location="cpu", weights_only=False)
         if init.get("model_kind") == "parts":  # an exported parts file holds both models: take this one
             init = {**init[name], "step": init["step"][name], "run": init["run"].get(name, {})}
-        model_config = GeometryModelConfig.from_dict(init["model_config"])
+        start_config = GeometryModelConfig.from_dict(init["model_config"])
+        if model_config.text_dim < start_config.text_dim:
+            raise ValueError(
+                f"{config.init_from}: its {name} model takes a {start_config.text_dim}-wide condition, "
+                f"wider than this run's {model_config.text_dim}"
+            )
+        # A wider condition (an exemplar structure model from a plain one) starts with zero weights
+        # on its new inputs, so the fine-tune starts from the model as it was.
+        model_config = replace(start_config, text_dim=model_config.text_dim)
+        init["state_dict"] = widened_condition(init["state_dict"], model_config.text_dim)
         # The starting weights' own data belong to this model's provenance.
         initialised_from = {
             "checkpoint": config.init_from,

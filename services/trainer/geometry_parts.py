@@ -13,6 +13,10 @@ checkpoint file holding both models.
 
 Augmentation: the layouts get a per-axis scale (then are put back in the unit cube); the parts
 need none, since each is written in its own box's frame.
+
+``--layout-exemplars`` trains an exemplar structure model (shared.ml.layout_exemplars): each
+layout is conditioned on the prompt and on the grid of one of the nearest training layouts of
+another pack; the run keeps the library in structure/layout_exemplars.pkl for the export.
 """
 
 from __future__ import annotations
@@ -37,10 +41,14 @@ from services.trainer.geometry import (
 )
 from shared.ml.datasets import dataset_version
 from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, load_model, model_from_state
+from shared.ml.layout_exemplars import EXEMPLAR_CONDITION_DIM, TRAINING_CHOICES, LayoutExemplars
 from shared.ml.layout_tokens import LayoutVocabulary, descriptor, occupancy, part_condition
 from shared.ml.part_decomposition import RULE_VERSION, DecompositionConfig, decompose, quantize_box
 from shared.ml.parts_model import MAX_PARTS, MODEL_KIND, preset_configs, save_parts_checkpoint
 from shared.ml.text_embedding import default_cache_dir, embed
+
+CACHE_FORMAT = 2  # 2: objects carry their pack (exemplars are drawn from other packs)
+EXEMPLARS_FILE = "layout_exemplars.pkl"
 
 
 def _decomposed(item: dict, config: DecompositionConfig) -> dict:
@@ -56,7 +64,13 @@ def _decomposed(item: dict, config: DecompositionConfig) -> dict:
                 "tokens": np.array(p.tokens, dtype=np.int16),
             }
         )
-    return {"id": item["id"], "captions": item["captions"], "fits": d.fits, "parts": parts}
+    return {
+        "id": item["id"],
+        "pack": item.get("pack"),
+        "captions": item["captions"],
+        "fits": d.fits,
+        "parts": parts,
+    }
 
 
 def decompositions(
@@ -67,7 +81,7 @@ def decompositions(
     Decomposing takes about 0.2 s an object on one core: ``processes`` share the work."""
     version = "synthetic-1" if dataset is None else dataset_version(dataset)["manifest_sha256"]
     key = hashlib.sha256(
-        json.dumps([version, split, RULE_VERSION, config.to_dict()], sort_keys=True).encode()
+        json.dumps([version, split, RULE_VERSION, config.to_dict(), CACHE_FORMAT], sort_keys=True).encode()
     ).hexdigest()[:16]
     path = Path(os.environ.get("BMT_DATA_DIR", "var")) / "cache" / "parts" / f"{split}-{key}.pkl"
     if path.is_file():
@@ -114,9 +128,20 @@ def scaled_layout(
 
 
 class LayoutSource(LengthBucketedSource):
-    """Objects as layouts (the structure model's data): prompt embedding -> layout tokens."""
+    """Objects as layouts (the structure model's data): prompt embedding -> layout tokens; for an
+    exemplar structure model, the prompt's embedding and an exemplar's grid -> layout tokens."""
 
-    def __init__(self, objects: list[dict], model_config: GeometryModelConfig, bits: int):
+    def __init__(
+        self,
+        objects: list[dict],
+        model_config: GeometryModelConfig,
+        bits: int,
+        exemplars: LayoutExemplars | None = None,
+    ):
+        if (model_config.text_dim == EXEMPLAR_CONDITION_DIM) != (exemplars is not None):
+            raise ValueError("an exemplar structure model trains with a layout library, and only it")
+        self.exemplars = exemplars
+        self._choices: dict[tuple[str, str], list[int]] = {}  # (caption, pack) -> exemplar items
         self.vocab = LayoutVocabulary(bits, MAX_PARTS)
         self.bits = bits
         self.items = [o for o in objects if o["fits"]]
@@ -134,7 +159,14 @@ class LayoutSource(LengthBucketedSource):
         factors = rng.uniform(*train.scale_range, size=3) if augment_mesh else np.ones(3)
         tokens = self.vocab.encode(scaled_layout(obj["parts"], factors, self.bits))
         caption = obj["captions"][rng.integers(len(obj["captions"]))]
-        return self.caption_vectors[caption], tokens
+        if self.exemplars is None:
+            return self.caption_vectors[caption], tokens
+        pack = obj.get("pack") or obj["id"]
+        key = (caption, pack)
+        if key not in self._choices:
+            self._choices[key] = self.exemplars.nearest(self.caption_vectors[caption], TRAINING_CHOICES, pack)
+        exemplar = self._choices[key][rng.integers(len(self._choices[key]))]
+        return self.exemplars.condition(self.caption_vectors[caption], exemplar), tokens
 
 
 class PartSource(LengthBucketedSource):
@@ -171,6 +203,8 @@ def train_parts(config: TrainConfig, progress=None) -> dict:
     structure_config, part_config, decomposition = preset_configs(config.preset)
     overrides = config.model_overrides
     structure_config = replace(structure_config, **overrides.get("structure", {}))
+    if config.layout_exemplars:
+        structure_config = replace(structure_config, text_dim=EXEMPLAR_CONDITION_DIM)
     part_config = replace(part_config, **overrides.get("part", {}))
     bits = decomposition.tokenizer.bits
     splits = {
@@ -185,8 +219,20 @@ def train_parts(config: TrainConfig, progress=None) -> dict:
             return None
         return lambda done, message: progress(offset + share * done, message)
 
+    def layout_sources(c: GeometryModelConfig) -> tuple[LayoutSource, LayoutSource]:
+        exemplars = None
+        if c.text_dim == EXEMPLAR_CONDITION_DIM:  # also a resumed run's, whose config is its checkpoint's
+            fitting = [o for o in splits["train"] if o["fits"]]
+            exemplars = LayoutExemplars.from_objects(fitting, _caption_vectors(fitting), bits)
+            (run_dir / "structure").mkdir(parents=True, exist_ok=True)
+            (run_dir / "structure" / EXEMPLARS_FILE).write_bytes(pickle.dumps(exemplars.state()))
+        return (
+            LayoutSource(splits["train"], c, bits, exemplars),
+            LayoutSource(splits["val"], c, bits, exemplars),
+        )
+
     sources = {
-        "structure": lambda c: (LayoutSource(splits["train"], c, bits), LayoutSource(splits["val"], c, bits)),
+        "structure": layout_sources,
         "part": lambda c: (PartSource(splits["train"], bits), PartSource(splits["val"], bits)),
     }
     configs = {"structure": structure_config, "part": part_config}
@@ -237,14 +283,14 @@ def parts_record(run_dir: Path, inherited: dict[str, dict] | None = None) -> dic
 
 def _untrained_half(
     run_dir: Path, trained: str, missing: str, named: str | Path | None = None
-) -> tuple[GeometryModel, int, dict]:
-    """The model a one-model run (``--stages part``, say) did not train: the one in the parts file
-    ``named``, or else in the checkpoint the run started from, checked to be the file it started from."""
+) -> tuple[GeometryModel, dict]:
+    """The model a one-model run (``--stages part``, say) did not train, and the parts file it is
+    in: ``named``, or else the checkpoint the run started from, checked to be the file it started from."""
     if named is not None:
         ckpt = torch.load(named, map_location="cpu", weights_only=False)
         if ckpt.get("model_kind") != MODEL_KIND:
             raise ValueError(f"{named} is not a parts checkpoint: it holds no {missing} model")
-        return model_from_state(ckpt[missing]), ckpt["step"][missing], ckpt["run"][missing]
+        return model_from_state(ckpt[missing]), ckpt
     source = json.loads((run_dir / trained / "run.json").read_text()).get("initialised_from") or {}
     if not source.get("checkpoint"):
         raise FileNotFoundError(
@@ -256,7 +302,7 @@ def _untrained_half(
             f"{source['checkpoint']} is no longer the checkpoint {run_dir}/{trained} started from "
             f"(step {source['step']}): export the run with that file's {missing} model some other way"
         )
-    return model_from_state(ckpt[missing]), ckpt["step"][missing], ckpt["run"][missing]
+    return model_from_state(ckpt[missing]), ckpt
 
 
 def export_parts(
@@ -272,12 +318,18 @@ def export_parts(
     run_dir = Path(run_dir)
     name = "best.pt" if best else "checkpoint.pt"
     models, steps, inherited = {}, {}, {}
+    exemplars = None
     for half, other in (("structure", "part"), ("part", "structure")):
         if (run_dir / half / name).is_file():
             models[half], ckpt = load_model(run_dir / half / name)
             steps[half] = ckpt["step"]
+            if half == "structure" and (run_dir / half / EXEMPLARS_FILE).is_file():
+                exemplars = pickle.loads((run_dir / half / EXEMPLARS_FILE).read_bytes())
         else:
-            models[half], steps[half], inherited[half] = _untrained_half(run_dir, other, half, untrained_from)
+            models[half], parts_file = _untrained_half(run_dir, other, half, untrained_from)
+            steps[half], inherited[half] = parts_file["step"][half], parts_file["run"][half]
+            if half == "structure":
+                exemplars = parts_file.get("layout_exemplars")
     run = parts_record(run_dir, inherited)
     decomposition = DecompositionConfig.from_dict(run["decomposition"])
     Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -289,5 +341,6 @@ def export_parts(
         {"step": steps, "run": run},
         half=True,
         layout_guidance=layout_guidance,
+        exemplars=None if exemplars is None else LayoutExemplars.from_state(exemplars),
     )
     return {"out": str(out), "step": steps, "bytes": Path(out).stat().st_size}

@@ -2,8 +2,9 @@
 model writes each part's faces in the part's own frame; the parts are assembled into one object.
 
 Both are ``GeometryModel`` decoders (conditioning prefix, KV cache, grammar-constrained sampling):
-- structure: conditioned on the prompt's embedding, writes ``shared.ml.layout_tokens`` under
-  ``LayoutGrammar`` (every decode a valid layout inside the unit cube);
+- structure: conditioned on the prompt's embedding (and, for an exemplar structure model, the
+  occupancy grid of the nearest training layout: ``shared.ml.layout_exemplars``), writes
+  ``shared.ml.layout_tokens`` under ``LayoutGrammar`` (every decode a valid layout inside the unit cube);
 - part: conditioned on ``part_condition`` (prompt, the part's box and descriptor, the layout's
   occupancy grid), writes mesh tokens under ``MeshGrammar`` (every decode a valid mesh), with the
   descriptor's face range as its face budget. The parts of one object, and of every object of a
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, model_from_state, model_state
+from shared.ml.layout_exemplars import EXEMPLAR_CONDITION_DIM, LayoutExemplars
 from shared.ml.layout_tokens import (
     CONDITION_DIM,
     LayoutBox,
@@ -143,10 +145,14 @@ class PartsModel:
         decomposition: DecompositionConfig,
         close_parts: bool = True,
         layout_guidance: float = 1.0,
+        exemplars: LayoutExemplars | None = None,
     ):
         if not (math.isfinite(layout_guidance) and layout_guidance >= 0):
             raise ValueError(f"layout_guidance must be a finite number >= 0, not {layout_guidance!r}")
+        if (structure.config.text_dim == EXEMPLAR_CONDITION_DIM) != (exemplars is not None):
+            raise ValueError("an exemplar structure model comes with its layout library, and only it")
         self.structure, self.part, self.decomposition = structure, part, decomposition
+        self.exemplars = exemplars
         self.close_parts = close_parts
         self.layout_guidance = layout_guidance
         self.vocab = LayoutVocabulary(decomposition.tokenizer.bits, MAX_PARTS)
@@ -168,7 +174,12 @@ class PartsModel:
         generators = list(generator) if generator is not None else [None] * rows
         layouts = [LayoutGrammar(self.vocab, max_parts=min(MAX_PARTS, b)) for b in budgets]
         layout_tokens = self.structure.decode_batch(
-            texts, layouts, temperature, top_p, generators, guidance=self.layout_guidance
+            self.structure_conditions(texts),
+            layouts,
+            temperature,
+            top_p,
+            generators,
+            guidance=self.layout_guidance,
         )
         conditions, grammars, part_generators, owners, limits = [], [], [], [], []
         device = self.part.pos_emb.weight.device  # a sampling generator lives where the model does
@@ -201,6 +212,16 @@ class PartsModel:
             out.append(assemble(grammar.boxes(), parts, tokens, close_within))
         return out
 
+    def structure_conditions(self, texts: torch.Tensor) -> torch.Tensor:
+        """The structure model's conditioning rows: the prompts' embeddings, each followed by its
+        nearest training layout's grid for an exemplar structure model."""
+        if self.exemplars is None:
+            return texts
+        rows = [
+            self.exemplars.condition(text, self.exemplars.nearest(text)[0]) for text in texts.cpu().numpy()
+        ]
+        return torch.from_numpy(np.stack(rows)).to(texts.device)
+
 
 def save_parts_checkpoint(
     path,
@@ -211,14 +232,17 @@ def save_parts_checkpoint(
     half: bool = False,
     close_parts: bool = True,
     layout_guidance: float = 1.0,
+    exemplars: LayoutExemplars | None = None,
 ) -> None:
     """``layout_guidance``: the structure model's classifier-free guidance scale (1: none; more
-    only for a structure model trained with condition dropout)."""
+    only for a structure model trained with condition dropout); ``exemplars``: the layout library
+    of an exemplar structure model."""
     torch.save(
         {
             "model_kind": MODEL_KIND,
             "close_parts": close_parts,
             "layout_guidance": layout_guidance,
+            "layout_exemplars": None if exemplars is None else exemplars.state(),
             "structure": model_state(structure, half),
             "part": model_state(part, half),
             "decomposition": decomposition.to_dict(),
@@ -239,5 +263,8 @@ def load_parts_model(path, device: str = "cpu", half_precision: bool = True) -> 
         DecompositionConfig.from_dict(ckpt["decomposition"]),
         close_parts=bool(ckpt.get("close_parts", True)),
         layout_guidance=float(ckpt.get("layout_guidance", 1.0)),
+        exemplars=None
+        if ckpt.get("layout_exemplars") is None
+        else LayoutExemplars.from_state(ckpt["layout_exemplars"]),
     )
     return model, ckpt
