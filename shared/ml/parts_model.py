@@ -181,10 +181,26 @@ class PartsModel:
             generators,
             guidance=self.layout_guidance,
         )
+        boxes = [grammar.boxes() for grammar in layouts]
+        counts = [len(tokens) for tokens in layout_tokens]
+        return self.write_parts(texts, boxes, budgets, temperature, top_p, generators, counts)
+
+    @torch.inference_mode()
+    def write_parts(
+        self,
+        texts: torch.Tensor,
+        layouts: list[list[LayoutBox]],
+        budgets: list[int],
+        temperature: float,
+        top_p: float,
+        generators: list[torch.Generator | None],
+        layout_tokens: list[int],
+    ) -> list[AssembledMesh]:
+        """The part model's half of ``generate_batch``: every part of every row's layout side by
+        side, assembled into one object a row (``layout_tokens``: each layout's token count)."""
         conditions, grammars, part_generators, owners, limits = [], [], [], [], []
         device = self.part.pos_emb.weight.device  # a sampling generator lives where the model does
-        for b, grammar in enumerate(layouts):
-            boxes = grammar.boxes()
+        for b, boxes in enumerate(layouts):
             grid = occupancy(boxes)
             seeds = torch.randint(0, 2**62, (len(boxes),), generator=generators[b], device=device)
             for i, (low, high) in enumerate(part_budgets(boxes, budgets[b])):
@@ -204,12 +220,12 @@ class PartsModel:
             torch.from_numpy(np.stack(conditions)), grammars, temperature, top_p, part_generators
         )
         out = []
-        for b, grammar in enumerate(layouts):
+        for b, boxes in enumerate(layouts):
             mine = [k for k, owner in enumerate(owners) if owner == b]
-            tokens = len(layout_tokens[b]) + sum(len(part_tokens[k]) for k in mine)
+            tokens = layout_tokens[b] + sum(len(part_tokens[k]) for k in mine)
             parts = [grammars[k].mesh() for k in mine]
             close_within = [limits[k] for k in mine] if self.close_parts else None
-            out.append(assemble(grammar.boxes(), parts, tokens, close_within))
+            out.append(assemble(boxes, parts, tokens, close_within))
         return out
 
     def structure_conditions(self, texts: torch.Tensor) -> torch.Tensor:
