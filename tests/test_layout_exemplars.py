@@ -16,7 +16,7 @@ from shared.ml.geometry_model import GeometryModel
 from shared.ml.layout_exemplars import EXEMPLAR_CONDITION_DIM, LayoutExemplars, top_k_distinct
 from shared.ml.layout_tokens import OCCUPANCY_SIDE
 from shared.ml.parts_generator import PartsGenerator
-from shared.ml.parts_model import PartsModel, load_parts_model, preset_configs
+from shared.ml.parts_model import PartsModel, load_parts_model, preset_configs, save_parts_checkpoint
 from shared.ml.synthetic_meshes import synthetic_items
 from shared.ml.text_embedding import EMBEDDING_DIM
 from tests.geometry_helpers import write_dataset
@@ -187,3 +187,17 @@ def test_an_exemplar_structure_model_fine_tunes_from_a_plain_one_exports_and_gen
         train(TrainConfig(layout_exemplars=True))
     with pytest.raises(ValueError, match="layout library"):
         PartsModel(model.structure, model.part, model.decomposition)
+
+
+def test_layout_ceiling_scores_the_part_model_on_given_layouts(tmp_path, packed_dataset, capsys):
+    from tools.layout_ceiling import main as layout_ceiling_cli
+
+    torch.manual_seed(0)
+    structure, part, decomposition = preset_configs("tiny", SMALL, {**SMALL, "max_tokens": 256})
+    save_parts_checkpoint(tmp_path / "parts.pt", GeometryModel(structure), GeometryModel(part), decomposition)
+    layout_ceiling_cli(
+        ["--checkpoint", str(tmp_path / "parts.pt"), "--dataset", packed_dataset, "--split", "test"]
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["nearest training layout", "own layout"]
+    assert all(0.0 <= float(line.split()[-4]) <= 1.0 and "(test, 8 items)" in line for line in lines)

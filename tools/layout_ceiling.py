@@ -1,0 +1,87 @@
+"""How recognisable a parts model's objects get with given layouts: its part model on (a) the nearest
+training layout by caption, (b) each item's own decomposed layout; judged by the evaluation's
+shape classifier. It bounds what a better structure model could give with the same part model.
+
+    python -m tools.layout_ceiling [--split val] [--checkpoint models/geometry/parts-small/model.pt]
+
+Samples as evaluate_geometry does (temperature 0.8, top-p 0.95, face budget 400, seeds by
+``sample_seed``); the first caption of each item is its prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from services.trainer.evaluate_geometry import sample_seed
+from services.trainer.geometry import load_items
+from services.trainer.geometry_classifier import ShapeClassifier, mesh_on_grid
+from services.trainer.geometry_parts import _caption_vectors, decompositions
+from shared.ml.layout_exemplars import LayoutExemplars
+from shared.ml.layout_tokens import LayoutBox, LayoutVocabulary
+from shared.ml.parts_model import load_parts_model
+from shared.ml.text_embedding import default_cache_dir, embed
+
+FACE_BUDGET, BATCH = 400, 16
+
+
+def layout_ceiling(checkpoint: str, dataset: str, split: str) -> dict[str, float]:
+    model, _ = load_parts_model(checkpoint, half_precision=False)
+    rule = model.decomposition
+    vocab = LayoutVocabulary(rule.tokenizer.bits)
+    train = [o for o in decompositions(dataset, "train", rule) if o["fits"]]
+    library = LayoutExemplars.from_objects(train, _caption_vectors(train), rule.tokenizer.bits)
+    own = {o["id"]: o for o in decompositions(dataset, split, rule)}
+    items = load_items(dataset, split)
+    texts = torch.from_numpy(embed([it["captions"][0] for it in items], default_cache_dir()))
+    judge = ShapeClassifier.load()
+
+    def boxes(values: list[list[int]]) -> list[LayoutBox]:
+        return [vocab.dequantize([int(v) for v in part]) for part in values]
+
+    layouts = {
+        "nearest training layout": [
+            boxes(library.layouts[library.nearest(text.numpy())[0]].tolist()) for text in texts
+        ],
+        "own layout": [
+            boxes([[*p["centre"], *p["size"], p["descriptor"]] for p in own[it["id"]]["parts"]])
+            for it in items
+        ],
+    }
+    accuracy = {}
+    for name, rows in layouts.items():
+        meshes = []
+        for start in range(0, len(items), BATCH):
+            chunk = range(start, min(start + BATCH, len(items)))
+            generators = [torch.Generator().manual_seed(sample_seed(0, k, 0)) for k in chunk]
+            objects = model.write_parts(
+                texts[start : chunk.stop],
+                [rows[k] for k in chunk],
+                [FACE_BUDGET] * len(chunk),
+                0.8,
+                0.95,
+                generators,
+                [0] * len(chunk),
+            )
+            meshes += [mesh_on_grid(o.vertices, o.faces) for o in objects]
+        predicted = judge.predict(meshes)
+        accuracy[name] = float(np.mean([p == it["category"] for p, it in zip(predicted, items, strict=True)]))
+        print(f"{name}: category accuracy {accuracy[name]:.3f} ({split}, {len(items)} items)", flush=True)
+    return accuracy
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", default="models/geometry/parts-small/model.pt")
+    parser.add_argument("--dataset", default="full")
+    parser.add_argument("--split", default="val", choices=("val", "test"))
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    layout_ceiling(args.checkpoint, args.dataset, args.split)
+
+
+if __name__ == "__main__":
+    main()
