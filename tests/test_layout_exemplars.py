@@ -201,3 +201,55 @@ def test_layout_ceiling_scores_the_part_model_on_given_layouts(tmp_path, packed_
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == ["nearest training layout", "own layout"]
     assert all(0.0 <= float(line.split()[-4]) <= 1.0 and "(test, 8 items)" in line for line in lines)
+
+
+def test_nearest_layouts_take_the_training_layout_and_write_new_parts(tmp_path, packed_dataset):
+    """A parts file made with ``nearest-layouts`` writes each object on the training layout whose
+    caption is nearest its prompt; its part model writes the parts, so seeds still vary them."""
+    torch.manual_seed(0)
+    structure, part, decomposition = preset_configs("tiny", SMALL, {**SMALL, "max_tokens": 256})
+    save_parts_checkpoint(tmp_path / "parts.pt", GeometryModel(structure), GeometryModel(part), decomposition)
+    trainer_cli(
+        [
+            "nearest-layouts",
+            "--parts",
+            str(tmp_path / "parts.pt"),
+            "--dataset",
+            packed_dataset,
+            "--out",
+            str(tmp_path / "nearest.pt"),
+        ]
+    )
+    model, ckpt = load_parts_model(tmp_path / "nearest.pt")
+    assert model.layouts == "nearest" and len(model.exemplars) == 24
+    assert ckpt["run"]["nearest_layouts"]["dataset"]["name"] == "test-geometry"
+    texts = torch.randn(2, EMBEDDING_DIM)
+    objects = model.generate_batch(
+        texts, face_budget=[200, 3], generator=[torch.Generator().manual_seed(s) for s in range(2)]
+    )
+    for obj, text, budget in zip(objects, texts, [200, 3], strict=True):
+        layout = model.exemplars.layouts[model.exemplars.nearest(text.numpy())[0]][:budget]
+        assert [b.centre.tolist() for b in obj.layout] == [
+            model.vocab.dequantize([int(v) for v in p]).centre.tolist() for p in layout
+        ]
+        assert len(obj.faces) <= budget
+    again = model.generate_batch(texts[:1], face_budget=200, generator=[torch.Generator().manual_seed(7)])
+    assert [b.centre.tolist() for b in again[0].layout] == [b.centre.tolist() for b in objects[0].layout]
+    assert [p.faces for p in again[0].parts] != [p.faces for p in objects[0].parts]  # other parts, as written
+    with pytest.raises(ValueError, match="layouts must be one of"):
+        PartsModel(model.structure, model.part, model.decomposition, layouts="random")
+    with pytest.raises(ValueError, match="layout library"):
+        PartsModel(model.structure, model.part, model.decomposition, layouts="nearest")
+    torch.save({"model_kind": "flat"}, tmp_path / "flat.pt")
+    with pytest.raises(ValueError, match="not a parts checkpoint"):
+        trainer_cli(
+            [
+                "nearest-layouts",
+                "--parts",
+                str(tmp_path / "flat.pt"),
+                "--dataset",
+                packed_dataset,
+                "--out",
+                "x",
+            ]
+        )

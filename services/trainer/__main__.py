@@ -111,6 +111,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     decompose.add_argument("--preset", default="tiny", help="the parts preset whose rule to apply")
     decompose.add_argument("--workers", type=int, default=2, help="processes sharing the work")
+    nearest = sub.add_parser(
+        "nearest-layouts",
+        help="a parts file whose layouts are the training layouts nearest the prompt (its part model writes the parts)",
+    )
+    nearest.add_argument("--parts", required=True, help="the parts file to start from")
+    nearest.add_argument(
+        "--dataset", required=True, help="geometry dataset whose train split gives the layouts"
+    )
+    nearest.add_argument("--out", required=True)
     geometry_classifier.add_parser(sub)
     material.add_parser(sub)
     modifier.add_parser(sub)
@@ -126,6 +135,11 @@ def main(argv: list[str] | None = None) -> None:
         from services.trainer.geometry_parts import cache_decompositions
 
         print(cache_decompositions(args.dataset, args.preset, args.workers))
+        return
+    if args.specialist == "nearest-layouts":
+        from services.trainer.geometry_parts import with_nearest_layouts
+
+        print(with_nearest_layouts(args.parts, args.dataset, args.out))
         return
     if args.specialist == "embed-captions":
         print(f"{cache_caption_embeddings(args.dataset)} captions cached")

@@ -36,6 +36,7 @@ import torch
 from services.trainer.geometry import (
     LengthBucketedSource,
     TrainConfig,
+    data_version,
     load_items,
     train_model,
 )
@@ -344,3 +345,23 @@ def export_parts(
         exemplars=None if exemplars is None else LayoutExemplars.from_state(exemplars),
     )
     return {"out": str(out), "step": steps, "bytes": Path(out).stat().st_size}
+
+
+def with_nearest_layouts(parts_file: str | Path, dataset: str, out: str | Path) -> dict:
+    """A copy of a parts file whose layouts are the training layouts nearest the prompt (by
+    caption) rather than its structure model's: the library is built from ``dataset``'s train
+    split, decomposed by the file's own rule."""
+    ckpt = torch.load(parts_file, map_location="cpu", weights_only=False)
+    if ckpt.get("model_kind") != MODEL_KIND:
+        raise ValueError(f"{parts_file} is not a parts checkpoint")
+    rule = DecompositionConfig.from_dict(ckpt["decomposition"])
+    fitting = [o for o in decompositions(dataset, "train", rule) if o["fits"]]
+    library = LayoutExemplars.from_objects(fitting, _caption_vectors(fitting), rule.tokenizer.bits)
+    ckpt.update(layouts="nearest", layout_exemplars=library.state())
+    ckpt["run"] = {
+        **ckpt.get("run", {}),
+        "nearest_layouts": {"from": str(parts_file), "dataset": data_version(dataset)},
+    }
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, out)
+    return {"out": str(out), "layouts": len(library), "bytes": Path(out).stat().st_size}

@@ -28,6 +28,7 @@ from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, model_f
 from shared.ml.layout_exemplars import EXEMPLAR_CONDITION_DIM, LayoutExemplars
 from shared.ml.layout_tokens import (
     CONDITION_DIM,
+    PART_TOKENS,
     LayoutBox,
     LayoutGrammar,
     LayoutVocabulary,
@@ -40,6 +41,9 @@ from shared.ml.part_decomposition import DecompositionConfig
 
 MODEL_KIND = "parts"
 MAX_PARTS = 64
+# Where an object's layout comes from: the structure model writes it, or it is the training layout
+# whose caption is nearest the prompt (layout_exemplars' library; the part model writes new parts).
+LAYOUT_SOURCES = ("written", "nearest")
 
 # Per preset: the structure model, the part model; the decomposition's part budget is 7/8 of the
 # part model's context (the rest is headroom for the grammar's end).
@@ -146,13 +150,20 @@ class PartsModel:
         close_parts: bool = True,
         layout_guidance: float = 1.0,
         exemplars: LayoutExemplars | None = None,
+        layouts: str = "written",
     ):
         if not (math.isfinite(layout_guidance) and layout_guidance >= 0):
             raise ValueError(f"layout_guidance must be a finite number >= 0, not {layout_guidance!r}")
-        if (structure.config.text_dim == EXEMPLAR_CONDITION_DIM) != (exemplars is not None):
-            raise ValueError("an exemplar structure model comes with its layout library, and only it")
+        if layouts not in LAYOUT_SOURCES:
+            raise ValueError(f"layouts must be one of {LAYOUT_SOURCES}, not {layouts!r}")
+        needs_library = structure.config.text_dim == EXEMPLAR_CONDITION_DIM or layouts == "nearest"
+        if needs_library != (exemplars is not None):
+            raise ValueError(
+                "an exemplar structure model, or nearest layouts, comes with its layout library, and only they"
+            )
         self.structure, self.part, self.decomposition = structure, part, decomposition
         self.exemplars = exemplars
+        self.layouts = layouts
         self.close_parts = close_parts
         self.layout_guidance = layout_guidance
         self.vocab = LayoutVocabulary(decomposition.tokenizer.bits, MAX_PARTS)
@@ -172,6 +183,18 @@ class PartsModel:
         rows = texts.shape[0]
         budgets = [face_budget] * rows if isinstance(face_budget, int) else list(face_budget)
         generators = list(generator) if generator is not None else [None] * rows
+        if self.layouts == "nearest":
+            assert self.exemplars is not None  # __init__'s rule
+            found = [self.exemplars.nearest(text)[0] for text in texts.cpu().numpy()]
+            boxes = [
+                [
+                    self.vocab.dequantize([int(v) for v in part])
+                    for part in self.exemplars.layouts[i][: min(MAX_PARTS, b)]
+                ]
+                for i, b in zip(found, budgets, strict=True)
+            ]
+            counts = [2 + PART_TOKENS * len(rows_boxes) for rows_boxes in boxes]
+            return self.write_parts(texts, boxes, budgets, temperature, top_p, generators, counts)
         layouts = [LayoutGrammar(self.vocab, max_parts=min(MAX_PARTS, b)) for b in budgets]
         layout_tokens = self.structure.decode_batch(
             self.structure_conditions(texts),
@@ -249,16 +272,18 @@ def save_parts_checkpoint(
     close_parts: bool = True,
     layout_guidance: float = 1.0,
     exemplars: LayoutExemplars | None = None,
+    layouts: str = "written",
 ) -> None:
     """``layout_guidance``: the structure model's classifier-free guidance scale (1: none; more
     only for a structure model trained with condition dropout); ``exemplars``: the layout library
-    of an exemplar structure model."""
+    of an exemplar structure model or of nearest ``layouts`` (LAYOUT_SOURCES)."""
     torch.save(
         {
             "model_kind": MODEL_KIND,
             "close_parts": close_parts,
             "layout_guidance": layout_guidance,
             "layout_exemplars": None if exemplars is None else exemplars.state(),
+            "layouts": layouts,
             "structure": model_state(structure, half),
             "part": model_state(part, half),
             "decomposition": decomposition.to_dict(),
@@ -282,5 +307,6 @@ def load_parts_model(path, device: str = "cpu", half_precision: bool = True) -> 
         exemplars=None
         if ckpt.get("layout_exemplars") is None
         else LayoutExemplars.from_state(ckpt["layout_exemplars"]),
+        layouts=ckpt.get("layouts", "written"),
     )
     return model, ckpt
