@@ -182,7 +182,7 @@ class PartsModel:
         from ``generator[b]`` (one draw each), so a row's object does not depend on its batch."""
         rows = texts.shape[0]
         budgets = [face_budget] * rows if isinstance(face_budget, int) else list(face_budget)
-        generators = list(generator) if generator is not None else [None] * rows
+        generators: list[torch.Generator | None] = list(generator) if generator is not None else [None] * rows
         if self.layouts == "nearest":
             assert self.exemplars is not None  # __init__'s rule
             found = [self.exemplars.nearest(text)[0] for text in texts.cpu().numpy()]
