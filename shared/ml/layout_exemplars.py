@@ -99,7 +99,8 @@ class LayoutExemplars:
         return {
             "caption_vectors": self.caption_vectors.astype(np.float16),
             "caption_items": self.caption_items.astype(np.int32),
-            "layouts": self.layouts,
+            "layouts": np.concatenate(self.layouts),  # one array, not one pickled array a layout
+            "layout_parts": np.array([len(layout) for layout in self.layouts], dtype=np.int32),
             "packs": self.packs.tolist(),
             "bits": self.bits,
         }
@@ -109,7 +110,7 @@ class LayoutExemplars:
         return cls(
             state["caption_vectors"].astype(np.float32),
             state["caption_items"],
-            state["layouts"],
+            np.split(state["layouts"], np.cumsum(state["layout_parts"])[:-1]),
             state["packs"],
             state["bits"],
         )
