@@ -72,7 +72,7 @@ dataset-full: $(STAMP) extract-tools
 # decoder, as their README numbers).
 GEOMETRY_MESHES ?=
 GEOMETRY_DATASET ?=
-GEOMETRY_CHECKPOINT ?= models/geometry/parts-small/model.pt models/geometry/tiny/model.pt
+GEOMETRY_CHECKPOINT ?= models/geometry/parts-nearest/model.pt models/geometry/parts-small/model.pt models/geometry/tiny/model.pt
 
 bench-tokenizer: $(STAMP)
 	$(PY) -m benchmarks.tokenizer $(GEOMETRY_MESHES)

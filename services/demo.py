@@ -68,7 +68,7 @@ PROMPTS = (
 )
 # The gateway's name for each specialist -> its committed checkpoint, when the gateway cannot say.
 SPECIALIST_CHECKPOINTS = {
-    "geometry": "models/geometry/parts-small/model.pt",
+    "geometry": "models/geometry/parts-nearest/model.pt",
     "materials": "models/material/tiny/model.pt",
     "modifiers": "models/modifier/tiny/model.pt",
     "animation": "models/animation/tiny/model.pt",

@@ -71,9 +71,10 @@ class Settings(BaseSettings):
     scene_max_nodes: int = Field(20_000, description="Cap on shader/geometry nodes summed over a scene.")
     scene_max_keyframes: int = Field(1_000_000, description="Cap on keyframes summed over a scene.")
     geometry_checkpoint: Path = Field(
-        Path("models/geometry/parts-small/model.pt"),
+        Path("models/geometry/parts-nearest/model.pt"),
         description="Geometry model checkpoint served in-process or by Triton: flat or parts, told apart "
-        "by the file (the default is the structure-first parts model; models/geometry/tiny/model.pt is "
+        "by the file (the default is the structure-first parts model on the training layouts nearest the "
+        "prompt; models/geometry/parts-small/model.pt writes its layouts, models/geometry/tiny/model.pt is "
         "the flat one; see the geometry card).",
     )
     material_checkpoint: Path = Field(

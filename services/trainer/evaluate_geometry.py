@@ -62,8 +62,13 @@ from shared.ml.layout_exemplars import top_k_distinct  # noqa: E402
 from shared.ml.mesh_tokenizer import QuantizedMesh, TokenizerError, quantize_mesh  # noqa: E402
 from shared.ml.text_embedding import default_cache_dir, embed  # noqa: E402
 
-# The served parts model (primary: metrics.json's top-level figures are its) and the flat one beside it.
-DEFAULT_CHECKPOINTS = ["models/geometry/parts-small/model.pt", "models/geometry/tiny/model.pt"]
+# The served parts model (primary: metrics.json's top-level figures are its), parts-small (layouts written by its
+# structure model) and the flat one beside it.
+DEFAULT_CHECKPOINTS = [
+    "models/geometry/parts-nearest/model.pt",
+    "models/geometry/parts-small/model.pt",
+    "models/geometry/tiny/model.pt",
+]
 RETRIEVAL = "retrieval"
 _EMPTY = quantize_mesh(np.zeros((0, 3)), [])
 
