@@ -7,6 +7,25 @@ import io
 import json
 import tarfile
 
+from services.trainer.geometry import TrainConfig
+
+# A parts model's two halves at test size.
+SMALL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "prefix_tokens": 2}
+
+
+def small_parts_config(dataset: str, run_dir, max_steps: int) -> TrainConfig:
+    """A parts run of SMALL models that trains in seconds (checkpoints every 2 steps)."""
+    return TrainConfig(
+        model="parts",
+        dataset=dataset,
+        run_dir=str(run_dir),
+        max_steps=max_steps,
+        batch_tokens=1024,
+        checkpoint_every=2,
+        threads=1,
+        model_overrides={"structure": SMALL, "part": {**SMALL, "max_tokens": 256}},
+    )
+
 
 def write_dataset(folder, splits: dict[str, list[dict]], specialist: str = "geometry") -> None:
     """A dataset as issue 6 specifies it: deterministic tar shards named by sha256 and a manifest."""

@@ -43,9 +43,7 @@ from shared.ml.parts_model import (
     save_parts_checkpoint,
 )
 from shared.ml.synthetic_meshes import synthetic_items
-from tests.geometry_helpers import write_dataset
-
-SMALL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "prefix_tokens": 2}
+from tests.geometry_helpers import SMALL, small_parts_config, write_dataset
 
 
 def grid_sheet(n: int, z: float = 0.0, offset=(0.0, 0.0)) -> tuple[np.ndarray, list[tuple[int, ...]]]:
@@ -302,16 +300,7 @@ def small_dataset(tmp_path):
 
 
 def test_parts_training_resumes_exports_one_file_and_generates(tmp_path, small_dataset):
-    config = TrainConfig(
-        model="parts",
-        dataset=small_dataset,
-        run_dir=str(tmp_path / "run"),
-        max_steps=4,
-        batch_tokens=1024,
-        checkpoint_every=2,
-        threads=1,
-        model_overrides={"structure": SMALL, "part": {**SMALL, "max_tokens": 256}},
-    )
+    config = small_parts_config(small_dataset, tmp_path / "run", max_steps=4)
     shares: list[float] = []
     first = train(config, progress=lambda share, _message: shares.append(share))
     assert first["structure"]["result"]["steps"] == 4 and first["part"]["result"]["steps"] == 4

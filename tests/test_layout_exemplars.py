@@ -11,7 +11,7 @@ import torch
 
 from services.trainer.__main__ import main as trainer_cli
 from services.trainer.geometry import TrainConfig, export_model, train, widened_condition
-from services.trainer.geometry_parts import LayoutSource, _caption_vectors, decompositions
+from services.trainer.geometry_parts import LayoutSource, decompositions, training_layouts
 from shared.ml.geometry_model import GeometryModel
 from shared.ml.layout_exemplars import EXEMPLAR_CONDITION_DIM, LayoutExemplars, top_k_distinct
 from shared.ml.layout_tokens import OCCUPANCY_SIDE
@@ -19,9 +19,7 @@ from shared.ml.parts_generator import PartsGenerator
 from shared.ml.parts_model import PartsModel, load_parts_model, preset_configs, save_parts_checkpoint
 from shared.ml.synthetic_meshes import synthetic_items
 from shared.ml.text_embedding import EMBEDDING_DIM
-from tests.geometry_helpers import write_dataset
-
-SMALL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "prefix_tokens": 2}
+from tests.geometry_helpers import SMALL, small_parts_config, write_dataset
 
 
 def test_top_k_distinct_returns_each_item_once_best_first():
@@ -94,7 +92,7 @@ def test_training_exemplars_come_from_other_packs(packed_dataset):
     rule = preset_configs("tiny")[2]
     objects = [o for o in decompositions(packed_dataset, "train", rule) if o["fits"]]
     assert {o["pack"] for o in objects} == {f"train-{k}" for k in range(6)}
-    lib = LayoutExemplars.from_objects(objects, _caption_vectors(objects), rule.tokenizer.bits)
+    lib = training_layouts(objects, rule.tokenizer.bits)
     structure = preset_configs("tiny", {**SMALL, "text_dim": EXEMPLAR_CONDITION_DIM})[0]
     source = LayoutSource(objects, structure, rule.tokenizer.bits, lib)
     rng = np.random.default_rng(0)
@@ -114,16 +112,7 @@ def test_training_exemplars_come_from_other_packs(packed_dataset):
 def test_an_exemplar_structure_model_fine_tunes_from_a_plain_one_exports_and_generates(
     tmp_path, packed_dataset
 ):
-    config = TrainConfig(
-        model="parts",
-        dataset=packed_dataset,
-        run_dir=str(tmp_path / "plain"),
-        max_steps=2,
-        batch_tokens=1024,
-        checkpoint_every=2,
-        threads=1,
-        model_overrides={"structure": SMALL, "part": {**SMALL, "max_tokens": 256}},
-    )
+    config = small_parts_config(packed_dataset, tmp_path / "plain", max_steps=2)
     train(config)
     export_model(tmp_path / "plain", tmp_path / "plain.pt")
     trainer_cli(

@@ -18,9 +18,8 @@ import torch
 from services.trainer.evaluate_geometry import sample_seed
 from services.trainer.geometry import load_items
 from services.trainer.geometry_classifier import ShapeClassifier, mesh_on_grid
-from services.trainer.geometry_parts import _caption_vectors, decompositions
-from shared.ml.layout_exemplars import LayoutExemplars
-from shared.ml.layout_tokens import LayoutBox, LayoutVocabulary
+from services.trainer.geometry_parts import decompositions, layout_boxes, training_layouts
+from shared.ml.layout_tokens import LayoutVocabulary
 from shared.ml.parts_model import load_parts_model
 from shared.ml.text_embedding import default_cache_dir, embed
 
@@ -31,24 +30,14 @@ def layout_ceiling(checkpoint: str, dataset: str, split: str) -> dict[str, float
     model, _ = load_parts_model(checkpoint, half_precision=False)
     rule = model.decomposition
     vocab = LayoutVocabulary(rule.tokenizer.bits)
-    train = [o for o in decompositions(dataset, "train", rule) if o["fits"]]
-    library = LayoutExemplars.from_objects(train, _caption_vectors(train), rule.tokenizer.bits)
+    library = training_layouts(decompositions(dataset, "train", rule), rule.tokenizer.bits)
     own = {o["id"]: o for o in decompositions(dataset, split, rule)}
     items = load_items(dataset, split)
     texts = torch.from_numpy(embed([it["captions"][0] for it in items], default_cache_dir()))
     judge = ShapeClassifier.load()
-
-    def boxes(values: list[list[int]]) -> list[LayoutBox]:
-        return [vocab.dequantize([int(v) for v in part]) for part in values]
-
     layouts = {
-        "nearest training layout": [
-            boxes(library.layouts[library.nearest(text.numpy())[0]].tolist()) for text in texts
-        ],
-        "own layout": [
-            boxes([[*p["centre"], *p["size"], p["descriptor"]] for p in own[it["id"]]["parts"]])
-            for it in items
-        ],
+        "nearest training layout": [library.boxes(library.nearest(text.numpy())[0]) for text in texts],
+        "own layout": [layout_boxes(own[it["id"]]["parts"], vocab) for it in items],
     }
     accuracy = {}
     for name, rows in layouts.items():

@@ -43,7 +43,7 @@ from services.trainer.geometry import (
 from shared.ml.datasets import dataset_version
 from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, load_model, model_from_state
 from shared.ml.layout_exemplars import EXEMPLAR_CONDITION_DIM, TRAINING_CHOICES, LayoutExemplars
-from shared.ml.layout_tokens import LayoutVocabulary, descriptor, occupancy, part_condition
+from shared.ml.layout_tokens import LayoutBox, LayoutVocabulary, descriptor, occupancy, part_condition
 from shared.ml.part_decomposition import RULE_VERSION, DecompositionConfig, decompose, quantize_box
 from shared.ml.parts_model import MAX_PARTS, MODEL_KIND, preset_configs, save_parts_checkpoint
 from shared.ml.text_embedding import default_cache_dir, embed
@@ -109,6 +109,17 @@ def cache_decompositions(dataset: str, preset: str, processes: int) -> dict[str,
 def _caption_vectors(objects: list[dict]) -> dict[str, np.ndarray]:
     captions = sorted({c for o in objects for c in o["captions"]})
     return dict(zip(captions, embed(captions, default_cache_dir()), strict=True))
+
+
+def layout_boxes(parts: list[dict], vocab: LayoutVocabulary) -> list[LayoutBox]:
+    """A decomposed object's parts (quantised boxes and descriptors) as its dequantised layout."""
+    return [vocab.dequantize([*p["centre"], *p["size"], p["descriptor"]]) for p in parts]
+
+
+def training_layouts(objects: list[dict], bits: int) -> LayoutExemplars:
+    """The layout library of a split's decomposed objects (those that fit), found by their captions."""
+    fitting = [o for o in objects if o["fits"]]
+    return LayoutExemplars.from_objects(fitting, _caption_vectors(fitting), bits)
 
 
 def scaled_layout(
@@ -180,7 +191,7 @@ class PartSource(LengthBucketedSource):
         self.objects = fitting
         self.layouts = []
         for o in fitting:
-            boxes = [vocab.dequantize([*p["centre"], *p["size"], p["descriptor"]]) for p in o["parts"]]
+            boxes = layout_boxes(o["parts"], vocab)
             self.layouts.append((boxes, occupancy(boxes)))
         self.items = [(k, i) for k, o in enumerate(fitting) for i in range(len(o["parts"]))]
         if not self.items:
@@ -223,8 +234,7 @@ def train_parts(config: TrainConfig, progress=None) -> dict:
     def layout_sources(c: GeometryModelConfig) -> tuple[LayoutSource, LayoutSource]:
         exemplars = None
         if c.text_dim == EXEMPLAR_CONDITION_DIM:  # also a resumed run's, whose config is its checkpoint's
-            fitting = [o for o in splits["train"] if o["fits"]]
-            exemplars = LayoutExemplars.from_objects(fitting, _caption_vectors(fitting), bits)
+            exemplars = training_layouts(splits["train"], bits)
             (run_dir / "structure").mkdir(parents=True, exist_ok=True)
             (run_dir / "structure" / EXEMPLARS_FILE).write_bytes(pickle.dumps(exemplars.state()))
         return (
@@ -355,8 +365,7 @@ def with_nearest_layouts(parts_file: str | Path, dataset: str, out: str | Path) 
     if ckpt.get("model_kind") != MODEL_KIND:
         raise ValueError(f"{parts_file} is not a parts checkpoint")
     rule = DecompositionConfig.from_dict(ckpt["decomposition"])
-    fitting = [o for o in decompositions(dataset, "train", rule) if o["fits"]]
-    library = LayoutExemplars.from_objects(fitting, _caption_vectors(fitting), rule.tokenizer.bits)
+    library = training_layouts(decompositions(dataset, "train", rule), rule.tokenizer.bits)
     ckpt.update(layouts="nearest", layout_exemplars=library.state())
     ckpt["run"] = {
         **ckpt.get("run", {}),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.ml.layout_tokens import OCCUPANCY_SIDE, LayoutVocabulary, occupancy
+from shared.ml.layout_tokens import OCCUPANCY_SIDE, LayoutBox, LayoutVocabulary, occupancy
 from shared.ml.text_embedding import EMBEDDING_DIM
 
 TRAINING_CHOICES = 4
@@ -56,13 +56,8 @@ class LayoutExemplars:
         self.layouts = [np.asarray(layout, dtype=np.int16) for layout in layouts]
         self.packs = np.asarray(packs)
         self.bits = bits
-        vocab = LayoutVocabulary(bits)
-        self.grids = np.stack(
-            [
-                occupancy([vocab.dequantize(list(map(int, part))) for part in layout])
-                for layout in self.layouts
-            ]
-        ).astype(np.float32)
+        self.vocab = LayoutVocabulary(bits)
+        self.grids = np.stack([occupancy(self.boxes(i)) for i in range(len(self.layouts))]).astype(np.float32)
 
     @classmethod
     def from_objects(cls, objects: list[dict], caption_vectors: dict[str, np.ndarray], bits: int):
@@ -78,6 +73,10 @@ class LayoutExemplars:
             [o.get("pack") or o["id"] for o in objects],  # without a pack, an object is its own
             bits,
         )
+
+    def boxes(self, item: int, max_parts: int | None = None) -> list[LayoutBox]:
+        """Item ``item``'s layout, dequantised: its first ``max_parts`` parts (all by default)."""
+        return [self.vocab.dequantize([int(v) for v in part]) for part in self.layouts[item][:max_parts]]
 
     def __len__(self) -> int:
         return len(self.layouts)

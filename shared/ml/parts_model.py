@@ -186,13 +186,7 @@ class PartsModel:
         if self.layouts == "nearest":
             assert self.exemplars is not None  # __init__'s rule
             found = [self.exemplars.nearest(text)[0] for text in texts.cpu().numpy()]
-            boxes = [
-                [
-                    self.vocab.dequantize([int(v) for v in part])
-                    for part in self.exemplars.layouts[i][: min(MAX_PARTS, b)]
-                ]
-                for i, b in zip(found, budgets, strict=True)
-            ]
+            boxes = [self.exemplars.boxes(i, min(MAX_PARTS, b)) for i, b in zip(found, budgets, strict=True)]
             counts = [2 + PART_TOKENS * len(rows_boxes) for rows_boxes in boxes]
             return self.write_parts(texts, boxes, budgets, temperature, top_p, generators, counts)
         layouts = [LayoutGrammar(self.vocab, max_parts=min(MAX_PARTS, b)) for b in budgets]
