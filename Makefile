@@ -68,7 +68,7 @@ dataset-full: $(STAMP) extract-tools
 # manifest. GEOMETRY_DATASET: a dataset name (full, after make dataset-full), manifest sha256 or
 # folder; empty uses synthetic primitives (eval-geometry: the dataset named full). GEOMETRY_CHECKPOINT:
 # the models to evaluate side by side (space-separated; the first is the primary one: the served
-# parts model, then the flat one); bench-generate, bench-serving and bench-uv time the last named (a flat
+# parts model, then parts-small and the flat one); bench-generate, bench-serving and bench-uv time the last named (a flat
 # decoder, as their README numbers).
 GEOMETRY_MESHES ?=
 GEOMETRY_DATASET ?=
