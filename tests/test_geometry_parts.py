@@ -23,9 +23,11 @@ from shared.ml.layout_tokens import (
     decode_layout,
     descriptor,
     face_range,
+    mirror_pairs,
     occupancy,
 )
 from shared.ml.mesh_tokenizer import EOS, TokenizerError, decode
+from shared.ml.part_closing import signed_volume
 from shared.ml.part_decomposition import (
     DecompositionConfig,
     concave_regions,
@@ -38,6 +40,7 @@ from shared.ml.parts_model import (
     PartsModel,
     assemble,
     load_parts_model,
+    mirrored,
     part_budgets,
     preset_configs,
     save_parts_checkpoint,
@@ -229,6 +232,54 @@ def test_assemble_stretches_each_part_onto_its_box():
     assert len(obj.faces) == 2 * len(mesh.faces)
     assert np.isclose(np.ptp(obj.vertices[:, 0]), 1.0)  # the longest side of the union is 1
     assert obj.manifold_edge_share() == 1.0  # two closed boxes
+
+
+def test_mirror_pairs_are_alike_boxes_mirrored_across_the_layouts_middle_in_x():
+    vocab = LayoutVocabulary()
+    seat, left, right = ([64, 64, 70, 80, 50, 10, 4], [30, 64, 40, 8, 8, 50, 2], [98, 65, 40, 9, 8, 50, 2])
+    layout = [vocab.dequantize(box) for box in (seat, left, right)]
+    assert mirror_pairs(layout) == {2: 1}  # the legs; the seat sits on the plane
+    assert mirror_pairs(layout[::-1]) == {1: 0}
+    for change in ({6: 3}, {3: 16}, {2: 48}):  # another descriptor, a wider box, another height
+        other = [*right]
+        for slot, value in change.items():
+            other[slot] = value
+        assert mirror_pairs([layout[0], layout[1], vocab.dequantize(other)]) == {}
+
+
+def test_a_mirrored_part_is_its_pairs_mesh_reflected_and_not_written_again():
+    item = synthetic_items(1, seed=0, split="train")[0]  # a box
+    box = decode(decompose(item["mesh"]["vertices"], item["mesh"]["faces"]).parts[0].tokens)
+    reflected = mirrored(box)
+    top = (1 << box.bits) - 1
+    assert sorted(map(tuple, reflected.vertices.tolist())) == sorted(
+        (top - x, y, z) for x, y, z in box.vertices.tolist()
+    )
+    assert (
+        signed_volume(reflected.unit_vertices(), reflected.faces)
+        > 0
+        < signed_volume(box.unit_vertices(), box.faces)
+    )
+
+    vocab = LayoutVocabulary()
+    layout = [
+        vocab.dequantize(b)
+        for b in ([64, 64, 70, 80, 50, 10, 4], [30, 64, 40, 8, 8, 50, 3], [98, 64, 40, 8, 8, 50, 3])
+    ]
+    model = small_parts_model()
+    text = torch.randn(1, 384)
+    objects = {}
+    for mirror in (True, False):
+        model.mirror = mirror
+        objects[mirror] = model.write_parts(
+            text, [layout], [60], 1.2, 0.95, [torch.Generator().manual_seed(3)], [0]
+        )[0]
+    pair, apart = objects[True], objects[False]
+    assert pair.parts[2].vertices.tolist() == mirrored(pair.parts[1]).vertices.tolist()
+    assert apart.parts[2].vertices.tolist() != mirrored(apart.parts[1]).vertices.tolist()
+    # The same seeds: the parts written in both are the same; the copy costs no tokens.
+    assert [p.vertices.tolist() for p in pair.parts[:2]] == [p.vertices.tolist() for p in apart.parts[:2]]
+    assert pair.tokens < apart.tokens
 
 
 def test_closing_parts_keeps_the_face_budget_and_closes_what_it_may(tmp_path):

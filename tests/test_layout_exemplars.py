@@ -3,6 +3,7 @@ exemplars of other packs, fine-tuning from a plain structure model, export and g
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -189,7 +190,16 @@ def test_layout_ceiling_scores_the_part_model_on_given_layouts(tmp_path, packed_
     )
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == ["nearest training layout", "own layout"]
-    assert all(0.0 <= float(line.split()[-4]) <= 1.0 and "(test, 8 items)" in line for line in lines)
+    accuracies = [
+        float(re.search(r"category accuracy ([0-9.]+) \(test, 8 items,", line)[1]) for line in lines
+    ]
+    assert all(0.0 <= a <= 1.0 for a in accuracies)
+    layout_ceiling_cli(
+        ["--checkpoint", str(tmp_path / "parts.pt"), "--dataset", packed_dataset, "--split", "test"]
+        + ["--layouts", "own layout", "--temperature", "0.5", "--face-budget", "100", "--no-mirror"]
+    )
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("own layout:") and "temperature 0.5, face budget 100, mirrored pairs False" in line
 
 
 def test_nearest_layouts_take_the_training_layout_and_write_new_parts(tmp_path, packed_dataset):

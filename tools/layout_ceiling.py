@@ -4,8 +4,8 @@ shape classifier. It bounds what a better structure model could give with the sa
 
     python -m tools.layout_ceiling [--split val] [--checkpoint models/geometry/parts-small/model.pt]
 
-Samples as evaluate_geometry does (temperature 0.8, top-p 0.95, face budget 400, seeds by
-``sample_seed``); the first caption of each item is its prompt.
+Samples as evaluate_geometry does (temperature 0.8, top-p 0.95, face budget 400, unless told
+otherwise; seeds by ``sample_seed``); the first caption of each item is its prompt.
 """
 
 from __future__ import annotations
@@ -23,11 +23,23 @@ from shared.ml.layout_tokens import LayoutVocabulary
 from shared.ml.parts_model import load_parts_model
 from shared.ml.text_embedding import default_cache_dir, embed
 
-FACE_BUDGET, BATCH = 400, 16
+BATCH = 16
 
 
-def layout_ceiling(checkpoint: str, dataset: str, split: str) -> dict[str, float]:
+LAYOUTS = ("nearest training layout", "own layout")
+
+
+def layout_ceiling(
+    checkpoint: str,
+    dataset: str,
+    split: str,
+    temperature: float = 0.8,
+    face_budget: int = 400,
+    which: tuple[str, ...] = LAYOUTS,
+    mirror: bool = True,
+) -> dict[str, float]:
     model, _ = load_parts_model(checkpoint, half_precision=False)
+    model.mirror = mirror
     rule = model.decomposition
     vocab = LayoutVocabulary(rule.tokenizer.bits)
     library = training_layouts(decompositions(dataset, "train", rule), rule.tokenizer.bits)
@@ -36,11 +48,14 @@ def layout_ceiling(checkpoint: str, dataset: str, split: str) -> dict[str, float
     texts = torch.from_numpy(embed([it["captions"][0] for it in items], default_cache_dir()))
     judge = ShapeClassifier.load()
     layouts = {
-        "nearest training layout": [library.boxes(library.nearest(text.numpy())[0]) for text in texts],
-        "own layout": [layout_boxes(own[it["id"]]["parts"], vocab) for it in items],
+        "nearest training layout": lambda: [
+            library.boxes(library.nearest(text.numpy())[0]) for text in texts
+        ],
+        "own layout": lambda: [layout_boxes(own[it["id"]]["parts"], vocab) for it in items],
     }
     accuracy = {}
-    for name, rows in layouts.items():
+    for name in which:
+        rows = layouts[name]()
         meshes = []
         for start in range(0, len(items), BATCH):
             chunk = range(start, min(start + BATCH, len(items)))
@@ -48,8 +63,8 @@ def layout_ceiling(checkpoint: str, dataset: str, split: str) -> dict[str, float
             objects = model.write_parts(
                 texts[start : chunk.stop],
                 [rows[k] for k in chunk],
-                [FACE_BUDGET] * len(chunk),
-                0.8,
+                [face_budget] * len(chunk),
+                temperature,
                 0.95,
                 generators,
                 [0] * len(chunk),
@@ -57,7 +72,10 @@ def layout_ceiling(checkpoint: str, dataset: str, split: str) -> dict[str, float
             meshes += [mesh_on_grid(o.vertices, o.faces) for o in objects]
         predicted = judge.predict(meshes)
         accuracy[name] = float(np.mean([p == it["category"] for p, it in zip(predicted, items, strict=True)]))
-        print(f"{name}: category accuracy {accuracy[name]:.3f} ({split}, {len(items)} items)", flush=True)
+        print(
+            f"{name}: category accuracy {accuracy[name]:.3f} ({split}, {len(items)} items, temperature {temperature}, face budget {face_budget}, mirrored pairs {mirror})",
+            flush=True,
+        )
     return accuracy
 
 
@@ -66,10 +84,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", default="models/geometry/parts-small/model.pt")
     parser.add_argument("--dataset", default="full")
     parser.add_argument("--split", default="val", choices=("val", "test"))
+    parser.add_argument("--temperature", type=float, default=0.8, help="the part model's")
+    parser.add_argument("--face-budget", type=int, default=400)
+    parser.add_argument("--no-mirror", action="store_true", help="write both parts of a mirrored pair")
+    parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS))
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    layout_ceiling(args.checkpoint, args.dataset, args.split)
+    layout_ceiling(
+        args.checkpoint,
+        args.dataset,
+        args.split,
+        args.temperature,
+        args.face_budget,
+        tuple(args.layouts),
+        not args.no_mirror,
+    )
 
 
 if __name__ == "__main__":

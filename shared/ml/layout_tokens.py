@@ -30,6 +30,8 @@ DESCRIPTORS = 8  # face-count buckets: [2**d, 2**(d+1) - 1], the last one open
 SLOTS = 6  # centre x, y, z, size x, y, z
 PART_TOKENS = SLOTS + 1
 OCCUPANCY_SIDE = 8  # the layout as an 8x8x8 grid of the unit cube
+# Two boxes mirror each other when their centres and sides agree within two steps of the 7-bit grid.
+MIRROR_TOLERANCE = 2 / 127
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,33 @@ class LayoutGrammar:
             self.vocab.dequantize(self.values[i : i + PART_TOKENS])
             for i in range(0, self.parts * PART_TOKENS, PART_TOKENS)
         ]
+
+
+def mirror_pairs(boxes: list[LayoutBox], tolerance: float = MIRROR_TOLERANCE) -> dict[int, int]:
+    """Parts that mirror an earlier part across the layout's middle plane in x, {later: earlier}:
+    the same descriptor, sides alike, centres mirrored, neither on the plane. x is the axis across
+    which Blender's assets are symmetric (a character's arms, a chair's legs, a car's wheels)."""
+    if not boxes:
+        return {}
+    centres = np.array([b.centre for b in boxes])
+    sizes = np.array([b.size for b in boxes])
+    middle = ((centres[:, 0] - sizes[:, 0] / 2).min() + (centres[:, 0] + sizes[:, 0] / 2).max()) / 2
+    reflected = centres.copy()
+    reflected[:, 0] = 2 * middle - reflected[:, 0]
+    copies: dict[int, int] = {}
+    for i in range(len(boxes)):
+        if i in copies or abs(centres[i, 0] - middle) <= tolerance:
+            continue
+        for j in range(i + 1, len(boxes)):
+            if (
+                j not in copies
+                and boxes[j].descriptor == boxes[i].descriptor
+                and np.abs(reflected[j] - centres[i]).max() <= tolerance
+                and np.abs(sizes[j] - sizes[i]).max() <= tolerance
+            ):
+                copies[j] = i
+                break
+    return copies
 
 
 def decode_layout(tokens: list[int], vocab: LayoutVocabulary) -> list[LayoutBox]:

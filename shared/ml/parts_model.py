@@ -8,7 +8,8 @@ Both are ``GeometryModel`` decoders (conditioning prefix, KV cache, grammar-cons
 - part: conditioned on ``part_condition`` (prompt, the part's box and descriptor, the layout's
   occupancy grid), writes mesh tokens under ``MeshGrammar`` (every decode a valid mesh), with the
   descriptor's face range as its face budget. The parts of one object, and of every object of a
-  batch, decode as one batch.
+  batch, decode as one batch; a part whose box mirrors an earlier one's across the layout's
+  middle in x (``mirror_pairs``) is not written but takes that part's mesh mirrored.
 A part comes out in the unit cube and is stretched per axis onto its box; the object is then
 centred and scaled so its longest side is 1, as the flat model's meshes are.
 
@@ -32,6 +33,7 @@ from shared.ml.layout_tokens import (
     LayoutBox,
     LayoutGrammar,
     LayoutVocabulary,
+    mirror_pairs,
     occupancy,
     part_condition,
 )
@@ -97,6 +99,15 @@ class AssembledMesh:
         return sum(1 for n in edges.values() if n == 2) / max(1, len(edges))
 
 
+def mirrored(mesh: QuantizedMesh) -> QuantizedMesh:
+    """The mesh reflected in x within its own frame, its faces turned so they still face out."""
+    vertices = mesh.vertices.copy()
+    vertices[:, 0] = (1 << mesh.bits) - 1 - vertices[:, 0]
+    return QuantizedMesh(
+        vertices, [tuple(reversed(f)) for f in mesh.faces], mesh.bits, mesh.center, mesh.scale
+    )
+
+
 def place_part(mesh: QuantizedMesh, box: LayoutBox) -> np.ndarray:
     """A part's vertices stretched per axis from their own bounding box onto the layout's box."""
     u = mesh.unit_vertices()
@@ -151,6 +162,7 @@ class PartsModel:
         layout_guidance: float = 1.0,
         exemplars: LayoutExemplars | None = None,
         layouts: str = "written",
+        mirror: bool = True,
     ):
         if not (math.isfinite(layout_guidance) and layout_guidance >= 0):
             raise ValueError(f"layout_guidance must be a finite number >= 0, not {layout_guidance!r}")
@@ -165,6 +177,7 @@ class PartsModel:
         self.exemplars = exemplars
         self.layouts = layouts
         self.close_parts = close_parts
+        self.mirror = mirror
         self.layout_guidance = layout_guidance
         self.vocab = LayoutVocabulary(decomposition.tokenizer.bits, MAX_PARTS)
 
@@ -214,13 +227,18 @@ class PartsModel:
         layout_tokens: list[int],
     ) -> list[AssembledMesh]:
         """The part model's half of ``generate_batch``: every part of every row's layout side by
-        side, assembled into one object a row (``layout_tokens``: each layout's token count)."""
-        conditions, grammars, part_generators, owners, limits = [], [], [], [], []
+        side, assembled into one object a row (``layout_tokens``: each layout's token count). A
+        part that mirrors an earlier one (``mirror_pairs``) is that part's mesh mirrored, not
+        written again, unless ``mirror`` is off."""
+        conditions, grammars, part_generators, written = [], [], [], {}
         device = self.part.pos_emb.weight.device  # a sampling generator lives where the model does
+        copies = [mirror_pairs(boxes) if self.mirror else {} for boxes in layouts]
         for b, boxes in enumerate(layouts):
             grid = occupancy(boxes)
             seeds = torch.randint(0, 2**62, (len(boxes),), generator=generators[b], device=device)
             for i, (low, high) in enumerate(part_budgets(boxes, budgets[b])):
+                if i in copies[b]:
+                    continue
                 conditions.append(part_condition(texts[b].cpu().numpy(), boxes, i, grid))
                 grammars.append(
                     MeshGrammar(
@@ -231,17 +249,22 @@ class PartsModel:
                     )
                 )
                 part_generators.append(torch.Generator(device).manual_seed(int(seeds[i])))
-                owners.append(b)
-                limits.append(high)
+                written[b, i] = len(grammars) - 1
         part_tokens = self.part.decode_batch(
             torch.from_numpy(np.stack(conditions)), grammars, temperature, top_p, part_generators
         )
         out = []
         for b, boxes in enumerate(layouts):
-            mine = [k for k, owner in enumerate(owners) if owner == b]
-            tokens = layout_tokens[b] + sum(len(part_tokens[k]) for k in mine)
-            parts = [grammars[k].mesh() for k in mine]
-            close_within = [limits[k] for k in mine] if self.close_parts else None
+            parts = [
+                mirrored(grammars[written[b, copies[b][i]]].mesh())
+                if i in copies[b]
+                else grammars[written[b, i]].mesh()
+                for i in range(len(boxes))
+            ]
+            tokens = layout_tokens[b] + sum(
+                len(part_tokens[k]) for (row, _), k in written.items() if row == b
+            )
+            close_within = [high for _, high in part_budgets(boxes, budgets[b])] if self.close_parts else None
             out.append(assemble(boxes, parts, tokens, close_within))
         return out
 
