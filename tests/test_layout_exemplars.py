@@ -1,5 +1,6 @@
 """Exemplar structure models (shared.ml.layout_exemplars): the layout library, training with
-exemplars of other packs, fine-tuning from a plain structure model, export and generation."""
+exemplars of other packs, fine-tuning from a plain structure model, export and generation; the
+layout-ceiling and unseen-judge tools."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from services.trainer.__main__ import main as trainer_cli
-from services.trainer.geometry import TrainConfig, export_model, train, widened_condition
+from services.trainer.geometry import TrainConfig, export_model, load_items, train, widened_condition
 from services.trainer.geometry_parts import LayoutSource, decompositions, training_layouts
 from shared.ml.geometry_model import GeometryModel
 from shared.ml.layout_exemplars import EXEMPLAR_CONDITION_DIM, LayoutExemplars, top_k_distinct
@@ -252,3 +253,31 @@ def test_nearest_layouts_take_the_training_layout_and_write_new_parts(tmp_path, 
                 "x",
             ]
         )
+
+
+def test_unseen_judges_each_learn_half_the_packs_and_are_kept(tmp_path, packed_dataset, capsys):
+    from tools.unseen_judge import main as unseen_judge_cli
+    from tools.unseen_judge import pack_halves
+
+    halves = pack_halves(load_items(packed_dataset, "train"))
+    assert sorted(map(len, halves)) == [3, 3] and halves[0] | halves[1] == {f"train-{k}" for k in range(6)}
+    torch.manual_seed(0)
+    structure, part, decomposition = preset_configs("tiny", SMALL, {**SMALL, "max_tokens": 256})
+    save_parts_checkpoint(tmp_path / "parts.pt", GeometryModel(structure), GeometryModel(part), decomposition)
+    judges = tmp_path / "judges"
+    args = ["--checkpoint", str(tmp_path / "parts.pt"), "--dataset", packed_dataset, "--out", str(judges)]
+    unseen_judge_cli([*args, "--epochs", "1"])
+    means = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("mean over both judges")
+    ]
+    assert [line.split(", ", 1)[1].split(":")[0] for line in means] == [
+        "real split meshes",
+        "retrieval, seen meshes",
+        "retrieval, unseen meshes",
+        "parts on unseen layouts",
+    ]
+    # One category in this data: every judge answers it, so every source scores 1.
+    assert all(line.endswith(": 1.000 (test, 8 items)") for line in means)
+    kept = [(judges / f"judge-{h}.pt").stat().st_mtime_ns for h in (0, 1)]
+    unseen_judge_cli(args)
+    assert [(judges / f"judge-{h}.pt").stat().st_mtime_ns for h in (0, 1)] == kept
