@@ -18,7 +18,13 @@ from shared.ml.geometry_model import GeometryModel
 from shared.ml.layout_exemplars import EXEMPLAR_CONDITION_DIM, LayoutExemplars, top_k_distinct
 from shared.ml.layout_tokens import OCCUPANCY_SIDE
 from shared.ml.parts_generator import PartsGenerator
-from shared.ml.parts_model import PartsModel, load_parts_model, preset_configs, save_parts_checkpoint
+from shared.ml.parts_model import (
+    PartsModel,
+    load_parts_model,
+    nearest_layout,
+    preset_configs,
+    save_parts_checkpoint,
+)
 from shared.ml.synthetic_meshes import synthetic_items
 from shared.ml.text_embedding import EMBEDDING_DIM
 from tests.geometry_helpers import SMALL, small_parts_config, write_dataset
@@ -60,6 +66,23 @@ def test_nearest_finds_items_by_their_best_caption_and_leaves_out_a_pack():
     assert np.array_equal(again.grids, lib.grids) and again.nearest(np.eye(4, EMBEDDING_DIM)[2]) == [1]
     with pytest.raises(ValueError, match="layout library"):
         LayoutExemplars(np.zeros((2, EMBEDDING_DIM)), np.array([0]), [], [], bits=7)
+
+
+def test_a_seed_draws_one_of_the_layouts_as_near_as_the_nearest():
+    lib = library()
+    tied = (np.eye(4, EMBEDDING_DIM)[0] + np.eye(4, EMBEDDING_DIM)[2]).astype(np.float32)
+    assert lib.nearest_alike(tied) == [0, 1]  # item 0's first caption and item 1's score alike
+    assert lib.nearest_alike(tied + 0.05 * np.eye(4, EMBEDDING_DIM)[2]) == [1]  # 0.05 apart
+    assert lib.nearest_alike(tied + 0.05 * np.eye(4, EMBEDDING_DIM)[2], margin=0.1) == [1, 0]
+    assert lib.nearest_alike(np.eye(4, EMBEDDING_DIM)[3], k=1) == [2]
+
+    def drawn(text, seed):
+        return len(nearest_layout(lib, text, 400, torch.Generator().manual_seed(seed)))
+
+    assert {drawn(tied, seed) for seed in range(16)} == {1, 2}  # item 0 has one part, item 1 two
+    assert all(drawn(tied, seed) == drawn(tied, seed) for seed in range(4))
+    assert {drawn(np.eye(4, EMBEDDING_DIM)[3], seed) for seed in range(8)} == {1}  # one candidate
+    assert len(nearest_layout(lib, tied + 0.05 * np.eye(4, EMBEDDING_DIM)[2], 1, None)) == 1  # the budget
 
 
 def test_a_widened_condition_starts_as_the_model_it_came_from():

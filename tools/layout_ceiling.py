@@ -20,7 +20,7 @@ from services.trainer.geometry import load_items
 from services.trainer.geometry_classifier import ShapeClassifier, mesh_on_grid
 from services.trainer.geometry_parts import decompositions, layout_boxes, training_layouts
 from shared.ml.layout_tokens import LayoutVocabulary
-from shared.ml.parts_model import load_parts_model
+from shared.ml.parts_model import load_parts_model, nearest_layout
 from shared.ml.text_embedding import default_cache_dir, embed
 
 BATCH = 16
@@ -47,22 +47,19 @@ def layout_ceiling(
     items = load_items(dataset, split)
     texts = torch.from_numpy(embed([it["captions"][0] for it in items], default_cache_dir()))
     judge = ShapeClassifier.load()
-    layouts = {
-        "nearest training layout": lambda: [
-            library.boxes(library.nearest(text.numpy())[0]) for text in texts
-        ],
-        "own layout": lambda: [layout_boxes(own[it["id"]]["parts"], vocab) for it in items],
+    layouts = {  # item k's layout, drawn with its generator as generate_batch draws it
+        "nearest training layout": lambda k, g: nearest_layout(library, texts[k].numpy(), face_budget, g),
+        "own layout": lambda k, g: layout_boxes(own[items[k]["id"]]["parts"], vocab),
     }
     accuracy = {}
     for name in which:
-        rows = layouts[name]()
         meshes = []
         for start in range(0, len(items), BATCH):
             chunk = range(start, min(start + BATCH, len(items)))
             generators = [torch.Generator().manual_seed(sample_seed(0, k, 0)) for k in chunk]
             objects = model.write_parts(
                 texts[start : chunk.stop],
-                [rows[k] for k in chunk],
+                [layouts[name](k, g) for k, g in zip(chunk, generators, strict=True)],
                 [face_budget] * len(chunk),
                 temperature,
                 0.95,

@@ -21,6 +21,10 @@ from shared.ml.layout_tokens import OCCUPANCY_SIDE, LayoutBox, LayoutVocabulary,
 from shared.ml.text_embedding import EMBEDDING_DIM
 
 TRAINING_CHOICES = 4
+# Training objects whose captions score within ALIKE_MARGIN (cosine) of the nearest one's are as near
+# the prompt as it is (several share the very caption: "a wooden chair" six times): a sample's seed
+# picks one of them, at most ALIKE_CHOICES.
+ALIKE_MARGIN, ALIKE_CHOICES = 0.02, 8
 EXEMPLAR_CONDITION_DIM = EMBEDDING_DIM + OCCUPANCY_SIDE**3
 
 
@@ -88,6 +92,16 @@ class LayoutExemplars:
             return top_k_distinct(scores, self.caption_items, k)
         keep = self.packs[self.caption_items] != exclude_pack
         return top_k_distinct(scores[keep], self.caption_items[keep], k)
+
+    def nearest_alike(
+        self, vector: np.ndarray, margin: float = ALIKE_MARGIN, k: int = ALIKE_CHOICES
+    ) -> list[int]:
+        """The nearest item and the others whose best caption scores within ``margin`` of its,
+        best first, at most ``k``."""
+        scores = self.caption_vectors @ np.asarray(vector, dtype=np.float32)
+        found = top_k_distinct(scores, self.caption_items, k)
+        best = [float(scores[self.caption_items == item].max()) for item in found]
+        return [item for item, score in zip(found, best, strict=True) if score >= best[0] - margin]
 
     def condition(self, text: np.ndarray, item: int) -> np.ndarray:
         """The structure model's conditioning vector: the prompt's embedding, then the exemplar's grid."""

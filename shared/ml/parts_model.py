@@ -150,6 +150,20 @@ def part_budgets(layout: list[LayoutBox], face_budget: int) -> list[tuple[int, i
     return [(min(lo, hi), hi) for (lo, _), hi in zip(ranges, highs, strict=True)]
 
 
+def nearest_layout(
+    library: LayoutExemplars, text: np.ndarray, face_budget: int, generator: torch.Generator | None
+) -> list[LayoutBox]:
+    """A prompt's layout from the library: the training layout whose caption is nearest the
+    prompt, or one as near (``LayoutExemplars.nearest_alike``) drawn with ``generator``, so a
+    prompt's seeds vary the arrangement where the prompt does not choose it; cut to the budget."""
+    found = library.nearest_alike(text)
+    pick = 0
+    if len(found) > 1:
+        device = generator.device if generator is not None else "cpu"
+        pick = int(torch.randint(len(found), (1,), generator=generator, device=device))
+    return library.boxes(found[pick], min(MAX_PARTS, face_budget))
+
+
 class PartsModel:
     """The structure model and the part model, sampled together."""
 
@@ -198,8 +212,8 @@ class PartsModel:
         generators: list[torch.Generator | None] = list(generator) if generator is not None else [None] * rows
         if self.layouts == "nearest":
             assert self.exemplars is not None  # __init__'s rule
-            found = [self.exemplars.nearest(text)[0] for text in texts.cpu().numpy()]
-            boxes = [self.exemplars.boxes(i, min(MAX_PARTS, b)) for i, b in zip(found, budgets, strict=True)]
+            rows_in = zip(texts.cpu().numpy(), budgets, generators, strict=True)
+            boxes = [nearest_layout(self.exemplars, text, budget, g) for text, budget, g in rows_in]
             counts = [2 + PART_TOKENS * len(rows_boxes) for rows_boxes in boxes]
             return self.write_parts(texts, boxes, budgets, temperature, top_p, generators, counts)
         layouts = [LayoutGrammar(self.vocab, max_parts=min(MAX_PARTS, b)) for b in budgets]
