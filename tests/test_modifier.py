@@ -158,6 +158,20 @@ def test_features_have_a_fixed_length_and_see_symmetry():
     assert symmetric[x_exact] == 1.0 and lopsided[x_exact] < 1.0
 
 
+def test_cached_features_are_keyed_by_the_features_code(tmp_path, monkeypatch):
+    from services.trainer import modifier
+
+    item = {"mesh": {"vertices": pyramid().vertices.tolist(), "faces": [list(f) for f in pyramid().faces]}}
+    values, diagonal = modifier.mesh_features(item, tmp_path)
+    assert len(list(tmp_path.iterdir())) == 1
+    assert np.allclose(modifier.mesh_features(item, tmp_path)[0], values)  # read back
+    np.save(next(tmp_path.iterdir()), np.append(values + 1, diagonal).astype(np.float32))
+    assert np.allclose(modifier.mesh_features(item, tmp_path)[0], values + 1)  # the file is what is read
+    monkeypatch.setattr(modifier, "features_code", lambda: "edited features")
+    assert np.allclose(modifier.mesh_features(item, tmp_path)[0], values)  # computed anew, not the old file
+    assert len(list(tmp_path.iterdir())) == 2
+
+
 def test_a_predicted_stack_is_cut_to_what_the_mesh_carries():
     stack = from_slots(
         to_slots(

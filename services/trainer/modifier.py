@@ -14,6 +14,7 @@ of the alternatives it was chosen over: nearest neighbour and gradient-boosted t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -27,6 +28,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from services.trainer.geometry import code_version
+from shared.ml import modifier_structure
 from shared.ml.datasets import DatasetError, dataset_version, iter_split
 from shared.ml.modifier_model import ModifierModel, ModifierModelConfig, load_model, save_checkpoint
 from shared.ml.modifier_structure import FEATURE_NAMES, MeshArrays, features
@@ -108,10 +110,18 @@ def finished_mesh(item: dict[str, Any]) -> MeshArrays:
     return MeshArrays.from_dict(item.get("evaluated_mesh") or item["mesh"]).welded()
 
 
+@functools.cache
+def features_code() -> str:
+    """The digest of the module that computes the features: any change there is a new cache key
+    (a feature computed anew under its old name must not be read back from an old file)."""
+    return hashlib.sha256(Path(modifier_structure.__file__).read_bytes()).hexdigest()
+
+
 def mesh_features(item: dict[str, Any], cache: Path | None) -> tuple[np.ndarray, float]:
-    """(features, diagonal) of the item's finished mesh, cached on disk by the mesh's content."""
-    mesh_json = json.dumps([FEATURE_NAMES, item.get("evaluated_mesh") or item["mesh"]], sort_keys=True)
-    key = hashlib.sha256(mesh_json.encode()).hexdigest()  # a new feature list is a new key
+    """(features, diagonal) of the item's finished mesh, cached on disk by the mesh's content and
+    the features' code."""
+    mesh_json = json.dumps([features_code(), item.get("evaluated_mesh") or item["mesh"]], sort_keys=True)
+    key = hashlib.sha256(mesh_json.encode()).hexdigest()
     path = cache / f"{key}.npy" if cache else None
     if path is not None and path.is_file():
         stored = np.load(path)
