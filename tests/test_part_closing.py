@@ -75,16 +75,28 @@ def test_a_closed_part_written_inside_out_is_turned_outwards():
     assert faces == list(BOX_FACES) and vertices is corners
 
 
-def test_the_face_limit_decides_between_hull_box_and_the_part_as_written():
+def test_the_face_limit_decides_between_hull_fewer_points_box_and_the_part_as_written():
     rng = np.random.default_rng(1)
     sphere = rng.normal(size=(60, 3))
     sphere /= np.linalg.norm(sphere, axis=1, keepdims=True)  # every point on the hull
     faces = [(i, i + 1, i + 2) for i in range(0, 57, 3)]
     hull_vertices, hull_faces = close_part(sphere, faces, max_faces=1000)
     assert len(hull_vertices) == 60 and len(hull_faces) == 2 * 60 - 4
-    box_vertices, box_faces = close_part(sphere, faces, max_faces=20)
+    # Over the limit: 12 of the points spread out (a hull of 20 triangles at most), nearer the
+    # sphere's volume than its bounding box is.
+    fewer_vertices, fewer_faces = close_part(sphere, faces, max_faces=20)
+    assert (
+        len(fewer_faces) <= 20 and is_closed(fewer_faces) and signed_volume(fewer_vertices, fewer_faces) > 0
+    )
+    assert len(fewer_vertices) == 12 and all(np.isclose(sphere, v).all(1).any() for v in fewer_vertices)
+    # Points crowding a cube's corners: five of them would hold a third of it, the box all of it.
+    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], dtype=float)
+    crowded = np.concatenate([corners + rng.uniform(-0.02, 0.02, corners.shape) for _ in range(4)])
+    box_vertices, box_faces = close_part(crowded, [(0, 1, 2)], max_faces=6)
     assert box_faces == list(BOX_FACES) and is_closed(box_faces)
-    assert np.allclose(box_vertices.min(0), sphere.min(0)) and np.allclose(box_vertices.max(0), sphere.max(0))
+    assert np.allclose(box_vertices.min(0), crowded.min(0)) and np.allclose(
+        box_vertices.max(0), crowded.max(0)
+    )
     kept_vertices, kept_faces = close_part(sphere, faces, max_faces=5)
     assert kept_faces == faces and kept_vertices is sphere
 

@@ -1,15 +1,16 @@
 """Closing a generated part: the part model writes surfaces that often stop short of enclosing a
 volume (shards); an open part is replaced by the convex hull of its vertices, which is closed and
-consistently oriented by construction, or by its bounding box where the hull would take more faces
-than the part may have. A closed part keeps its faces (it may be concave), turned outside out when
-they face inwards; an open one whose limit is below a box's six faces is kept as written."""
+consistently oriented by construction. Where the hull would take more faces than the part may
+have, the hull of fewer of its vertices (spread out) or the bounding box replaces it, whichever
+is nearer the hull's volume. A closed part keeps its faces (it may be concave), turned outside out
+when they face inwards; an open one whose limit is below a box's six faces is kept as written."""
 
 from __future__ import annotations
 
 from collections import Counter
 
 import numpy as np
-from scipy.spatial import ConvexHull
+from scipy.spatial import ConvexHull, QhullError
 
 # Thinner than this (in the layout's unit cube) in any direction, a part is thickened to it before its
 # hull is taken: a flat shard becomes a slab two steps of the 7-bit grid thick, so the hull does
@@ -84,12 +85,27 @@ def bounding_box(points: np.ndarray) -> tuple[np.ndarray, list[tuple[int, ...]]]
     return corners, list(BOX_FACES)
 
 
+def reduced_hull(points: np.ndarray, max_faces: int) -> tuple[np.ndarray, list[tuple[int, int, int]]] | None:
+    """The hull of ``max_faces // 2 + 2`` of the points spread by farthest-point sampling (a hull of
+    k points has at most 2k - 4 triangles), or None where those span no volume."""
+    chosen = [int(np.argmax(np.linalg.norm(points - points.mean(0), axis=1)))]
+    distance = np.linalg.norm(points - points[chosen[0]], axis=1)
+    while len(chosen) < min(len(points), max_faces // 2 + 2):
+        chosen.append(int(np.argmax(distance)))
+        distance = np.minimum(distance, np.linalg.norm(points - points[chosen[-1]], axis=1))
+    try:
+        return convex_hull(points[chosen])
+    except QhullError:
+        return None
+
+
 def close_part(
     vertices: np.ndarray, faces: list[tuple[int, ...]], max_faces: int
 ) -> tuple[np.ndarray, list[tuple[int, ...]]]:
     """The part as written when it encloses a volume with its faces wound one way (turned outside
     out where they face inwards; wound both ways it would show faces from behind), else its
-    convex hull, else its bounding box, each only within ``max_faces``."""
+    convex hull, else a hull of fewer of its vertices or its bounding box (the nearer the hull's
+    volume), each only within ``max_faces``."""
     if is_closed(faces) and is_consistently_wound(faces):
         volume = signed_volume(vertices, faces)
         # Smaller than that it is flat (faces back to back, say): closed like an open one below.
@@ -101,4 +117,8 @@ def close_part(
     hull_vertices, triangles = convex_hull(solid)
     if len(triangles) <= max_faces:
         return hull_vertices, list(triangles)
-    return bounding_box(solid)
+    box, fewer = bounding_box(solid), reduced_hull(hull_vertices, max_faces)
+    if fewer is None:
+        return box
+    volume = signed_volume(hull_vertices, triangles)  # the box holds more, the fewer points less
+    return min((box, fewer), key=lambda closed: abs(signed_volume(*closed) - volume))
