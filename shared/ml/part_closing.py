@@ -85,7 +85,7 @@ def bounding_box(points: np.ndarray) -> tuple[np.ndarray, list[tuple[int, ...]]]
     return corners, list(BOX_FACES)
 
 
-def reduced_hull(points: np.ndarray, max_faces: int) -> tuple[np.ndarray, list[tuple[int, int, int]]] | None:
+def reduced_hull(points: np.ndarray, max_faces: int) -> tuple[np.ndarray, list[tuple[int, ...]]] | None:
     """The hull of ``max_faces // 2 + 2`` of the points spread by farthest-point sampling (a hull of
     k points has at most 2k - 4 triangles), or None where those span no volume."""
     chosen = [int(np.argmax(np.linalg.norm(points - points.mean(0), axis=1)))]
@@ -94,9 +94,10 @@ def reduced_hull(points: np.ndarray, max_faces: int) -> tuple[np.ndarray, list[t
         chosen.append(int(np.argmax(distance)))
         distance = np.minimum(distance, np.linalg.norm(points - points[chosen[-1]], axis=1))
     try:
-        return convex_hull(points[chosen])
+        vertices, triangles = convex_hull(points[chosen])
     except QhullError:
         return None
+    return vertices, list(triangles)
 
 
 def close_part(
@@ -120,5 +121,6 @@ def close_part(
     box, fewer = bounding_box(solid), reduced_hull(hull_vertices, max_faces)
     if fewer is None:
         return box
-    volume = signed_volume(hull_vertices, triangles)  # the box holds more, the fewer points less
-    return min((box, fewer), key=lambda closed: abs(signed_volume(*closed) - volume))
+    volume = signed_volume(hull_vertices, list(triangles))  # the box holds more, the fewer points less
+    nearer = abs(signed_volume(*fewer) - volume) < abs(signed_volume(*box) - volume)
+    return fewer if nearer else box
