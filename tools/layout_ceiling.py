@@ -11,6 +11,7 @@ otherwise; seeds by ``sample_seed``); the first caption of each item is its prom
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -19,14 +20,40 @@ from services.trainer.evaluate_geometry import sample_seed
 from services.trainer.geometry import load_items
 from services.trainer.geometry_classifier import ShapeClassifier, mesh_on_grid
 from services.trainer.geometry_parts import decompositions, layout_boxes, training_layouts
-from shared.ml.layout_tokens import LayoutVocabulary
-from shared.ml.parts_model import load_parts_model, nearest_layout
+from shared.ml.layout_tokens import LayoutBox, LayoutVocabulary
+from shared.ml.mesh_tokenizer import QuantizedMesh
+from shared.ml.parts_model import PartsModel, load_parts_model, nearest_layout
 from shared.ml.text_embedding import default_cache_dir, embed
 
 BATCH = 16
-
-
 LAYOUTS = ("nearest training layout", "own layout")
+
+
+def written_on(
+    model: PartsModel,
+    texts: torch.Tensor,
+    layout_of: Callable[[int, torch.Generator], list[LayoutBox]],
+    face_budget: int = 400,
+    temperature: float = 0.8,
+) -> list[QuantizedMesh]:
+    """The part model's object for each prompt row k, on ``layout_of(k, its generator)`` (drawn as
+    generate_batch draws it), seeded by ``sample_seed`` as evaluate_geometry seeds, on the
+    evaluation's grid."""
+    meshes = []
+    for start in range(0, len(texts), BATCH):
+        chunk = range(start, min(start + BATCH, len(texts)))
+        generators = [torch.Generator().manual_seed(sample_seed(0, k, 0)) for k in chunk]
+        objects = model.write_parts(
+            texts[start : chunk.stop],
+            [layout_of(k, g) for k, g in zip(chunk, generators, strict=True)],
+            [face_budget] * len(chunk),
+            temperature,
+            0.95,
+            generators,
+            [0] * len(chunk),
+        )
+        meshes += [mesh_on_grid(o.vertices, o.faces) for o in objects]
+    return meshes
 
 
 def layout_ceiling(
@@ -53,21 +80,7 @@ def layout_ceiling(
     }
     accuracy = {}
     for name in which:
-        meshes = []
-        for start in range(0, len(items), BATCH):
-            chunk = range(start, min(start + BATCH, len(items)))
-            generators = [torch.Generator().manual_seed(sample_seed(0, k, 0)) for k in chunk]
-            objects = model.write_parts(
-                texts[start : chunk.stop],
-                [layouts[name](k, g) for k, g in zip(chunk, generators, strict=True)],
-                [face_budget] * len(chunk),
-                temperature,
-                0.95,
-                generators,
-                [0] * len(chunk),
-            )
-            meshes += [mesh_on_grid(o.vertices, o.faces) for o in objects]
-        predicted = judge.predict(meshes)
+        predicted = judge.predict(written_on(model, texts, layouts[name], face_budget, temperature))
         accuracy[name] = float(np.mean([p == it["category"] for p, it in zip(predicted, items, strict=True)]))
         print(
             f"{name}: category accuracy {accuracy[name]:.3f} ({split}, {len(items)} items, temperature {temperature}, face budget {face_budget}, mirrored pairs {mirror})",

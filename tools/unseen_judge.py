@@ -9,8 +9,9 @@ meshes), retrieval from the other half and the parts model on the other half's n
 
     python -m tools.unseen_judge [--checkpoint models/geometry/parts-nearest/model.pt] [--split test]
 
-The judges are kept in --out and reused. Samples as tools.layout_ceiling draws them (the first
-caption of each item is its prompt, temperature 0.8, top-p 0.95, face budget 400).
+The judges are kept in --out and reused. Samples as tools.layout_ceiling draws them
+(``written_on``: the first caption of each item is its prompt, temperature 0.8, top-p 0.95, face
+budget 400).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from services.trainer.evaluate_geometry import sample_seed
 from services.trainer.geometry import load_items
 from services.trainer.geometry_classifier import (
     ClassifierConfig,
@@ -33,8 +33,7 @@ from services.trainer.geometry_classifier import (
 from services.trainer.geometry_parts import decompositions, training_layouts
 from shared.ml.parts_model import load_parts_model
 from shared.ml.text_embedding import default_cache_dir, embed
-
-BATCH, FACE_BUDGET = 16, 400
+from tools.layout_ceiling import written_on
 
 
 def pack_halves(items: list[dict]) -> list[set[str]]:
@@ -89,20 +88,11 @@ def unseen_judge(
             sources = [meshes_of[library_objects[f]["id"]]["mesh"] for f in found]
             name = f"retrieval, {'seen' if seen else 'unseen'} meshes"
             score(name, judge, [mesh_on_grid(m["vertices"], m["faces"]) for m in sources])
-        written = []  # on the unseen half's layouts: the loop's last library
-        for start in range(0, len(items), BATCH):
-            chunk = range(start, min(start + BATCH, len(items)))
-            generators = [torch.Generator().manual_seed(sample_seed(0, k, 0)) for k in chunk]
-            written += model.write_parts(
-                texts[start : chunk.stop],
-                [library.boxes(found[k]) for k in chunk],
-                [FACE_BUDGET] * len(chunk),
-                0.8,
-                0.95,
-                generators,
-                [0] * len(chunk),
-            )
-        score("parts on unseen layouts", judge, [mesh_on_grid(o.vertices, o.faces) for o in written])
+            if not seen:
+                unseen = written_on(
+                    model, texts, lambda k, _, found=found, library=library: library.boxes(found[k])
+                )
+                score("parts on unseen layouts", judge, unseen)
     for name, values in scores.items():
         print(f"mean over both judges, {name}: {np.mean(values):.3f} ({split}, {len(items)} items)")
     return scores

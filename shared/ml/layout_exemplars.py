@@ -28,14 +28,18 @@ ALIKE_MARGIN, ALIKE_CHOICES = 0.02, 8
 EXEMPLAR_CONDITION_DIM = EMBEDDING_DIM + OCCUPANCY_SIDE**3
 
 
+def best_caption_scores(caption_scores: np.ndarray, caption_items: np.ndarray) -> np.ndarray:
+    """Per item index, the score of its best caption (-inf for an index with no caption)."""
+    items = np.asarray(caption_items)
+    best = np.full(int(items.max()) + 1 if len(items) else 0, -np.inf)
+    np.maximum.at(best, items, np.asarray(caption_scores, dtype=np.float64))
+    return best
+
+
 def top_k_distinct(caption_scores: np.ndarray, caption_items: np.ndarray, k: int) -> list[int]:
     """The k items (indices) whose best caption scores highest, each item once, best first."""
-    items = np.asarray(caption_items)
-    if not len(items):
-        return []
-    best = np.full(int(items.max()) + 1, -np.inf)
-    np.maximum.at(best, items, np.asarray(caption_scores, dtype=np.float64))
-    present = np.unique(items)
+    best = best_caption_scores(caption_scores, caption_items)
+    present = np.unique(caption_items)
     return [int(i) for i in present[np.lexsort((present, -best[present]))][:k]]
 
 
@@ -100,8 +104,8 @@ class LayoutExemplars:
         best first, at most ``k``."""
         scores = self.caption_vectors @ np.asarray(vector, dtype=np.float32)
         found = top_k_distinct(scores, self.caption_items, k)
-        best = [float(scores[self.caption_items == item].max()) for item in found]
-        return [item for item, score in zip(found, best, strict=True) if score >= best[0] - margin]
+        best = best_caption_scores(scores, self.caption_items)
+        return [item for item in found if best[item] >= best[found[0]] - margin]
 
     def condition(self, text: np.ndarray, item: int) -> np.ndarray:
         """The structure model's conditioning vector: the prompt's embedding, then the exemplar's grid."""

@@ -247,10 +247,11 @@ class PartsModel:
         conditions, grammars, part_generators, written = [], [], [], {}
         device = self.part.pos_emb.weight.device  # a sampling generator lives where the model does
         copies = [mirror_pairs(boxes) if self.mirror else {} for boxes in layouts]
+        limits = [part_budgets(boxes, budget) for boxes, budget in zip(layouts, budgets, strict=True)]
         for b, boxes in enumerate(layouts):
             grid = occupancy(boxes)
             seeds = torch.randint(0, 2**62, (len(boxes),), generator=generators[b], device=device)
-            for i, (low, high) in enumerate(part_budgets(boxes, budgets[b])):
+            for i, (low, high) in enumerate(limits[b]):
                 if i in copies[b]:
                     continue
                 conditions.append(part_condition(texts[b].cpu().numpy(), boxes, i, grid))
@@ -278,7 +279,7 @@ class PartsModel:
             tokens = layout_tokens[b] + sum(
                 len(part_tokens[k]) for (row, _), k in written.items() if row == b
             )
-            close_within = [high for _, high in part_budgets(boxes, budgets[b])] if self.close_parts else None
+            close_within = [high for _, high in limits[b]] if self.close_parts else None
             out.append(assemble(boxes, parts, tokens, close_within))
         return out
 
