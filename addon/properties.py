@@ -87,7 +87,7 @@ class BMT_State(bpy.types.PropertyGroup):
         # The gateway's default caps (BMT_GENERATION_MAX_FACE_BUDGET, _MAX_VARIATIONS); it explains any refusal.
         name="Face Budget",
         description="Most faces per result",
-        default=200,
+        default=400,  # the gateway's default (DEFAULT_FACE_BUDGET in shared/inference.py)
         min=10,
         max=800,
     )

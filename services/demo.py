@@ -33,6 +33,7 @@ import uvicorn
 
 from services.labeler.__main__ import main as labeler_main
 from shared.db import ensure_schema
+from shared.inference import DEFAULT_FACE_BUDGET
 from shared.ml.datasets import dataset_by_name
 from shared.settings import get_settings
 
@@ -145,7 +146,7 @@ def make_scenes(
     out: Path,
     prompts: tuple[str, ...] = PROMPTS,
     *,
-    face_budget: int = 200,
+    face_budget: int = DEFAULT_FACE_BUDGET,
     seed: int = 1,
     size: int = 512,
     samples: int = 16,

@@ -37,6 +37,9 @@ from typing import Any, Protocol
 import numpy as np
 
 SPECIALISTS = ("geometry", "material", "modifier", "animation")
+# A geometry request's most faces an object unless it says: the budget the geometry evaluation
+# measures at (models/geometry/parts-nearest/README.md), so what is served is what was measured.
+DEFAULT_FACE_BUDGET = 400
 REQUEST_INPUT = "REQUEST_JSON"
 RESULT_OUTPUT = "RESULT_JSON"
 

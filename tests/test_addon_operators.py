@@ -345,7 +345,7 @@ def test_generate_returns_before_the_gateway_answers(enabled):
     assert body == {
         "prompt": "a small wooden crate",
         "specialists": ["geometry", "materials", "modifiers", "animation"],
-        "face_budget": 200,
+        "face_budget": 400,
         "seed": 7,
         "variations": 2,
     }

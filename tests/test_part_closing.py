@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.ml.part_closing import BOX_FACES, MIN_THICKNESS, close_part, is_closed, signed_volume
+from shared.ml.part_closing import (
+    BOX_FACES,
+    MIN_THICKNESS,
+    close_part,
+    closing_limits,
+    is_closed,
+    signed_volume,
+)
 
 
 def test_an_open_shard_becomes_its_closed_outward_facing_hull():
@@ -114,3 +121,22 @@ def test_any_small_point_set_closes():
         faces = [tuple(int(i) for i in rng.choice(count, 3, replace=False)) for _ in range(count // 3)]
         closed_vertices, closed_faces = close_part(vertices, faces, max_faces=int(rng.integers(6, 40)))
         assert is_closed(closed_faces) and signed_volume(closed_vertices, closed_faces) > 0
+
+
+def test_faces_the_parts_leave_unused_go_to_the_parts_over_their_limits():
+    # Needs 10, 40 and 90 faces against limits of 50 each in a budget of 200: the first uses 10,
+    # the second 40, leaving 150 - 50 = 100 spare of which the third lacks 40: it gets them.
+    assert closing_limits([10, 40, 90], [50, 50, 50], 200) == [50, 50, 90]
+    # Two parts short (by 60 and 20) of 20 spare share it in proportion: 15 and 5.
+    assert closing_limits([110, 70, 20], [50, 50, 50], 140) == [65, 55, 50]
+    # Nothing spare (every limit used up to the budget) or nothing short: the limits stand.
+    assert closing_limits([90, 60], [50, 50], 100) == [50, 50]
+    assert closing_limits([5, 6], [50, 50], 100) == [50, 50]
+    # Never more than the budget in all.
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        needs, limits = rng.integers(0, 80, 6).tolist(), rng.integers(6, 40, 6).tolist()
+        budget = int(rng.integers(sum(limits), 2 * sum(limits)))
+        raised = closing_limits(needs, limits, budget)
+        assert all(low <= high for low, high in zip(limits, raised, strict=True))
+        assert sum(min(need, high) for need, high in zip(needs, raised, strict=True)) <= budget

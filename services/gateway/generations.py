@@ -48,7 +48,13 @@ from services.gateway import operations
 from shared.blobs import BlobStore
 from shared.db import session_scope
 from shared.db.models import Generation, RunStatus
-from shared.inference import Inference, InvalidRequest, ModelUnavailable, SpecialistMissing
+from shared.inference import (
+    DEFAULT_FACE_BUDGET,
+    Inference,
+    InvalidRequest,
+    ModelUnavailable,
+    SpecialistMissing,
+)
 from shared.scene import SCHEMA_VERSION, Limits, SceneValidationError, parse_scene
 from shared.scene.models import Armature, Transform
 from shared.settings import Settings
@@ -234,7 +240,7 @@ def request_models(settings: Settings) -> tuple[type[BaseModel], Any]:
             description="Geometry always runs and makes the objects; material, modifier and animation "
             "(each optional) add their part to every object. `materials` and `modifiers` name the same.",
         )
-        face_budget: Integer = Field(200, ge=1, le=settings.generation_max_face_budget)
+        face_budget: Integer = Field(DEFAULT_FACE_BUDGET, ge=1, le=settings.generation_max_face_budget)
         seed: Seed | None = seed_field
         variations: Integer = Field(1, ge=1, le=settings.generation_max_variations)
         temperature: float = temperature_field

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import torch
 
+from shared.inference import DEFAULT_FACE_BUDGET
 from shared.ml.geometry_model import load_model
 from shared.ml.text_embedding import embed
 
@@ -28,7 +29,7 @@ class MeshRequest:
     """One prompt and its sampling settings; refuses what cannot be generated."""
 
     prompt: str
-    face_budget: int = 200
+    face_budget: int = DEFAULT_FACE_BUDGET
     seed: int = 0
     temperature: float = 0.8
     top_p: float = 0.95
@@ -77,7 +78,7 @@ class GeometryGenerator:
     def generate(
         self,
         prompt: str,
-        face_budget: int = 200,
+        face_budget: int = DEFAULT_FACE_BUDGET,
         seed: int = 0,
         temperature: float = 0.8,
         top_p: float = 0.95,

@@ -2,7 +2,8 @@
 volume (shards); an open part is replaced by the convex hull of its vertices, which is closed and
 consistently oriented by construction. Where the hull would take more faces than the part may
 have, the hull of fewer of its vertices (spread out) or the bounding box replaces it, whichever
-is nearer the hull's volume. A closed part keeps its faces (it may be concave), turned outside out
+is nearer the hull's volume; the faces an object's other parts leave unused are shared among the
+parts over their limits first (``closing_limits``). A closed part keeps its faces (it may be concave), turned outside out
 when they face inwards; an open one whose limit is below a box's six faces is kept as written."""
 
 from __future__ import annotations
@@ -124,3 +125,15 @@ def close_part(
     volume = signed_volume(hull_vertices, list(triangles))  # the box holds more, the fewer points less
     nearer = abs(signed_volume(*fewer) - volume) < abs(signed_volume(*box) - volume)
     return fewer if nearer else box
+
+
+def closing_limits(needs: list[int], limits: list[int], face_budget: int) -> list[int]:
+    """Each part's face limit for closing: a part whose closed form needs more than its limit gets a
+    share of the faces the object's parts leave unused of ``face_budget`` (a part that fits uses
+    what it needs), in proportion to how many it lacks, never more than it lacks."""
+    lacking = [max(0, need - limit) for need, limit in zip(needs, limits, strict=True)]
+    short = sum(lacking)
+    if not short:
+        return list(limits)
+    spare = max(0, face_budget - sum(min(need, limit) for need, limit in zip(needs, limits, strict=True)))
+    return [limit + min(lack, spare * lack // short) for limit, lack in zip(limits, lacking, strict=True)]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from shared.inference import DEFAULT_FACE_BUDGET
 from shared.ml.geometry_generator import OUTPUT_SIZE_M, MeshRequest, mesh_requests
 from shared.ml.parts_model import load_parts_model
 from shared.ml.text_embedding import embed
@@ -29,7 +30,7 @@ class PartsGenerator:
     def generate(
         self,
         prompt: str,
-        face_budget: int = 200,
+        face_budget: int = DEFAULT_FACE_BUDGET,
         seed: int = 0,
         temperature: float = 0.8,
         top_p: float = 0.95,

@@ -19,6 +19,7 @@ One checkpoint file holds both models (``model_kind: "parts"``); ``load_parts_mo
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,7 +39,7 @@ from shared.ml.layout_tokens import (
     part_condition,
 )
 from shared.ml.mesh_tokenizer import MeshGrammar, QuantizedMesh
-from shared.ml.part_closing import close_part, edge_counts
+from shared.ml.part_closing import close_part, closing_limits, edge_counts
 from shared.ml.part_decomposition import DecompositionConfig
 
 MODEL_KIND = "parts"
@@ -118,16 +119,29 @@ def place_part(mesh: QuantizedMesh, box: LayoutBox) -> np.ndarray:
 
 
 def assemble(
-    layout: list[LayoutBox], parts: list[QuantizedMesh], tokens: int, close_within: list[int] | None = None
+    layout: list[LayoutBox],
+    parts: list[QuantizedMesh],
+    tokens: int,
+    close_within: list[int] | None = None,
+    face_budget: int | None = None,
 ) -> AssembledMesh:
     """The parts placed on their boxes as one object. With ``close_within`` (a face limit per part),
-    an open part is closed (shared.ml.part_closing) where its limit allows."""
+    an open part is closed (shared.ml.part_closing) where its limit allows, the limits raised by
+    what the parts leave unused of ``face_budget`` (their limits' sum unless given)."""
+    placed_parts = [
+        (place_part(mesh, box), list(mesh.faces)) for box, mesh in zip(layout, parts, strict=True)
+    ]
+    if close_within is not None:
+        unbounded = [close_part(v, f, max_faces=sys.maxsize) for v, f in placed_parts]
+        needs = [len(f) for _, f in unbounded]
+        budget = sum(close_within) if face_budget is None else face_budget
+        limits = closing_limits(needs, close_within, budget)
+        placed_parts = [
+            closed if need <= limit else close_part(v, f, limit)
+            for (v, f), closed, need, limit in zip(placed_parts, unbounded, needs, limits, strict=True)
+        ]
     vertices, faces, offset = [], [], 0
-    limits: list[int | None] = list(close_within) if close_within else [None] * len(parts)
-    for box, mesh, limit in zip(layout, parts, limits, strict=True):
-        placed, part_faces = place_part(mesh, box), list(mesh.faces)
-        if limit is not None:
-            placed, part_faces = close_part(placed, part_faces, limit)
+    for placed, part_faces in placed_parts:
         vertices.append(placed)
         faces += [tuple(offset + v for v in f) for f in part_faces]
         offset += len(placed)
@@ -280,7 +294,7 @@ class PartsModel:
                 len(part_tokens[k]) for (row, _), k in written.items() if row == b
             )
             close_within = [high for _, high in limits[b]] if self.close_parts else None
-            out.append(assemble(boxes, parts, tokens, close_within))
+            out.append(assemble(boxes, parts, tokens, close_within, budgets[b]))
         return out
 
     def structure_conditions(self, texts: torch.Tensor) -> torch.Tensor:
