@@ -12,7 +12,7 @@ import torch
 
 from services.trainer.__main__ import main as trainer_cli
 from services.trainer.geometry import TrainConfig, export_model, train
-from services.trainer.geometry_parts import decompositions, scaled_layout
+from services.trainer.geometry_parts import decompositions, decomposed_to_fit, scaled_layout
 from shared.inference import InProcessSpecialist, InvalidRequest, generator_path
 from shared.ml.geometry_generator import GeometryGenerator, MeshRequest, load_generator
 from shared.ml.geometry_model import GeometryModel
@@ -99,6 +99,21 @@ def test_decomposition_covers_every_face_once_and_boxes_contain_their_parts():
     d = decompose(*leaves, config)
     assert d.stats["components"] == 40 and len(d.parts) <= 6
     check_decomposition(*leaves, config)
+
+
+def test_a_mesh_too_dense_for_a_layout_is_decimated_until_its_parts_fit():
+    """As the 24 dense buildings of ``full``: more tokens than max_parts parts can hold."""
+    config = DecompositionConfig(max_part_tokens=200, target_parts=4, max_parts=4)
+    sheet = grid_sheet(40)  # 1,600 quads, one piece: about 5,000 tokens against 4 x 200
+    assert not decompose(*sheet, config).fits
+    d, kept = decomposed_to_fit(*sheet, config)
+    assert d.fits and 0 < kept < 0.2
+    assert all(len(p.tokens) <= config.max_part_tokens for p in d.parts) and len(d.parts) <= 4
+    boxes = np.array([[*(p.centre - p.size / 2), *(p.centre + p.size / 2)] for p in d.parts])
+    assert np.allclose(boxes[:, :2].min(0), [-0.5, -0.5], atol=0.05)  # still the whole sheet
+    assert np.allclose(boxes[:, 3:5].max(0), [0.5, 0.5], atol=0.05)
+    small = grid_sheet(4)
+    assert decomposed_to_fit(*small, config)[1] == 1.0  # a mesh that fits is kept as it is
 
 
 def test_part_boxes_contain_their_part_exactly():

@@ -11,6 +11,10 @@ TensorBoard logs), and run.json with both records. Each model trains for at most
 (two sessions may train the two side by side). ``export_parts`` writes one
 checkpoint file holding both models.
 
+An object too dense for a layout's ``max_parts`` parts (24 of the 1,492 train objects of ``full``,
+dense buildings) is decimated (quadric error, fast-simplification) until its parts fit, so every
+object of the dataset trains both models; its record keeps the share of triangles it kept.
+
 Augmentation: the layouts get a per-axis scale (then are put back in the unit cube); the parts
 need none, since each is written in its own box's frame.
 
@@ -30,6 +34,7 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+import fast_simplification
 import numpy as np
 import torch
 
@@ -44,16 +49,44 @@ from shared.ml.datasets import dataset_version
 from shared.ml.geometry_model import GeometryModel, GeometryModelConfig, load_model, model_from_state
 from shared.ml.layout_exemplars import EXEMPLAR_CONDITION_DIM, TRAINING_CHOICES, LayoutExemplars
 from shared.ml.layout_tokens import LayoutBox, LayoutVocabulary, descriptor, occupancy, part_condition
-from shared.ml.part_decomposition import RULE_VERSION, DecompositionConfig, decompose, quantize_box
+from shared.ml.part_decomposition import (
+    RULE_VERSION,
+    Decomposition,
+    DecompositionConfig,
+    decompose,
+    quantize_box,
+)
 from shared.ml.parts_model import MAX_PARTS, MODEL_KIND, preset_configs, save_parts_checkpoint
 from shared.ml.text_embedding import default_cache_dir, embed
 
-CACHE_FORMAT = 2  # 2: objects carry their pack (exemplars are drawn from other packs)
+# 2: objects carry their pack (exemplars are drawn from other packs); 3: dense objects decimated to fit
+CACHE_FORMAT = 3
+# A decimated object aims at this share of the parts and tokens a layout holds (they shrink about
+# with its triangles, not exactly), trying again with what is left at most DECIMATION_TRIES times.
+DECIMATION_FILL, DECIMATION_TRIES = 0.8, 4
 EXEMPLARS_FILE = "layout_exemplars.pkl"
 
 
+def decomposed_to_fit(vertices, faces, config: DecompositionConfig) -> tuple[Decomposition, float]:
+    """The mesh's decomposition and the share of its triangles kept: all (1.0) where its parts fit,
+    else those of the mesh decimated to about DECIMATION_FILL of the parts and tokens a layout holds."""
+    d, kept = decompose(vertices, faces, config), 1.0
+    points = np.asarray(vertices, dtype=np.float64)
+    triangles = np.array([(f[0], b, c) for f in faces for b, c in zip(f[1:-1], f[2:], strict=True)])
+    capacity = config.max_parts * config.max_part_tokens
+    for _ in range(DECIMATION_TRIES):
+        if d.fits:
+            break
+        tokens = sum(len(p.tokens) for p in d.parts)
+        # Parts that cannot merge (each near max_part_tokens) overflow before the tokens do.
+        kept *= DECIMATION_FILL * min(1.0, capacity / tokens, config.max_parts / len(d.parts))
+        points_left, triangles_left = fast_simplification.simplify(points, triangles, 1 - kept)
+        d = decompose(points_left, triangles_left.tolist(), config)
+    return d, kept
+
+
 def _decomposed(item: dict, config: DecompositionConfig) -> dict:
-    d = decompose(item["mesh"]["vertices"], item["mesh"]["faces"], config)
+    d, kept = decomposed_to_fit(item["mesh"]["vertices"], item["mesh"]["faces"], config)
     parts = []
     for p in d.parts:
         q_centre, q_size = quantize_box(p.centre, p.size, config.tokenizer.bits)
@@ -70,6 +103,7 @@ def _decomposed(item: dict, config: DecompositionConfig) -> dict:
         "pack": item.get("pack"),
         "captions": item["captions"],
         "fits": d.fits,
+        "triangles_kept": kept,
         "parts": parts,
     }
 
