@@ -12,7 +12,7 @@ import torch
 
 from services.trainer.__main__ import main as trainer_cli
 from services.trainer.geometry import TrainConfig, export_model, train
-from services.trainer.geometry_parts import decompositions, decomposed_to_fit, scaled_layout
+from services.trainer.geometry_parts import decomposed_to_fit, decompositions, scaled_layout
 from shared.inference import InProcessSpecialist, InvalidRequest, generator_path
 from shared.ml.geometry_generator import GeometryGenerator, MeshRequest, load_generator
 from shared.ml.geometry_model import GeometryModel
