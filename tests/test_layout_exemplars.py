@@ -113,6 +113,15 @@ def packed_dataset(tmp_path):
     return str(tmp_path / "ds")
 
 
+def test_the_layout_library_holds_objects_as_authored_not_decimated(packed_dataset):
+    rule = preset_configs("tiny")[2]
+    objects = decompositions(packed_dataset, "train", rule)
+    assert all(o["fits"] and o["triangles_kept"] == 1.0 for o in objects)
+    decimated = {**objects[0], "id": "dense", "triangles_kept": 0.4}  # as a dense building's record
+    lib = training_layouts([*objects, decimated], rule.tokenizer.bits)
+    assert len(lib) == len(objects)
+
+
 def test_training_exemplars_come_from_other_packs(packed_dataset):
     rule = preset_configs("tiny")[2]
     objects = [o for o in decompositions(packed_dataset, "train", rule) if o["fits"]]
