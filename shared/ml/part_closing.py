@@ -2,9 +2,10 @@
 volume (shards); an open part is replaced by the convex hull of its vertices, which is closed and
 consistently oriented by construction. Where the hull would take more faces than the part may
 have, the hull of fewer of its vertices (spread out) or the bounding box replaces it, whichever
-is nearer the hull's volume; the faces an object's other parts leave unused are shared among the
-parts over their limits first (``closing_limits``). A closed part keeps its faces (it may be concave), turned outside out
-when they face inwards; an open one whose limit is below a box's six faces is kept as written."""
+is nearer the hull's volume; the faces an object's other parts leave unused are first shared
+among the parts over their limits (``closing_limits``). A closed part keeps its faces (it may be
+concave), turned outside out when they face inwards; an open one whose limit is below a box's six
+faces is kept as written."""
 
 from __future__ import annotations
 
