@@ -25,8 +25,10 @@ from shared.ml.layout_tokens import (
     face_range,
     mirror_pairs,
     occupancy,
+    symmetric_parts,
 )
 from shared.ml.mesh_tokenizer import EOS, TokenizerError, decode
+from shared.ml.modifier_structure import MeshArrays, peel_mirror
 from shared.ml.part_closing import signed_volume
 from shared.ml.part_decomposition import (
     DecompositionConfig,
@@ -295,6 +297,43 @@ def test_a_mirrored_part_is_its_pairs_mesh_reflected_and_not_written_again():
     # The same seeds: the parts written in both are the same; the copy costs no tokens.
     assert [p.vertices.tolist() for p in pair.parts[:2]] == [p.vertices.tolist() for p in apart.parts[:2]]
     assert pair.tokens < apart.tokens
+
+
+def test_a_symmetric_layout_gives_an_object_a_mirror_modifier_rebuilds_from_one_half():
+    """Seat on the plane and a mirrored pair of legs: the object is its own reflection across
+    x = 0 with no face across the plane (the seat is its low half joined to its reflection), so
+    the modifier specialist's detector peels a Mirror; an extra part off the plane, unpaired,
+    leaves the object as written."""
+    vocab = LayoutVocabulary()
+    seat, left, right, lone = (
+        [64, 64, 70, 80, 50, 10, 4],
+        [30, 64, 40, 8, 8, 50, 3],
+        [98, 64, 40, 8, 8, 50, 3],
+        [90, 30, 90, 10, 10, 10, 2],
+    )
+    symmetric = [vocab.dequantize(b) for b in (seat, left, right)]
+    assert symmetric_parts(symmetric, mirror_pairs(symmetric)) == [0]
+    lopsided = symmetric + [vocab.dequantize(lone)]
+    assert symmetric_parts(lopsided, mirror_pairs(lopsided)) is None
+    assert symmetric_parts(symmetric[:1], {}) is None  # one part on the plane: nothing says symmetric
+    model = small_parts_model()
+    for seed in range(4):
+        objects = model.write_parts(
+            torch.randn(3, 384),
+            [symmetric, lopsided, symmetric],
+            [400, 400, 40],
+            1.2,
+            0.95,
+            [torch.Generator().manual_seed(seed) for _ in range(3)],
+            [0, 0, 0],
+        )
+        chair, other, tight = objects
+        assert len(chair.faces) <= 400 and len(tight.faces) <= 40  # symmetric only within the budget
+        mesh = MeshArrays(chair.vertices, [list(f) for f in chair.faces]).welded()
+        found = peel_mirror(mesh, 0)
+        assert not isinstance(found, str), found
+        assert np.isclose(found[1], 0.0, atol=1e-9)  # the plane is the object's middle
+        assert isinstance(peel_mirror(MeshArrays(other.vertices, [list(f) for f in other.faces]), 0), str)
 
 
 def test_closing_parts_keeps_the_face_budget_and_closes_what_it_may(tmp_path):

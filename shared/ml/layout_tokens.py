@@ -152,7 +152,7 @@ def mirror_pairs(boxes: list[LayoutBox], tolerance: float = MIRROR_TOLERANCE) ->
         return {}
     centres = np.array([b.centre for b in boxes])
     sizes = np.array([b.size for b in boxes])
-    middle = ((centres[:, 0] - sizes[:, 0] / 2).min() + (centres[:, 0] + sizes[:, 0] / 2).max()) / 2
+    middle = layout_middle(boxes)
     reflected = centres.copy()
     reflected[:, 0] = 2 * middle - reflected[:, 0]
     copies: dict[int, int] = {}
@@ -169,6 +169,28 @@ def mirror_pairs(boxes: list[LayoutBox], tolerance: float = MIRROR_TOLERANCE) ->
                 copies[j] = i
                 break
     return copies
+
+
+def layout_middle(boxes: list[LayoutBox]) -> float:
+    """x of the plane halfway across the layout's boxes: the plane mirrored parts mirror across."""
+    low = min(b.centre[0] - b.size[0] / 2 for b in boxes)
+    high = max(b.centre[0] + b.size[0] / 2 for b in boxes)
+    return float(low + high) / 2
+
+
+def symmetric_parts(
+    boxes: list[LayoutBox], copies: dict[int, int], tolerance: float = MIRROR_TOLERANCE
+) -> list[int] | None:
+    """For a layout symmetric across its middle plane in x (at least one mirrored pair, ``copies``
+    from ``mirror_pairs``, and every other part centred on the plane): the parts on the plane.
+    None for any other layout: a lone part off the plane, or no pair to show the object is
+    symmetric (a single rock's box sits on the plane too)."""
+    if not copies:
+        return None
+    middle = layout_middle(boxes)
+    paired = set(copies) | set(copies.values())
+    central = [i for i, b in enumerate(boxes) if i not in paired and abs(b.centre[0] - middle) <= tolerance]
+    return central if len(paired) + len(central) == len(boxes) else None
 
 
 def decode_layout(tokens: list[int], vocab: LayoutVocabulary) -> list[LayoutBox]:

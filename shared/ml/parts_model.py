@@ -34,10 +34,13 @@ from shared.ml.layout_tokens import (
     LayoutBox,
     LayoutGrammar,
     LayoutVocabulary,
+    layout_middle,
     mirror_pairs,
     occupancy,
     part_condition,
+    symmetric_parts,
 )
+from shared.ml.mesh_symmetry import mirrored_half, reflected
 from shared.ml.mesh_tokenizer import MeshGrammar, QuantizedMesh
 from shared.ml.part_closing import close_part, closing_limits, edge_counts
 from shared.ml.part_decomposition import DecompositionConfig
@@ -118,19 +121,51 @@ def place_part(mesh: QuantizedMesh, box: LayoutBox) -> np.ndarray:
     return box.centre + stretched * box.size
 
 
+Placed = tuple[np.ndarray, list[tuple[int, ...]]]  # a part's vertices in the layout's frame, faces
+
+
+def made_symmetric(
+    layout: list[LayoutBox], placed_parts: list[Placed], copies: dict[int, int]
+) -> list[Placed] | None:
+    """The parts of a symmetric layout (``symmetric_parts``) made exactly symmetric across its middle
+    plane: a mirrored pair's second part the first's reflection, a part on the plane its own low-x
+    half joined to its reflection (so no face crosses the plane and Blender's Mirror modifier can
+    rebuild the object from one half). None for another layout, or where a part on the plane does
+    not reach across it."""
+    central = symmetric_parts(layout, copies)
+    if central is None:
+        return None
+    plane = layout_middle(layout)
+    out = []
+    for i, (vertices, faces) in enumerate(placed_parts):
+        if i in copies:
+            out.append(reflected(*placed_parts[copies[i]], plane))
+        elif i in central:
+            if not vertices[:, 0].min() < plane < vertices[:, 0].max():
+                return None
+            out.append(mirrored_half(vertices, faces, plane))
+        else:
+            out.append((vertices, faces))
+    return out
+
+
 def assemble(
     layout: list[LayoutBox],
     parts: list[QuantizedMesh],
     tokens: int,
     close_within: list[int] | None = None,
     face_budget: int | None = None,
+    copies: dict[int, int] | None = None,
 ) -> AssembledMesh:
     """The parts placed on their boxes as one object. With ``close_within`` (a face limit per part),
     an open part is closed (shared.ml.part_closing) where its limit allows, the limits raised by
-    what the parts leave unused of ``face_budget`` (their limits' sum unless given)."""
-    placed_parts = [
+    what the parts leave unused of ``face_budget`` (their limits' sum unless given). With
+    ``copies`` (the layout's mirrored pairs) a symmetric layout gives an exactly symmetric object
+    (``made_symmetric``) where that stays within ``face_budget``."""
+    placed_parts: list[Placed] = [
         (place_part(mesh, box), list(mesh.faces)) for box, mesh in zip(layout, parts, strict=True)
     ]
+    budget = face_budget
     if close_within is not None:
         unbounded = [close_part(v, f, max_faces=sys.maxsize) for v, f in placed_parts]
         needs = [len(f) for _, f in unbounded]
@@ -140,6 +175,9 @@ def assemble(
             closed if need <= limit else close_part(v, f, limit)
             for (v, f), closed, need, limit in zip(placed_parts, unbounded, needs, limits, strict=True)
         ]
+    symmetric = made_symmetric(layout, placed_parts, copies) if copies else None
+    if symmetric is not None and (budget is None or sum(len(f) for _, f in symmetric) <= budget):
+        placed_parts = symmetric
     vertices, faces, offset = [], [], 0
     for placed, part_faces in placed_parts:
         vertices.append(placed)
@@ -294,7 +332,7 @@ class PartsModel:
                 len(part_tokens[k]) for (row, _), k in written.items() if row == b
             )
             close_within = [high for _, high in limits[b]] if self.close_parts else None
-            out.append(assemble(boxes, parts, tokens, close_within, budgets[b]))
+            out.append(assemble(boxes, parts, tokens, close_within, budgets[b], copies[b]))
         return out
 
     def structure_conditions(self, texts: torch.Tensor) -> torch.Tensor:
