@@ -142,6 +142,23 @@ def test_a_base_mesh_moves_the_object_to_where_its_stack_rebuilds_the_whole():
     assert "warnings" not in scene
 
 
+def test_no_modifier_for_a_generated_object_is_said_not_left_silent():
+    """The user asked for modifiers: an object the specialist finds no stack for gets a warning
+    naming what it suggested and the mesh lacked (the real model's answer on an asymmetric mesh)."""
+    scene = {"objects": [{"name": "Rock", "mesh": {"name": "Rock", "vertices": [], "faces": []}}]}
+    add_part(scene, "modifier", {"modifiers": [], "dropped": ["ARRAY"]})
+    assert scene["objects"][0]["modifiers"] == []
+    assert scene["warnings"] == [
+        "No modifiers for Rock: the modifier specialist found no stack its mesh carries "
+        "(Array suggested, but the mesh lacks its structure)"
+    ]
+    quiet = {"objects": [{"name": "Rock", "mesh": {"name": "Rock", "vertices": [], "faces": []}}]}
+    add_part(quiet, "modifier", {"modifiers": [], "dropped": []})
+    assert quiet["warnings"] == [
+        "No modifiers for Rock: the modifier specialist found no stack its mesh carries"
+    ]
+
+
 def test_add_on_names_for_specialists_are_accepted(stub_specialists, client: TestClient):
     body = generate(client, {"prompt": "a lamp", "face_budget": 12, "specialists": ["materials"]})
     assert body["status"] == "succeeded" and list(body["stages"]) == ["geometry", "material"], body

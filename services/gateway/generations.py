@@ -351,6 +351,12 @@ def add_part(scene: dict, specialist: str, result: dict) -> None:
             scene.setdefault("warnings", []).append(
                 f"{kind.title()} left out: {obj['name']} {why} (your mesh is kept as it is)"
             )
+        if not result["modifiers"] and not result.get("left_out"):  # asked for, so said, not silent
+            dropped = ", ".join(kind.title() for kind in result.get("dropped", []))
+            scene.setdefault("warnings", []).append(
+                f"No modifiers for {obj['name']}: the modifier specialist found no stack its mesh carries"
+                + (f" ({dropped} suggested, but the mesh lacks its structure)" if dropped else "")
+            )
     elif specialist == "animation":
         action = unique("actions", result["action"])
         scene["actions"].append(action)
