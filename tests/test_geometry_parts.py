@@ -316,6 +316,7 @@ def test_a_symmetric_layout_gives_an_object_a_mirror_modifier_rebuilds_from_one_
     lopsided = symmetric + [vocab.dequantize(lone)]
     assert symmetric_parts(lopsided, mirror_pairs(lopsided)) is None
     assert symmetric_parts(symmetric[:1], {}) is None  # one part on the plane: nothing says symmetric
+    assert symmetric_parts([symmetric[0], symmetric[0]], {}) == [0, 1]  # parts stacked on the plane
     model = small_parts_model()
     for seed in range(4):
         objects = model.write_parts(

@@ -181,11 +181,11 @@ def layout_middle(boxes: list[LayoutBox]) -> float:
 def symmetric_parts(
     boxes: list[LayoutBox], copies: dict[int, int], tolerance: float = MIRROR_TOLERANCE
 ) -> list[int] | None:
-    """For a layout symmetric across its middle plane in x (at least one mirrored pair, ``copies``
-    from ``mirror_pairs``, and every other part centred on the plane): the parts on the plane.
-    None for any other layout: a lone part off the plane, or no pair to show the object is
-    symmetric (a single rock's box sits on the plane too)."""
-    if not copies:
+    """For a layout symmetric across its middle plane in x (every part in a mirrored pair,
+    ``copies`` from ``mirror_pairs``, or centred on the plane, and at least two parts): the parts
+    on the plane. None for any other layout: a lone part off the plane, or a single part (a rock's
+    one box sits on the plane too; nothing says the object is symmetric)."""
+    if len(boxes) < 2:
         return None
     middle = layout_middle(boxes)
     paired = set(copies) | set(copies.values())

@@ -175,7 +175,7 @@ def assemble(
             closed if need <= limit else close_part(v, f, limit)
             for (v, f), closed, need, limit in zip(placed_parts, unbounded, needs, limits, strict=True)
         ]
-    symmetric = made_symmetric(layout, placed_parts, copies) if copies else None
+    symmetric = made_symmetric(layout, placed_parts, copies) if copies is not None else None
     if symmetric is not None and (budget is None or sum(len(f) for _, f in symmetric) <= budget):
         placed_parts = symmetric
     vertices, faces, offset = [], [], 0
@@ -332,7 +332,8 @@ class PartsModel:
                 len(part_tokens[k]) for (row, _), k in written.items() if row == b
             )
             close_within = [high for _, high in limits[b]] if self.close_parts else None
-            out.append(assemble(boxes, parts, tokens, close_within, budgets[b], copies[b]))
+            symmetry = copies[b] if self.mirror else None  # off: every part as written
+            out.append(assemble(boxes, parts, tokens, close_within, budgets[b], symmetry))
         return out
 
     def structure_conditions(self, texts: torch.Tensor) -> torch.Tensor:
