@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from services.labeler import attributes
 from services.labeler.dedup import Candidate, cluster
 from services.labeler.labeller import asset_names
+from services.labeler.orientation import upright_mesh, world_linear
 from shared import names
 from shared.blobs import BlobStore
 from shared.db.models import Asset, Dataset, DatasetSplit, Extraction, ExtractionStatus, SceneObject
@@ -168,10 +169,11 @@ def _geometry_items(
         if leader_of[record.key] != record.key:
             build.dropped_duplicates += 1
             continue
-        obj = scenes.object(record)
+        objects = {o["name"]: o for o in scenes.get(record.scene_key)["objects"]}
+        obj = objects[record.row.name]
         mesh = obj.get("evaluated_mesh") or obj["mesh"]  # accepted objects have geometry
         item = record.base_item(record.row.name)
-        item["mesh"] = {"vertices": mesh["vertices"], "faces": mesh["faces"]}
+        item["mesh"] = upright_mesh(mesh, world_linear(record.row.name, objects))
         item["duplicates"] = len(members[record.key]) - 1
         _add(build, record, item)
 
