@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 from services.trainer.animation_metrics import (
     channel_error,
@@ -260,3 +261,49 @@ def test_loop_keys_share_one_slope_at_their_ends():
 )
 def test_motion_labels_from_names_and_prompts(text, label):
     assert motion_label(text) == label
+
+
+def test_a_pose_is_the_same_numbers_on_rigs_whose_bones_differ_only_in_roll():
+    """The model writes bone rotations in the armature's axes: a thigh swung forward by 0.5 rad
+    about the armature's x is (0.5, 0, 0) whatever the bone's roll, and written back it poses
+    both rigs alike (forward kinematics as Blender's, tested against bpy in test_animation_blender)."""
+    from services.trainer.animation_metrics import pose_points
+
+    def rig(roll: float) -> MotionLayout:
+        return MotionLayout(
+            {
+                "bones": [
+                    {"name": "Thigh", "head": [0, 0, 1], "tail": [0, 0, 0.5], "roll": roll, "parent": None}
+                ]
+            }
+        )
+
+    swing = np.array([0.5, 0.0, 0.0])
+    frames = np.array([1.0, 11.0])
+    posed = []
+    for roll in (0.0, 1.2):
+        layout = rig(roll)
+        in_bone_axes = layout.triple_axes[0].T @ swing
+        quat = np.roll(Rotation.from_rotvec([np.zeros(3), in_bone_axes]).as_quat(), 1, axis=1)
+        action = {
+            "name": "Swing",
+            "frame_range": [1.0, 11.0],
+            "fcurves": [
+                {
+                    "data_path": 'pose.bones["Thigh"].rotation_quaternion',
+                    "index": i,
+                    "keyframes": [
+                        {"co": [float(f), float(q[i])], "interpolation": "LINEAR"}
+                        for f, q in zip(frames, quat, strict=True)
+                    ],
+                }
+                for i in range(4)
+            ],
+        }
+        values = layout.motion_values(action, frames)
+        np.testing.assert_allclose(values[:, :3], [np.zeros(3), swing], atol=1e-9)
+        written = layout.to_action(Motion(False, 10.0, np.repeat(values[1:], KEYS, axis=0)), "Swing")
+        posed.append(pose_points(layout, written, np.array([1.0]))[0])
+    np.testing.assert_allclose(posed[0], posed[1], atol=1e-6)  # keys are written on a grid
+    # Turned 0.5 rad about +x, the downward thigh's tail (0.5 below its head) swings to +y.
+    assert posed[0][0, 1, 1] == pytest.approx(0.5 * math.sin(0.5), abs=1e-6)

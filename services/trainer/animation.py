@@ -120,7 +120,7 @@ def examples_of(items: list[dict[str, Any]], max_tokens: int) -> tuple[list[Exam
             cycle = None
             if motion.loop:
                 start, end = action_range(action)
-                cycle = layout.sample(action, start + np.arange(PHASES) / PHASES * (end - start))
+                cycle = layout.motion_values(action, start + np.arange(PHASES) / PHASES * (end - start))
             out.append(Example(action_prompts(item, action), layout, target, motion, cycle))
     return out, skipped
 

@@ -21,6 +21,7 @@ from shared.ml.animation_tokens import (
     MotionLayout,
     action_range,
     bone_path,
+    bone_rest_matrix,
     evaluate_fcurve,
     name_words,
 )
@@ -89,29 +90,6 @@ def loop_closure(action: dict[str, Any], layout: MotionLayout) -> float:
 
 
 # ---- forward kinematics -----------------------------------------------------------------------
-
-
-def bone_rest_matrix(head, tail, roll: float) -> np.ndarray:
-    """A bone's 4x4 rest matrix in armature space, as Blender's vec_roll_to_mat3 makes it."""
-    vector = np.asarray(tail, dtype=np.float64) - np.asarray(head, dtype=np.float64)
-    norm = np.linalg.norm(vector)
-    x, y, z = vector / norm if norm > 1e-12 else (0.0, 1.0, 0.0)
-    theta, theta_alt = 1 + y, x * x + z * z
-    if theta > 6.1e-3 or theta_alt > 2.5e-4**2:
-        if theta <= 6.1e-3:
-            theta = theta_alt * 0.5 + theta_alt * theta_alt * 0.125
-        columns = [
-            [1 - x * x / theta, -x, -x * z / theta],
-            [x, y, z],
-            [-x * z / theta, -z, 1 - z * z / theta],
-        ]
-        b = np.array(columns).T  # Blender's matrices are column-major
-    else:
-        b = np.diag([-1.0, -1.0, 1.0])
-    out = np.eye(4)
-    out[:3, :3] = Rotation.from_rotvec(np.array([x, y, z]) * roll).as_matrix() @ b
-    out[:3, 3] = head
-    return out
 
 
 def pose_points(layout: MotionLayout, action: dict[str, Any], frames: np.ndarray) -> np.ndarray:

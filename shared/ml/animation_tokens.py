@@ -29,7 +29,10 @@ Lossless action tokens (``encode_action`` / ``decode_action``)
 Motion layout (``MotionLayout``, ``MotionGrammar``) -- what the model writes
     A rig's channels: per bone (rig order) a rotation as the 3 components of the log of its pose
     quaternion (radians, rest = 0), plus a location (3 components in rig heights) for bones that
-    move freely (roots and constraint targets: IK feet, poles); an object's channels: location
+    move freely (roots and constraint targets: IK feet, poles), both in the armature's axes (a
+    pose bone's own axes turn with its rest orientation and roll, which differ from rig to rig;
+    in the armature's, "swing the thigh forward" is the same numbers on every upright rig); an
+    object's channels: location
     offset (metres), rotation offset (radians) and scale factor. A motion is a header (LOOP or
     ONCE, a duration bin) and then, channel by channel (rig order), the value bins of its KEYS keys
     evenly spread over the duration: a channel's curve is written in one run, so its next key
@@ -508,6 +511,29 @@ MOTION_WORDS = {
 CYCLIC_MOTIONS = {"walk", "run", "idle", "swim", "fly", "spin", "bounce", "hover", "sway"}
 
 
+def bone_rest_matrix(head, tail, roll: float) -> np.ndarray:
+    """A bone's 4x4 rest matrix in armature space, as Blender's vec_roll_to_mat3 makes it."""
+    vector = np.asarray(tail, dtype=np.float64) - np.asarray(head, dtype=np.float64)
+    norm = np.linalg.norm(vector)
+    x, y, z = vector / norm if norm > 1e-12 else (0.0, 1.0, 0.0)
+    theta, theta_alt = 1 + y, x * x + z * z
+    if theta > 6.1e-3 or theta_alt > 2.5e-4**2:
+        if theta <= 6.1e-3:
+            theta = theta_alt * 0.5 + theta_alt * theta_alt * 0.125
+        columns = [
+            [1 - x * x / theta, -x, -x * z / theta],
+            [x, y, z],
+            [-x * z / theta, -z, 1 - z * z / theta],
+        ]
+        b = np.array(columns).T  # Blender's matrices are column-major
+    else:
+        b = np.diag([-1.0, -1.0, 1.0])
+    out = np.eye(4)
+    out[:3, :3] = Rotation.from_rotvec(np.array([x, y, z]) * roll).as_matrix() @ b
+    out[:3, 3] = head
+    return out
+
+
 def _compand(x: np.ndarray, limit: np.ndarray) -> np.ndarray:
     y = np.clip(x / limit, -1, 1)
     return np.sign(y) * np.log1p(MU * np.abs(y)) / math.log1p(MU)
@@ -567,6 +593,9 @@ class MotionLayout:
                 for kind in (("rot", "loc") if i in self.mobile else ("rot",))
                 for axis in range(3)
             ]
+            # Per (rotation or location) triple of channels, its bone's rest axes in the armature.
+            rest = [bone_rest_matrix(b["head"], b["tail"], b.get("roll", 0.0))[:3, :3] for b in bones]
+            self.triple_axes = np.stack([rest[c.group] for c in self.channels[::3]])
         else:
             self.centre, self.height, self.mobile = np.zeros(3), 1.0, set()
             self.channels = [Channel(0, k, a) for k in ("obj_loc", "obj_rot", "obj_scale") for a in range(3)]
@@ -696,13 +725,29 @@ class MotionLayout:
                 out[:, c] = curve(prefix + "location", channel.axis, 0.0) / self.height
         return out
 
+    def armature_axes(self, values: np.ndarray, inverse: bool = False) -> np.ndarray:
+        """(..., channels) bone values (``sample``'s, in each bone's own axes) in the armature's
+        axes, as the model writes them; ``inverse``: back. An object's values are returned as they are."""
+        if not self.bones:
+            return values
+        triples = np.asarray(values, dtype=np.float64).reshape(*np.shape(values)[:-1], -1, 3)
+        # A bone-axes vector v is R v in the armature's (R: the bone's rest axes); rows: v R^T.
+        turned = np.einsum(
+            "...tj,tij->...ti" if not inverse else "...tj,tji->...ti", triples, self.triple_axes
+        )
+        return turned.reshape(np.shape(values))
+
+    def motion_values(self, action: dict[str, Any], frames: np.ndarray) -> np.ndarray:
+        """(len(frames), channels) values of an action as the model writes them."""
+        return self.armature_axes(self.sample(action, frames))
+
     def motion_from_action(self, action: dict[str, Any], loop: bool | None = None) -> Motion:
         """The action as a motion: KEYS samples over its frame range (or its keys' extent);
         ``loop`` None: a loop when its first and last poses agree."""
         start, end = action_range(action)
         duration = max(end - start, 1.0)
         frames = start + np.linspace(0, duration, KEYS)
-        values = self.sample(action, frames)
+        values = self.motion_values(action, frames)
         if loop is None:
             limits = np.array([KIND_RANGE[k] for k in self.kinds])
             loop = bool(np.abs(values[-1] - values[0]).max(initial=0) <= 0.02 * limits.max())
@@ -736,7 +781,7 @@ class MotionLayout:
     ) -> dict[str, Any]:
         """A scene-format action with real F-curves on this layout's channels. ``base``: the
         object's transform (location, rotation_euler, scale) that an object motion moves from."""
-        values = np.array(motion.values, dtype=np.float64)
+        values = self.armature_axes(np.array(motion.values, dtype=np.float64), inverse=True)
         if not self.bones:  # an object's motion starts where the object stands
             values[:, :6] -= values[0, :6]
             values[:, 6:] = (1 + values[:, 6:]) / np.maximum(1 + values[0, 6:], 1e-3) - 1
