@@ -31,20 +31,35 @@ def object_document(obj) -> dict:
             "faces": [list(p.vertices) for p in mesh.polygons],
         }
     elif obj.type == "ARMATURE":
-        doc["armature"] = {
-            "name": obj.data.name,
-            "bones": [
-                {
-                    "name": bone.name,
-                    "parent": bone.parent.name if bone.parent else None,
-                    "head": _rounded(bone.head_local),
-                    "tail": _rounded(bone.tail_local),
-                    "use_connect": bone.use_connect,
-                    "use_deform": bone.use_deform,
-                }
-                for bone in obj.data.bones
-            ],
+        doc["armature"] = {"name": obj.data.name, "bones": [_bone(obj, bone) for bone in obj.data.bones]}
+    return doc
+
+
+def _bone(obj, bone) -> dict:
+    """A bone as the extractor writes it: the animation specialist writes rotations in the
+    armature's axes and turns them into each bone's by its rest frame (head, tail and roll), and
+    moves the bones that constraints aim at (IK targets and poles)."""
+    _, roll = type(bone).AxisRollFromMatrix(bone.matrix_local.to_3x3())
+    doc = {
+        "name": bone.name,
+        "parent": bone.parent.name if bone.parent else None,
+        "head": _rounded(bone.head_local),
+        "tail": _rounded(bone.tail_local),
+        "roll": round(roll, DIGITS + 2),
+        "use_connect": bone.use_connect,
+        "use_deform": bone.use_deform,
+    }
+    pose_bone = obj.pose.bones.get(bone.name) if obj.pose else None
+    constraints = [
+        {
+            "name": c.name or c.type,
+            "type": c.type,
+            "params": {k: getattr(c, k) for k in ("subtarget", "pole_subtarget") if getattr(c, k, "")},
         }
+        for c in (pose_bone.constraints if pose_bone else ())
+    ]
+    if constraints:
+        doc["constraints"] = constraints
     return doc
 
 

@@ -11,6 +11,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import bpy  # in CI a missing bpy fails the run: never importorskip
+import numpy as np
 import pytest
 from pydantic import TypeAdapter
 
@@ -662,6 +663,36 @@ def test_apply_to_selected_with_the_real_model_animates_an_armatures_pose_bones(
     assert targets <= {name for name, _ in bones} and targets, targets
     assert all(len(fc.keyframe_points) >= 2 for fc in fcurves)
     bpy.context.scene.frame_set(int(hero.animation_data.action.frame_range[1]))  # evaluates the pose
+
+
+def test_a_selected_rig_is_sent_with_its_bones_rest_frames_and_ik_targets(enabled):
+    """The animation specialist turns rotations into each bone's axes by its rest frame, and moves
+    the bones IK aims at: the add-on sends roll and constraint targets, and the rest frames the
+    specialist rebuilds from them are Blender's own."""
+    from addon.selection import object_document
+    from shared.ml.animation_tokens import MotionLayout
+
+    data = rig("LegRig", [("Hip", None), ("Shin", "Hip"), ("FootIK", None)])
+    holder = select_new("Leg", data)
+    bpy.ops.object.mode_set(mode="EDIT")
+    data.edit_bones["Shin"].roll = 0.7
+    data.edit_bones["Hip"].tail = (0.3, 0.2, 1.0)  # a bone that leans, so its frame is not the armature's
+    bpy.ops.object.mode_set(mode="POSE")
+    ik = holder.pose.bones["Shin"].constraints.new("IK")
+    ik.target, ik.subtarget = holder, "FootIK"
+    bpy.ops.object.mode_set(mode="OBJECT")
+    doc = object_document(holder)
+    bones = {b["name"]: b for b in doc["armature"]["bones"]}
+    assert bones["Shin"]["roll"] == pytest.approx(0.7, abs=1e-5)
+    assert bones["Shin"]["constraints"][0]["params"] == {"subtarget": "FootIK"}
+    layout = MotionLayout(doc["armature"])
+    assert layout.names.index("FootIK") in layout.mobile  # the IK target gets a location channel
+    for i, name in enumerate(layout.names):
+        frame = np.array(holder.data.bones[name].matrix_local.to_3x3())
+        rotation = next(
+            t for t, c in zip(layout.triple_axes, layout.channels[::3], strict=True) if c.group == i
+        )
+        np.testing.assert_allclose(rotation, frame, atol=1e-4, err_msg=name)
 
 
 def test_apply_to_selected_needs_a_selected_object(enabled):
