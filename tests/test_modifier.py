@@ -406,9 +406,23 @@ def test_the_generator_answers_in_the_scene_format_and_carries_the_half(checkpoi
         [{"prompt": "a symmetric low-poly wedge pair", "mesh": mirrored_pair().to_dict(), "keep_mesh": True}]
     )
     assert kept["modifiers"] == [] and kept["left_out"] == ["MIRROR"] and "base_mesh" not in kept
-    # asked for modifiers, the rock gets its most probable type (none passes the threshold alone)
+    # asked for modifiers, the rock (none passes the threshold alone) gets the most probable type
+    # that works on any mesh as it is, so it is never dropped
     (wanted,) = generator.run_many([{"prompt": "a rock", "mesh": pyramid().to_dict(), "at_least_one": True}])
-    assert len(wanted["modifiers"]) + len(wanted["dropped"]) == 1
+    assert [m["type"] for m in wanted["modifiers"]] in (["BEVEL"], ["SUBSURF"]) and wanted["dropped"] == []
+    assert "base_mesh" not in wanted
+    # a stack that holds is not added to: the symmetric pair asked for modifiers gets its Mirror alone
+    (pair_wanted,) = generator.run_many(
+        [
+            {
+                "prompt": "a symmetric low-poly wedge pair",
+                "mesh": mirrored_pair().to_dict(),
+                "seed": 1,
+                "at_least_one": True,
+            }
+        ]
+    )
+    assert [m["type"] for m in pair_wanted["modifiers"]] == ["MIRROR"]
     # the user's own symmetric mesh, asked for modifiers (apply to selection): its Mirror is left
     # out as before, and it gets the most probable type that works on the mesh as it is
     (own,) = generator.run_many(

@@ -297,9 +297,9 @@ def part_request(
             request["size"] = [float(v) for v in vertices.max(0) - vertices.min(0)]
     elif specialist == "modifier":
         request["mesh"] = {"vertices": obj["mesh"]["vertices"], "faces": obj["mesh"]["faces"]}
+        request["at_least_one"] = True  # the user asked for modifiers on this object: a stack
         if users_object:  # its UVs, vertex groups and edits stay: no stack may rebuild it from a half
             request["keep_mesh"] = True
-            request["at_least_one"] = True  # the user asked for modifiers on this object: a stack
     elif specialist == "animation":
         request.update(object_type=obj["type"], transform=obj.get("transform") or {})
         if obj.get("armature") is not None:

@@ -32,8 +32,10 @@ class ModifierGenerator:
          "keep_mesh": false,                             # optional: the mesh is the user's own and
                                                          # stays as it is, so no stack rebuilds it
          "at_least_one": false,                          # optional: a stack is wanted (the user
-                                                         # asked for modifiers): the most probable
-                                                         # type where none passes the threshold
+                                                         # asked for modifiers): where no type
+                                                         # passes the threshold, the most probable
+                                                         # of those that work on the mesh as it is
+                                                         # (Bevel, Subdivision: always kept)
          "seed": 0}                                      # optional; the model is deterministic
 
     Result (JSON-able dict, payload in the scene format of shared/scene/models.py)::
@@ -82,16 +84,28 @@ class ModifierGenerator:
                 raise ValueError(f"request {k}: {exc}") from exc
             prompts.append(prompt)
             keep.append(bool(request.get("keep_mesh", False)))
-            wanted.append(bool(request.get("at_least_one")) and (WHOLE_MESH if keep[-1] else True))
+            wanted.append(bool(request.get("at_least_one")))
         if not requests:
             return []
         values = np.stack([features(m) for m in meshes])
         text = np.stack([embed([p])[0] for p in prompts])
-        with self._lock:
-            slots = self.model.predict(values, text, at_least_one=wanted)
+        with self._lock:  # a kept mesh loses what would rebuild it: it needs a whole-mesh type
+            slots = self.model.predict(
+                values,
+                text,
+                at_least_one=[WHOLE_MESH if w and k else False for w, k in zip(wanted, keep, strict=True)],
+            )
+        stacks = [peel_stack(m, from_slots(s, m.diagonal)) for m, s in zip(meshes, slots, strict=True)]
+        # Asked for a stack and none held (nothing passed the threshold, or what passed needs a
+        # structure the mesh lacks): the most probable type that works on the mesh as it is.
+        bare = [i for i, p in enumerate(stacks) if wanted[i] and not keep[i] and not p.stack]
+        if bare:
+            with self._lock:
+                again = self.model.predict(values[bare], text[bare], at_least_one=[WHOLE_MESH] * len(bare))
+            for i, slot in zip(bare, again, strict=True):
+                stacks[i] = peel_stack(meshes[i], from_slots(slot, meshes[i].diagonal))
         results = []
-        for mesh, slot, keep_mesh in zip(meshes, slots, keep, strict=True):
-            peeled = peel_stack(mesh, from_slots(slot, mesh.diagonal))
+        for peeled, keep_mesh in zip(stacks, keep, strict=True):
             result: dict[str, Any] = {"modifiers": peeled.stack, "dropped": sorted(peeled.rejections)}
             rebuilding = sorted({m["type"] for m in peeled.stack if m["type"] in PEELED})
             if keep_mesh:  # only the modifiers that work on the whole mesh (Bevel, Subdivision...)
