@@ -16,6 +16,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.transform import Rotation
 
+KEPT_DECIMALS = 9  # of the baked matrix: far below any mesh's detail, far above roundoff
+
 
 def local_linear(transform: dict[str, Any]) -> np.ndarray:
     """The 3x3 rotation-and-scale of an object's own transform (scene format)."""
@@ -51,15 +53,19 @@ def right_angle_part(linear: np.ndarray) -> np.ndarray:
     rows, cols = linear_sum_assignment(-np.abs(rotation))
     nearest = np.zeros((3, 3))
     nearest[rows, cols] = np.sign(rotation[rows, cols])
-    return nearest @ rotation.T @ linear
+    # Rounded: the decomposition's last bits follow the machine's LAPACK kernels and thread
+    # counts, and a dataset's version must not (tests/test_labeler_corpus.py).
+    return np.round(nearest @ rotation.T @ linear, KEPT_DECIMALS) + 0.0
 
 
 def upright_mesh(mesh: dict[str, Any], linear: np.ndarray) -> dict[str, Any]:
     """``{"vertices", "faces"}`` of a scene-format mesh with ``right_angle_part(linear)`` baked in;
     faces turned when it mirrors, so they still face out."""
     kept = right_angle_part(linear)
-    if np.allclose(kept, np.eye(3), atol=1e-9):
+    if (kept == np.eye(3)).all():
         return {"vertices": mesh["vertices"], "faces": mesh["faces"]}
-    vertices = np.asarray(mesh["vertices"], float).reshape(-1, 3) @ kept.T
+    points = np.asarray(mesh["vertices"], float).reshape(-1, 3)
+    # Products and sums one by one in a fixed order (IEEE-exact on every CPU), not a BLAS product.
+    vertices = points[:, :1] * kept[:, 0] + points[:, 1:2] * kept[:, 1] + points[:, 2:] * kept[:, 2]
     faces = mesh["faces"] if np.linalg.det(kept) > 0 else [list(reversed(f)) for f in mesh["faces"]]
     return {"vertices": [[float(c) for c in v] for v in vertices], "faces": faces}
