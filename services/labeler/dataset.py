@@ -135,14 +135,24 @@ class SceneCache:
     def __init__(self, store: BlobStore):
         self.store = store
         self.docs: dict[str, dict[str, Any]] = {}
+        self.by_name: dict[str, dict[str, dict[str, Any]]] = {}
 
     def get(self, key: str) -> dict[str, Any]:
         if key not in self.docs:
             self.docs[key] = json.loads(self.store.get_bytes(key))
         return self.docs[key]
 
+    def objects(self, key: str) -> dict[str, dict[str, Any]]:
+        """A scene's objects by name (the first of a name, as Blender's names are unique)."""
+        if key not in self.by_name:
+            named: dict[str, dict[str, Any]] = {}
+            for o in self.get(key)["objects"]:
+                named.setdefault(o["name"], o)
+            self.by_name[key] = named
+        return self.by_name[key]
+
     def object(self, record: ObjectRecord) -> dict[str, Any]:
-        return next(o for o in self.get(record.scene_key)["objects"] if o["name"] == record.row.name)
+        return self.objects(record.scene_key)[record.row.name]
 
 
 # ---- items per specialist ---------------------------------------------------------------------
@@ -169,7 +179,7 @@ def _geometry_items(
         if leader_of[record.key] != record.key:
             build.dropped_duplicates += 1
             continue
-        objects = {o["name"]: o for o in scenes.get(record.scene_key)["objects"]}
+        objects = scenes.objects(record.scene_key)
         obj = objects[record.row.name]
         mesh = obj.get("evaluated_mesh") or obj["mesh"]  # accepted objects have geometry
         item = record.base_item(record.row.name)
